@@ -1,0 +1,292 @@
+"""The transport-independent half of an upstream connector.
+
+A connector is one upstream MCP session. It performs the ``initialize``
+handshake, multiplexes many concurrent requests over that session, routes
+every response to its waiter by id and every progress notification to its
+call by token, and hands other notifications up. Subclasses only move bytes.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from connectors import jsonrpc
+from connectors.errors import (
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamRpcError,
+    UpstreamSessionExpired,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from connectors.jsonrpc import Kind, Message
+from connectors.spec import CLIENT_INFO, LATEST_VERSION, SUPPORTED_VERSIONS, UpstreamSpec
+
+__all__ = ["Connector", "MessageHandler", "ProgressHandler"]
+
+logger = logging.getLogger(__name__)
+
+MessageHandler = Callable[[Message], None]
+"""Receives upstream notifications that belong to no call (list_changed, log messages)."""
+
+ProgressHandler = Callable[[Message], None]
+"""Receives the params of a ``notifications/progress``, with the caller's own token restored."""
+
+_CANCEL_DEADLINE = 2.0
+
+
+class Connector(abc.ABC):
+    """One upstream MCP session; an async context manager entered and exited by one task."""
+
+    def __init__(
+        self,
+        spec: UpstreamSpec,
+        http: httpx.AsyncClient,
+        *,
+        capabilities: Message | None = None,
+        on_message: MessageHandler | None = None,
+    ) -> None:
+        self.spec = spec
+        self._http = http
+        self._capabilities = capabilities or {}
+        self._on_message = on_message
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Message]] = {}
+        self._progress: dict[str, tuple[Any, ProgressHandler]] = {}
+        self._handshake_lock = asyncio.Lock()
+        self._generation = 0
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self.lost = asyncio.Event()
+        self.lost_reason = ""
+        self.protocol_version = ""
+        self.server_info: Message = {}
+        self.server_capabilities: Message = {}
+        self.instructions: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        try:
+            async with asyncio.timeout(self.spec.connect_timeout):
+                await self._open()
+                await self._handshake()
+        except TimeoutError:
+            await self._shutdown()
+            raise UpstreamUnavailable(self.spec.name, f"no handshake within {self.spec.connect_timeout:g}s") from None
+        except BaseException:
+            await self._shutdown()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        for task in self._side_tasks:
+            task.cancel()
+        if self._side_tasks:
+            await asyncio.gather(*self._side_tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._close()
+        self._mark_lost("closed")
+
+    # -- what subclasses provide -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _open(self) -> None:
+        """Open whatever the transport needs before the handshake."""
+
+    @abc.abstractmethod
+    async def _send(self, message: Message) -> None:
+        """Send one message; replies may be delivered before this returns.
+
+        Raises:
+            UpstreamError: the message could not be delivered.
+        """
+
+    @abc.abstractmethod
+    async def _close(self) -> None:
+        """Release the transport; called once, by the task that opened it."""
+
+    def _on_session_reset(self) -> None:  # noqa: B027 - optional hook
+        """Forget transport session state before a fresh handshake."""
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        params: Message | None = None,
+        *,
+        on_progress: ProgressHandler | None = None,
+        time_limit: float | None = None,
+    ) -> Message:
+        """Send a request and return its ``result``.
+
+        A session the upstream has forgotten (HTTP 404) is re-initialized once
+        and the request retried. Cancelling the caller cancels the upstream
+        request with ``notifications/cancelled``.
+
+        Raises:
+            UpstreamRpcError: the upstream answered with a JSON-RPC error.
+            UpstreamTimeout: no answer within ``time_limit`` seconds (default: the spec's request timeout).
+            UpstreamError: the upstream could not be reached or spoke nonsense.
+        """
+        limit = self.spec.request_timeout if time_limit is None else time_limit
+        try:
+            async with asyncio.timeout(limit):
+                generation = self._generation
+                try:
+                    return await self._call(method, params, on_progress)
+                except UpstreamSessionExpired:
+                    await self._rehandshake(generation)
+                    return await self._call(method, params, on_progress)
+        except TimeoutError:
+            raise UpstreamTimeout(self.spec.name, f"no answer to {method} within {limit:g}s") from None
+
+    async def notify(self, method: str, params: Message | None = None) -> None:
+        """Send a notification.
+
+        Raises:
+            UpstreamError: it could not be delivered.
+        """
+        await self._send(jsonrpc.notification(method, params))
+
+    async def _call(self, method: str, params: Message | None, on_progress: ProgressHandler | None) -> Message:
+        if self.lost.is_set():
+            raise UpstreamUnavailable(self.spec.name, f"connection lost ({self.lost_reason})")
+        request_id = next(self._ids)
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        token_key: str | None = None
+        if params is not None:
+            meta = params.get("_meta")
+            if isinstance(meta, dict) and "progressToken" in meta:
+                # Our own token upstream: two clients' tokens may be equal; ours never are.
+                token_key = f"p{request_id}"
+                if on_progress is not None:
+                    self._progress[token_key] = (meta["progressToken"], on_progress)
+                params = {**params, "_meta": {**meta, "progressToken": token_key}}
+        try:
+            await self._send(jsonrpc.request(request_id, method, params))
+            reply = await future
+        except asyncio.CancelledError:
+            if not future.done():
+                await self._cancel_upstream(request_id)
+            raise
+        finally:
+            self._pending.pop(request_id, None)
+            if token_key is not None:
+                self._progress.pop(token_key, None)
+        if "error" in reply:
+            raise UpstreamRpcError(self.spec.name, reply["error"])
+        result = reply.get("result")
+        if not isinstance(result, dict):
+            raise UpstreamProtocolError(self.spec.name, f"{method} returned a result that is not an object")
+        return result
+
+    async def _cancel_upstream(self, request_id: int) -> None:
+        # Runs while the caller is being cancelled: bounded, and never raises.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_CANCEL_DEADLINE):
+                await self.notify(
+                    "notifications/cancelled", {"requestId": request_id, "reason": "cancelled by the client"}
+                )
+
+    # -- handshake ---------------------------------------------------------------------------------
+
+    async def _handshake(self) -> None:
+        result = await self._call(
+            "initialize",
+            {
+                "protocolVersion": LATEST_VERSION,
+                "capabilities": self._capabilities,
+                "clientInfo": CLIENT_INFO,
+            },
+            None,
+        )
+        version = result.get("protocolVersion")
+        if version not in SUPPORTED_VERSIONS:
+            raise UpstreamProtocolError(self.spec.name, f"unsupported protocol version {version!r}")
+        self.protocol_version = str(version)
+        info = result.get("serverInfo")
+        self.server_info = info if isinstance(info, dict) else {}
+        capabilities = result.get("capabilities")
+        self.server_capabilities = capabilities if isinstance(capabilities, dict) else {}
+        instructions = result.get("instructions")
+        self.instructions = instructions if isinstance(instructions, str) else None
+        await self.notify("notifications/initialized")
+
+    async def _rehandshake(self, generation: int) -> None:
+        async with self._handshake_lock:
+            if generation != self._generation:
+                return  # another request already re-initialized
+            logger.info("upstream %s forgot our session; initializing again", self.spec.name)
+            self._on_session_reset()
+            self.protocol_version = ""
+            await self._handshake()
+            self._generation += 1
+
+    # -- incoming ----------------------------------------------------------------------------------
+
+    def _deliver(self, message: Any) -> None:
+        """Route one message that arrived from the upstream."""
+        kind = jsonrpc.classify(message)
+        if kind is Kind.RESPONSE or kind is Kind.ERROR:
+            future = self._pending.get(message["id"])
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif kind is Kind.NOTIFICATION:
+            if message["method"] == "notifications/progress":
+                self._deliver_progress(message.get("params") or {})
+            elif self._on_message is not None:
+                self._on_message(message)
+        elif kind is Kind.REQUEST:
+            self._spawn(self._answer(message))
+        else:
+            logger.warning("upstream %s sent a message that is not JSON-RPC 2.0", self.spec.name)
+
+    def _deliver_progress(self, params: Message) -> None:
+        entry = self._progress.get(str(params.get("progressToken")))
+        if entry is not None:
+            token, handler = entry
+            handler({**params, "progressToken": token})
+
+    async def _answer(self, message: Message) -> None:
+        # Server-to-client requests: answer ping; refuse what this connector cannot relay.
+        if message["method"] == "ping":
+            reply = jsonrpc.response(message["id"], {})
+        else:
+            reply = jsonrpc.error_response(
+                message["id"], {"code": -32601, "message": f"{message['method']} is not supported by this client"}
+            )
+        try:
+            await self._send(reply)
+        except UpstreamError as exc:
+            logger.warning("could not answer %s: %s", message["method"], exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    def _mark_lost(self, reason: str) -> None:
+        """The session is gone: wake every waiter with a clear error."""
+        if self.lost.is_set():
+            return
+        self.lost_reason = reason
+        self.lost.set()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(UpstreamUnavailable(self.spec.name, f"connection lost ({reason})"))

@@ -1,0 +1,132 @@
+"""Connector for upstreams that speak the Streamable HTTP transport (2025-03-26 and later).
+
+Every message is one POST. A request's reply comes back on that POST, as one
+JSON body or as an SSE stream that may carry progress notifications (and
+server-to-client requests) before the response.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import httpx
+from httpx_sse import EventSource
+
+from connectors import jsonrpc
+from connectors.base import Connector
+from connectors.errors import (
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamSessionExpired,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from connectors.jsonrpc import Message
+
+__all__ = ["StreamableHttpConnector"]
+
+_SESSION_HEADER = "mcp-session-id"
+_VERSION_HEADER = "mcp-protocol-version"
+
+
+class StreamableHttpConnector(Connector):
+    """One upstream session over Streamable HTTP."""
+
+    _session_id: str | None = None
+
+    async def _open(self) -> None:
+        self._session_id = None
+
+    async def _close(self) -> None:
+        if self._session_id is None:
+            return
+        # Tell the upstream we are done so it frees the session; a refusal (405) is fine.
+        with contextlib.suppress(httpx.HTTPError):
+            await self._http.delete(self.spec.url, headers=self._headers(), timeout=self.spec.connect_timeout)
+        self._session_id = None
+
+    def _on_session_reset(self) -> None:
+        self._session_id = None
+
+    def _headers(self) -> dict[str, str]:
+        headers = {
+            **self.spec.headers,
+            "accept": "application/json, text/event-stream",
+            "content-type": "application/json",
+        }
+        if self._session_id is not None:
+            headers[_SESSION_HEADER] = self._session_id
+        if self.protocol_version:
+            headers[_VERSION_HEADER] = self.protocol_version
+        return headers
+
+    async def _send(self, message: Message) -> None:
+        name = self.spec.name
+        try:
+            async with self._http.stream(
+                "POST", self.spec.url, content=jsonrpc.dumps(message), headers=self._headers()
+            ) as response:
+                await self._read_reply(response, message)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(name, f"HTTP timeout ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(name, f"{type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:  # undecodable JSON in a body or an event
+            raise UpstreamProtocolError(name, f"invalid JSON: {exc}") from exc
+
+    async def _read_reply(self, response: httpx.Response, message: Message) -> None:
+        name = self.spec.name
+        status = response.status_code
+        is_request = "method" in message and "id" in message
+        if status == 404 and self._session_id is not None:
+            raise UpstreamSessionExpired(name, "the upstream no longer knows our session")
+        if status >= 400:
+            await self._deliver_error_body(response, status)
+            return
+        if message.get("method") == "initialize":
+            self._session_id = response.headers.get(_SESSION_HEADER)
+        if not is_request:
+            return  # 202 Accepted (or any 2xx) for notifications and responses
+        if status == 202:
+            raise UpstreamProtocolError(name, f"answered request {message['method']} with 202 and no reply")
+        content_type = response.headers.get("content-type", "").lower()
+        if content_type.startswith("application/json"):
+            self._deliver_all(jsonrpc.loads(await response.aread()))
+        elif content_type.startswith("text/event-stream"):
+            await self._read_events(response, message["id"])
+        else:
+            raise UpstreamProtocolError(name, f"unexpected content type {content_type or 'none'!r}")
+
+    async def _read_events(self, response: httpx.Response, request_id: int) -> None:
+        async for event in EventSource(response).aiter_sse():
+            if not event.data or event.event not in ("message", ""):
+                continue  # priming events carry no data
+            self._deliver_all(jsonrpc.loads(event.data))
+            future = self._pending.get(request_id)
+            if future is None or future.done():
+                return
+
+    async def _deliver_error_body(self, response: httpx.Response, status: int) -> None:
+        body = await response.aread()
+        try:
+            decoded: Any = jsonrpc.loads(body) if body else None
+        except ValueError:
+            decoded = None
+        kind = jsonrpc.classify(decoded)
+        if kind is jsonrpc.Kind.ERROR and decoded.get("id") is not None:
+            self._deliver(decoded)
+            return
+        detail = ""
+        if kind is jsonrpc.Kind.ERROR:
+            detail = f": {decoded['error'].get('message', '')}"
+        error: type[UpstreamError] = UpstreamUnavailable
+        if status in (401, 403):
+            detail = detail or ": authentication failed (check the upstream's headers)"
+        elif status < 500:
+            error = UpstreamProtocolError
+        raise error(self.spec.name, f"HTTP {status}{detail}")
+
+    def _deliver_all(self, decoded: Any) -> None:
+        for item in decoded if isinstance(decoded, list) else [decoded]:
+            self._deliver(item)

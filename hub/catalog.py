@@ -1,0 +1,227 @@
+"""The merged, namespaced view of every upstream's tools, prompts and resources.
+
+The catalog is rebuilt from the upstreams' listings whenever one changes and
+is otherwise read-only: lookups are dict hits, pages are slices of prebuilt
+lists. Public names map back to (upstream, original name) through a table;
+nothing ever parses a public name.
+
+Collisions: upstreams are taken in config order, and within one upstream its
+items in the order it listed them. The first claimant of a public name keeps
+it; a later one gets the hashed form of its candidate name (see
+``hub.names``). Every collision is logged and listed in :attr:`collisions`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from connectors.jsonrpc import Message
+from connectors.pool import Listing
+from hub.errors import InvalidParams, UnknownName, UnknownResource
+from hub.names import NAMESPACE_SCHEME, hashed_name, public_name, public_uri
+
+__all__ = ["Catalog", "Entry", "ListKind", "Source"]
+
+logger = logging.getLogger(__name__)
+
+ListKind = Literal["tools", "prompts", "resources", "resourceTemplates"]
+KINDS: Final[tuple[ListKind, ...]] = ("tools", "prompts", "resources", "resourceTemplates")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where a public name or URI leads."""
+
+    upstream: str
+    original: str
+
+
+@dataclass(frozen=True)
+class Source:
+    """One upstream's contribution to a rebuild."""
+
+    name: str
+    prefix: str
+    listing: Listing
+
+
+@dataclass
+class _Build:
+    items: dict[ListKind, list[Message]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
+    tools: dict[str, Entry] = field(default_factory=dict)
+    prompts: dict[str, Entry] = field(default_factory=dict)
+    resources: dict[str, Entry] = field(default_factory=dict)
+    counts: dict[str, dict[ListKind, int]] = field(default_factory=dict)
+    collisions: list[str] = field(default_factory=list)
+
+
+class Catalog:
+    """The merged catalog; rebuilt whole, read without locks."""
+
+    def __init__(self, *, separator: str = "__", max_name_length: int = 64, page_size: int = 100) -> None:
+        self.separator = separator
+        self.max_name_length = max_name_length
+        self.page_size = page_size
+        self.version = 0
+        self._build = _Build()
+        self._prefixes: dict[str, str] = {}
+        self._passthrough: list[str] = []
+
+    # -- rebuilding --------------------------------------------------------------------------------
+
+    def rebuild(self, sources: Sequence[Source]) -> set[ListKind]:
+        """Replace the catalog with one built from ``sources`` (in config order).
+
+        Returns the kinds whose public lists changed.
+        """
+        build = _Build()
+        for source in sources:
+            counts: dict[ListKind, int] = dict.fromkeys(KINDS, 0)
+            listing = source.listing
+            for tool in listing.tools:
+                if self._claim(build, build.tools, "tools", source, tool, "name"):
+                    counts["tools"] += 1
+            for prompt in listing.prompts:
+                if self._claim(build, build.prompts, "prompts", source, prompt, "name"):
+                    counts["prompts"] += 1
+            for resource in listing.resources:
+                if self._claim_uri(build, source, resource, "uri", "resources"):
+                    counts["resources"] += 1
+            for template in listing.resource_templates:
+                if self._claim_uri(build, source, template, "uriTemplate", "resourceTemplates"):
+                    counts["resourceTemplates"] += 1
+            build.counts[source.name] = counts
+        changed = {kind for kind in KINDS if build.items[kind] != self._build.items[kind]}
+        self._build = build
+        self._prefixes = {s.prefix: s.name for s in sources if s.prefix}
+        self._passthrough = [s.name for s in sources if not s.prefix]
+        if changed:
+            self.version += 1
+        return changed
+
+    def _claim(
+        self, build: _Build, table: dict[str, Entry], kind: ListKind, source: Source, item: Message, key: str
+    ) -> bool:
+        original = item.get(key)
+        if not isinstance(original, str) or not original:
+            logger.warning("upstream %s listed a %s without a %s; skipped", source.name, kind[:-1], key)
+            return False
+        name = public_name(source.prefix, original, self.separator, self.max_name_length)
+        holder = table.get(name)
+        if holder is not None:
+            if holder.upstream == source.name and holder.original == original:
+                return False  # the upstream listed it twice
+            renamed = hashed_name(name, f"{source.name}\0{original}", self.max_name_length)
+            note = (
+                f"{kind[:-1]} {name!r} of upstream {source.name} collides with {holder.upstream}'s; "
+                f"served as {renamed!r}"
+            )
+            logger.warning(note)
+            build.collisions.append(note)
+            name = renamed
+            if name in table:
+                return False
+        table[name] = Entry(source.name, original)
+        build.items[kind].append({**item, key: name})
+        return True
+
+    def _claim_uri(self, build: _Build, source: Source, item: Message, key: str, kind: ListKind) -> bool:
+        original = item.get(key)
+        if not isinstance(original, str) or not original:
+            return False
+        uri = public_uri(source.prefix, original)
+        if kind == "resources":
+            holder = build.resources.get(uri)
+            if holder is not None:
+                if holder.upstream != source.name:
+                    note = f"resource {uri!r} of upstream {source.name} is also {holder.upstream}'s; theirs is served"
+                    logger.warning(note)
+                    build.collisions.append(note)
+                return False
+            build.resources[uri] = Entry(source.name, original)
+        build.items[kind].append({**item, key: uri})
+        return True
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    @property
+    def collisions(self) -> list[str]:
+        return list(self._build.collisions)
+
+    def items(self, kind: ListKind) -> list[Message]:
+        return self._build.items[kind]
+
+    def count(self, upstream: str, kind: ListKind = "tools") -> int:
+        return self._build.counts.get(upstream, {}).get(kind, 0)
+
+    def tool(self, name: str) -> Entry:
+        """Raises: UnknownName: no tool has that public name."""
+        entry = self._build.tools.get(name)
+        if entry is None:
+            raise UnknownName(f"unknown tool: {name}")
+        return entry
+
+    def prompt(self, name: str) -> Entry:
+        """Raises: UnknownName: no prompt has that public name."""
+        entry = self._build.prompts.get(name)
+        if entry is None:
+            raise UnknownName(f"unknown prompt: {name}")
+        return entry
+
+    def resource(self, uri: str) -> Entry:
+        """The upstream and original URI behind a public URI, listed or expanded from a template.
+
+        Raises:
+            UnknownResource: no upstream owns that URI.
+        """
+        entry = self._build.resources.get(uri)
+        if entry is not None:
+            return entry
+        namespace = f"{NAMESPACE_SCHEME}://"
+        if uri.startswith(namespace):
+            prefix, slash, original = uri[len(namespace) :].partition("/")
+            upstream = self._prefixes.get(prefix)
+            if upstream is not None and slash and original:
+                return Entry(upstream, original)
+        elif self._passthrough:
+            return Entry(self._passthrough[0], uri)
+        raise UnknownResource(f"unknown resource: {uri}", data={"uri": uri})
+
+    def public_uri_of(self, upstream: str, original: str) -> str:
+        prefix = next((p for p, name in self._prefixes.items() if name == upstream), "")
+        return public_uri(prefix, original)
+
+    def page(self, kind: ListKind, cursor: object = None) -> Message:
+        """One page of a list, as the result of ``<kind>/list``.
+
+        Raises:
+            InvalidParams: the cursor is not one this hub issued for this list.
+        """
+        items = self._build.items[kind]
+        start = 0 if cursor is None else _decode_cursor(kind, cursor)
+        end = start + self.page_size
+        result: Message = {kind: items[start:end]}
+        if end < len(items):
+            result["nextCursor"] = _encode_cursor(kind, end)
+        return result
+
+
+def _encode_cursor(kind: ListKind, offset: int) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{offset}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(kind: ListKind, cursor: object) -> int:
+    if isinstance(cursor, str):
+        try:
+            text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+            found, _, offset = text.partition(":")
+            if found == kind and offset.isdigit():
+                return int(offset)
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            pass
+    raise InvalidParams(f"invalid cursor for {kind}/list")

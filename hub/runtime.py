@@ -1,0 +1,147 @@
+"""The hub's running parts, wired together: config, pool, catalog and sessions."""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import Any, Final, Self
+
+from connectors import jsonrpc
+from connectors.jsonrpc import Message
+from connectors.pool import ConnectorPool, PoolLimits, UpstreamState
+from connectors.spec import LATEST_VERSION, SUPPORTED_VERSIONS
+from hub.catalog import Catalog, ListKind, Source
+from hub.config import Config
+from hub.errors import InvalidParams
+from hub.session import Session
+from hub.sessions import SessionManager
+
+__all__ = ["SERVER_INFO", "Hub"]
+
+logger = logging.getLogger(__name__)
+
+SERVER_INFO: Final[dict[str, str]] = {"name": "manifold", "version": "0.1.0"}
+_CAPABILITIES: Final[Message] = {
+    "tools": {"listChanged": True},
+    "prompts": {"listChanged": True},
+    "resources": {"listChanged": True},
+}
+_LIST_CHANGED: Final[dict[ListKind, str]] = {
+    "tools": "notifications/tools/list_changed",
+    "prompts": "notifications/prompts/list_changed",
+    "resources": "notifications/resources/list_changed",
+    "resourceTemplates": "notifications/resources/list_changed",
+}
+
+
+class Hub:
+    """Everything one running hub holds; an async context manager run by the app's lifespan."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        settings = config.hub
+        self.catalog = Catalog(
+            separator=settings.separator, max_name_length=settings.max_name_length, page_size=settings.page_size
+        )
+        limits = PoolLimits(
+            max_in_flight=settings.max_in_flight,
+            queue_size=settings.queue_size,
+            queue_timeout=settings.queue_timeout,
+            health_interval=settings.health_interval,
+            backoff_initial=settings.reconnect.initial_delay,
+            backoff_max=settings.reconnect.max_delay,
+        )
+        self.pool = ConnectorPool(config.upstream_specs(), limits, on_change=self._upstream_changed)
+        self.sessions = SessionManager(
+            pool=self.pool,
+            catalog=self.catalog,
+            max_sessions=settings.max_sessions,
+            idle_timeout=settings.session_idle_timeout,
+        )
+
+    async def __aenter__(self) -> Self:
+        await self.pool.__aenter__()
+        try:
+            await self.sessions.__aenter__()
+        except BaseException:
+            await self.pool.__aexit__(None, None, None)
+            raise
+        # Serve a full catalog from the first request when upstreams answer promptly;
+        # a slow or dead one joins later without holding up the rest.
+        specs = self.config.upstream_specs()
+        await self.pool.wait_settled(max((s.connect_timeout for s in specs), default=0) + 1)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self.sessions.__aexit__(exc_type, exc, tb)
+        finally:
+            await self.pool.__aexit__(exc_type, exc, tb)
+
+    # -- catalog -----------------------------------------------------------------------------------
+
+    def _upstream_changed(self, name: str) -> None:
+        sources = []
+        for upstream in self.config.enabled():
+            listing = self.pool.status(upstream).listing
+            if listing is not None:
+                sources.append(Source(upstream, self.config.prefix_of(upstream), listing))
+        changed = self.catalog.rebuild(sources)
+        for method in dict.fromkeys(_LIST_CHANGED[kind] for kind in sorted(changed)):
+            self.sessions.broadcast(jsonrpc.notification(method))
+
+    # -- sessions ----------------------------------------------------------------------------------
+
+    def initialize(self, params: Message) -> tuple[Session, Message]:
+        """Open a session for an ``initialize`` request; returns it and the result to send.
+
+        Raises:
+            InvalidParams: the request lacks a protocol version.
+            SessionLimit: no room for another session.
+        """
+        requested = params.get("protocolVersion")
+        if not isinstance(requested, str):
+            raise InvalidParams("params.protocolVersion must be a string")
+        version = requested if requested in SUPPORTED_VERSIONS else LATEST_VERSION
+        capabilities = params.get("capabilities")
+        client_info = params.get("clientInfo")
+        session = self.sessions.create(
+            protocol_version=version,
+            client_info=client_info if isinstance(client_info, dict) else {},
+            client_capabilities=capabilities if isinstance(capabilities, dict) else {},
+        )
+        result = {"protocolVersion": version, "capabilities": _CAPABILITIES, "serverInfo": SERVER_INFO}
+        return session, result
+
+    # -- health ------------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """Liveness and per-upstream state, as served by ``GET /health``."""
+        upstreams = []
+        for status in self.pool.statuses():
+            upstreams.append(
+                {
+                    "name": status.name,
+                    "transport": status.transport,
+                    "state": status.state.value,
+                    "latencyMs": None if status.latency_ms is None else round(status.latency_ms, 2),
+                    "tools": self.catalog.count(status.name, "tools"),
+                    "prompts": self.catalog.count(status.name, "prompts"),
+                    "resources": self.catalog.count(status.name, "resources"),
+                    "lastError": status.last_error,
+                    "since": status.since,
+                    "server": {k: status.server_info.get(k) for k in ("name", "version") if k in status.server_info},
+                }
+            )
+        up = sum(u["state"] == UpstreamState.UP.value for u in upstreams)
+        state = "ok" if up == len(upstreams) else ("degraded" if up else "down")
+        return {
+            "status": state,
+            "server": SERVER_INFO,
+            "sessions": len(self.sessions),
+            "tools": len(self.catalog.items("tools")),
+            "upstreams": upstreams,
+            "collisions": self.catalog.collisions,
+        }
