@@ -186,6 +186,10 @@ class ConnectorPool:
         """A client session's view of the upstreams; close it with :meth:`PoolSession.aclose`."""
         return PoolSession(self, capabilities or {}, on_message)
 
+    def in_flight(self, name: str) -> int:
+        """Requests to one upstream that hold a slot now."""
+        return self._upstreams[name].limiter.in_use
+
     def reconnect(self, name: str) -> None:
         """Ask an upstream's supervisor to retry now instead of waiting out its backoff."""
         self._upstreams[name].refresh.set()
