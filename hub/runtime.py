@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from types import TracebackType
 from typing import Any, Final, Self
@@ -15,6 +16,7 @@ from hub.config import Config
 from hub.errors import InvalidParams
 from hub.session import Session
 from hub.sessions import SessionManager
+from hub.store import Store
 
 __all__ = ["SERVER_INFO", "Hub"]
 
@@ -52,20 +54,22 @@ class Hub:
             backoff_max=settings.reconnect.max_delay,
         )
         self.pool = ConnectorPool(config.upstream_specs(), limits, on_change=self._upstream_changed)
+        self.store = Store(settings.storage)
+        self._stack = contextlib.AsyncExitStack()
         self.sessions = SessionManager(
             pool=self.pool,
             catalog=self.catalog,
+            store=self.store,
             max_sessions=settings.max_sessions,
             idle_timeout=settings.session_idle_timeout,
         )
 
     async def __aenter__(self) -> Self:
-        await self.pool.__aenter__()
-        try:
-            await self.sessions.__aenter__()
-        except BaseException:
-            await self.pool.__aexit__(None, None, None)
-            raise
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self.store)
+            await stack.enter_async_context(self.pool)
+            await stack.enter_async_context(self.sessions)
+            self._stack = stack.pop_all()
         # Serve a full catalog from the first request when upstreams answer promptly;
         # a slow or dead one joins later without holding up the rest.
         specs = self.config.upstream_specs()
@@ -75,10 +79,7 @@ class Hub:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        try:
-            await self.sessions.__aexit__(exc_type, exc, tb)
-        finally:
-            await self.pool.__aexit__(exc_type, exc, tb)
+        await self._stack.aclose()
 
     # -- catalog -----------------------------------------------------------------------------------
 
@@ -94,7 +95,7 @@ class Hub:
 
     # -- sessions ----------------------------------------------------------------------------------
 
-    def initialize(self, params: Message) -> tuple[Session, Message]:
+    async def initialize(self, params: Message) -> tuple[Session, Message]:
         """Open a session for an ``initialize`` request; returns it and the result to send.
 
         Raises:
@@ -107,7 +108,7 @@ class Hub:
         version = requested if requested in SUPPORTED_VERSIONS else LATEST_VERSION
         capabilities = params.get("capabilities")
         client_info = params.get("clientInfo")
-        session = self.sessions.create(
+        session = await self.sessions.create(
             protocol_version=version,
             client_info=client_info if isinstance(client_info, dict) else {},
             client_capabilities=capabilities if isinstance(capabilities, dict) else {},

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from hub.dispatcher import RequestContext, dispatch
 from hub.errors import to_wire_error
 from hub.outbox import Outbox
 
-__all__ = ["Session", "SessionBusy", "SessionClosed", "SessionState"]
+__all__ = ["EndReason", "Session", "SessionBusy", "SessionClosed", "SessionState"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +46,18 @@ class SessionBusy(Exception):
     """The session's inbox is full."""
 
 
+class EndReason(enum.Enum):
+    DELETED = "deleted"  # the client said DELETE
+    EXPIRED = "expired"  # the idle alarm went off
+    SHUTDOWN = "shutdown"  # the hub is stopping; the session may be taken back after a restart
+
+
 @dataclass(frozen=True)
 class _Envelope:
     kind: Kind | None  # None: close the session
     message: Message
     outbox: Outbox | None = None
+    reason: EndReason = EndReason.DELETED
 
 
 class Session:
@@ -76,6 +83,7 @@ class Session:
         self.initialized = False
         self.stream: Outbox | None = None
         self.ended = asyncio.Event()
+        self.end_reason = EndReason.EXPIRED
         self._catalog = catalog
         self._idle_timeout = idle_timeout
         self._inbox: asyncio.Queue[_Envelope] = asyncio.Queue(_INBOX_SIZE)
@@ -98,12 +106,13 @@ class Session:
         except asyncio.QueueFull:
             raise SessionBusy(self.id) from None
 
-    def close(self) -> None:
+    def close(self, reason: EndReason = EndReason.DELETED) -> None:
         """Ask the actor to end the session (DELETE, or the hub shutting down)."""
         if self.state is not SessionState.CLOSED:
             try:
-                self._inbox.put_nowait(_Envelope(None, {}))
+                self._inbox.put_nowait(_Envelope(None, {}, reason=reason))
             except asyncio.QueueFull:
+                self.end_reason = reason
                 self.state = SessionState.CLOSED  # the actor sees this at its next message
 
     def attach_stream(self, outbox: Outbox) -> bool:
@@ -125,7 +134,7 @@ class Session:
 
     # -- the actor ---------------------------------------------------------------------------------
 
-    async def run(self, on_end: Callable[[Session], None]) -> None:
+    async def run(self, on_end: Callable[[Session], Awaitable[None]]) -> None:
         """The actor loop; returns when the session ends for any reason."""
         loop = asyncio.get_running_loop()
         self._touch()
@@ -144,11 +153,15 @@ class Session:
                         break
                     self._deadline = loop.time() + self._idle_timeout
                     if envelope.kind is None:
+                        self.end_reason = envelope.reason
                         break
                     self._handle(calls, envelope)
                 self.state = SessionState.CLOSED
                 for task in self._calls.values():
                     task.cancel()
+        except asyncio.CancelledError:
+            self.end_reason = EndReason.SHUTDOWN
+            raise
         finally:
             self.state = SessionState.CLOSED
             self._drain()
@@ -157,8 +170,10 @@ class Session:
             try:
                 await self.upstreams.aclose()
             finally:
-                self.ended.set()
-                on_end(self)
+                try:
+                    await on_end(self)
+                finally:
+                    self.ended.set()
 
     def _touch(self) -> None:
         self._deadline = asyncio.get_running_loop().time() + self._idle_timeout

@@ -101,11 +101,16 @@ class McpEndpoint:
                 data={"supported": list(SUPPORTED_VERSIONS), "requested": version},
             )
 
-    def _session(self, headers: dict[str, str], request_id: Any = None) -> Session:
+    async def _session(self, headers: dict[str, str], request_id: Any = None) -> Session:
         session_id = headers.get(SESSION_HEADER)
         if not session_id:
             raise _Reject(400, -32600, "Bad Request: missing Mcp-Session-Id header", request_id=request_id)
         session = self.hub.sessions.get(session_id)
+        if session is None:
+            try:
+                session = await self.hub.sessions.restore(session_id)
+            except HubError as exc:
+                raise _Reject(503, exc.code, exc.message, request_id=request_id) from None
         if session is None:
             raise _Reject(404, -32600, "Session not found", request_id=request_id)
         return session
@@ -154,7 +159,7 @@ class McpEndpoint:
         if kind is Kind.REQUEST and message["method"] == "initialize":
             await self._initialize(message, send)
             return
-        session = self._session(headers, message.get("id"))
+        session = await self._session(headers, message.get("id"))
         if kind is not Kind.REQUEST:
             self._submit(session, kind, message)
             await _respond(send, 202, b"")
@@ -173,7 +178,7 @@ class McpEndpoint:
 
     async def _initialize(self, message: Message, send: Send) -> None:
         try:
-            session, result = self.hub.initialize(message.get("params") or {})
+            session, result = await self.hub.initialize(message.get("params") or {})
         except HubError as exc:
             status = 503 if exc.code == -32000 else 400
             raise _Reject(status, exc.code, exc.message, request_id=message["id"]) from None
@@ -210,7 +215,7 @@ class McpEndpoint:
         if not _accepts(headers.get("accept", ""), "text/event-stream"):
             raise _Reject(406, -32600, "Not Acceptable: Accept must list text/event-stream")
         self._check_version(headers)
-        session = self._session(headers)
+        session = await self._session(headers)
         outbox = Outbox()
         if not session.attach_stream(outbox):
             raise _Reject(409, -32600, "Conflict: this session already has a GET stream open")
@@ -237,7 +242,7 @@ class McpEndpoint:
     # -- DELETE ------------------------------------------------------------------------------------
 
     async def _delete(self, headers: dict[str, str], send: Send) -> None:
-        session = self._session(headers)
+        session = await self._session(headers)
         session.close()
         await _respond(send, 200, b"")
 

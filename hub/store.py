@@ -1,0 +1,138 @@
+"""Durable session records, so that a restarted hub takes back its clients' sessions.
+
+The only module that imports aiosqlite. ``":memory:"`` keeps records for the
+life of the process only. A record holds what ``initialize`` settled (the
+version, the client's info and capabilities); upstream sessions are never
+stored: a restored session opens fresh ones on first use.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import aiosqlite
+
+from connectors import jsonrpc
+from hub.errors import HubError
+
+__all__ = ["SessionRecord", "Store", "StoreError"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    protocol_version TEXT NOT NULL,
+    client_info TEXT NOT NULL,
+    client_capabilities TEXT NOT NULL,
+    created REAL NOT NULL,
+    last_seen REAL NOT NULL
+)
+"""
+
+
+class StoreError(HubError):
+    """The session store could not be read or written."""
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    protocol_version: str
+    client_info: dict[str, Any]
+    client_capabilities: dict[str, Any]
+    created: float
+    last_seen: float
+
+
+class Store:
+    """Session records in SQLite; an async context manager."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+
+    async def __aenter__(self) -> Self:
+        try:
+            self._db = await aiosqlite.connect(self.path)
+            if self.path != ":memory:":
+                await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute(_SCHEMA)
+            await self._db.commit()
+        except (aiosqlite.Error, OSError) as exc:
+            if self._db is not None:
+                await self._db.close()
+                self._db = None
+            raise StoreError(f"cannot open the session store at {self.path}: {exc}") from exc
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("the session store is not open")
+        return self._db
+
+    async def save(self, record: SessionRecord) -> None:
+        """Insert or replace a record. Raises: StoreError."""
+        await self._write(
+            "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                record.id,
+                record.protocol_version,
+                jsonrpc.dumps(record.client_info).decode(),
+                jsonrpc.dumps(record.client_capabilities).decode(),
+                record.created,
+                record.last_seen,
+            ),
+        )
+
+    async def load(self, session_id: str) -> SessionRecord | None:
+        """The record for ``session_id``, if there is one. Raises: StoreError."""
+        try:
+            async with self.db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)) as cursor:
+                row = await cursor.fetchone()
+        except aiosqlite.Error as exc:
+            raise StoreError(f"cannot read the session store: {exc}") from exc
+        if row is None:
+            return None
+        return SessionRecord(row[0], row[1], jsonrpc.loads(row[2]), jsonrpc.loads(row[3]), row[4], row[5])
+
+    async def delete(self, session_id: str) -> None:
+        """Forget a session. Raises: StoreError."""
+        await self._write("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    async def touch(self, session_ids: Iterable[str], when: float | None = None) -> None:
+        """Mark sessions as seen at ``when`` (now by default). Raises: StoreError."""
+        moment = time.time() if when is None else when
+        try:
+            await self.db.executemany(
+                "UPDATE sessions SET last_seen = ? WHERE id = ?", [(moment, sid) for sid in session_ids]
+            )
+            await self.db.commit()
+        except aiosqlite.Error as exc:
+            raise StoreError(f"cannot write the session store: {exc}") from exc
+
+    async def prune(self, seen_before: float) -> int:
+        """Delete records last seen before ``seen_before``; returns how many. Raises: StoreError."""
+        try:
+            cursor = await self.db.execute("DELETE FROM sessions WHERE last_seen < ?", (seen_before,))
+            await self.db.commit()
+        except aiosqlite.Error as exc:
+            raise StoreError(f"cannot write the session store: {exc}") from exc
+        return cursor.rowcount
+
+    async def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        try:
+            await self.db.execute(sql, args)
+            await self.db.commit()
+        except aiosqlite.Error as exc:
+            raise StoreError(f"cannot write the session store: {exc}") from exc

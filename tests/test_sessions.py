@@ -1,0 +1,69 @@
+"""Session lifetimes across hub restarts: records are kept, restored, and forgotten when they should be."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hub.store import SessionRecord, Store
+from tests.conftest import run_hub, serve
+from tests.test_transport import HEADERS, initialize, rpc
+from tests.upstreams import http_app
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_restarted_hub_takes_back_a_live_session(tmp_path: Path) -> None:
+    storage = str(tmp_path / "hub.db")
+    async with serve(http_app("alpha")) as alpha, httpx.AsyncClient(timeout=10, trust_env=False) as http:
+        servers = {"alpha": {"url": f"{alpha}/mcp"}}
+        async with run_hub(servers, storage=storage) as (url, _):
+            headers = await initialize(http, url)
+        async with run_hub(servers, storage=storage) as (url, hub):
+            call = rpc(2, "tools/call", {"name": "alpha__echo", "arguments": {"text": "again"}})
+            response = await http.post(url, json=call, headers=headers)
+            assert response.status_code == 200
+            assert response.json()["result"]["content"][0]["text"] == "alpha: again"
+            session = hub.sessions.get(headers["mcp-session-id"])
+            assert session is not None and session.protocol_version == "2025-11-25"
+            assert session.client_info == {"name": "t", "version": "0"}
+
+
+async def test_a_deleted_session_is_not_taken_back(tmp_path: Path) -> None:
+    storage = str(tmp_path / "hub.db")
+    async with serve(http_app("alpha")) as alpha, httpx.AsyncClient(timeout=10, trust_env=False) as http:
+        servers = {"alpha": {"url": f"{alpha}/mcp"}}
+        async with run_hub(servers, storage=storage) as (url, hub):
+            headers = await initialize(http, url)
+            assert (await http.delete(url, headers=headers)).status_code == 200
+            session = hub.sessions.get(headers["mcp-session-id"])
+            if session is not None:
+                await asyncio.wait_for(session.ended.wait(), 10)
+        async with run_hub(servers, storage=storage) as (url, _):
+            response = await http.post(url, json=rpc(2, "ping"), headers=headers)
+            assert response.status_code == 404
+
+
+async def test_unknown_ids_never_become_sessions(tmp_path: Path) -> None:
+    async with serve(http_app("alpha")) as alpha, httpx.AsyncClient(timeout=10, trust_env=False) as http:
+        async with run_hub({"alpha": {"url": f"{alpha}/mcp"}}, storage=str(tmp_path / "hub.db")) as (url, hub):
+            for made_up in ("0" * 32, "not-even-hex"):
+                response = await http.post(url, json=rpc(1, "ping"), headers={**HEADERS, "mcp-session-id": made_up})
+                assert response.status_code == 404
+            assert len(hub.sessions) == 0
+
+
+async def test_a_session_idle_past_its_timeout_is_not_taken_back(tmp_path: Path) -> None:
+    storage = str(tmp_path / "hub.db")
+    stale = SessionRecord("ab" * 16, "2025-11-25", {"name": "old", "version": "1"}, {}, 0.0, 0.0)
+    async with Store(storage) as store:
+        await store.save(stale)
+    async with serve(http_app("alpha")) as alpha, httpx.AsyncClient(timeout=10, trust_env=False) as http:
+        async with run_hub({"alpha": {"url": f"{alpha}/mcp"}}, storage=storage) as (url, _):
+            response = await http.post(url, json=rpc(1, "ping"), headers={**HEADERS, "mcp-session-id": stale.id})
+            assert response.status_code == 404
+    async with Store(storage) as store:
+        assert await store.load(stale.id) is None
