@@ -86,8 +86,14 @@ def classify(message: Any) -> Kind | None:
     if "id" not in message:
         return None
     if "result" in message and "error" not in message:
-        return Kind.RESPONSE
+        return Kind.RESPONSE if _valid_id(message["id"]) else None
     error = message.get("error")
-    if "result" not in message and isinstance(error, dict) and isinstance(error.get("code"), int):
+    if (
+        "result" not in message
+        and (message["id"] is None or _valid_id(message["id"]))
+        and isinstance(error, dict)
+        and _valid_id(error.get("code"))
+        and not isinstance(error.get("code"), str)
+    ):
         return Kind.ERROR
     return None

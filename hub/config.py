@@ -9,6 +9,7 @@ headers are expanded from the environment. A loaded config is immutable.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from collections.abc import Iterable
@@ -135,7 +136,7 @@ def _path(loc: Iterable[Any]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(part)):
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(part)):
             out += f".{part}"
         else:
             out += f"[{str(part)!r}]"
@@ -197,6 +198,7 @@ def parse_config(raw: Any, env: dict[str, str] | None = None) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(["$: the config must be a JSON object"])
     problems: list[str] = []
+    raw = copy.deepcopy(raw)  # expansion writes into the document; the caller's stays as it was
     failed = _expand_env(raw, dict(os.environ) if env is None else env, problems)
     config: Config | None = None
     try:

@@ -15,7 +15,7 @@ from typing import Final
 
 __all__ = ["NAMESPACE_SCHEME", "hashed_name", "public_name", "public_uri"]
 
-_VALID: Final = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_VALID: Final = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 _INVALID_CHAR: Final = re.compile(r"[^A-Za-z0-9_.-]")
 _HASH_LENGTH: Final = 8
 
@@ -32,7 +32,7 @@ def hashed_name(candidate: str, seed: str, max_length: int) -> str:
 def public_name(prefix: str, original: str, separator: str, max_length: int) -> str:
     """The public name of ``original`` from the upstream with ``prefix``; deterministic."""
     candidate = f"{prefix}{separator}{original}" if prefix else original
-    if len(candidate) <= max_length and _VALID.match(candidate):
+    if len(candidate) <= max_length and _VALID.fullmatch(candidate):
         return candidate
     return hashed_name(candidate, f"{prefix}\0{original}", max_length)
 

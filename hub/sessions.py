@@ -69,7 +69,6 @@ class SessionManager:
     def __len__(self) -> int:
         return len(self._sessions)
 
-
     async def _keep_records(self) -> None:
         # Records say when a session was last alive, so a restart after a crash can still restore it.
         while True:

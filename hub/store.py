@@ -8,6 +8,7 @@ stored: a restored session opens fresh ones on first use.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ class Store:
         self._db: aiosqlite.Connection | None = None
 
     async def __aenter__(self) -> Self:
+        if self.path != ":memory:" and not os.path.isdir(os.path.dirname(os.path.abspath(self.path))):
+            # Checked here: a failed aiosqlite connect leaves its worker thread to finish on its own.
+            raise StoreError(f"cannot open the session store at {self.path}: its directory does not exist")
         try:
             self._db = await aiosqlite.connect(self.path)
             if self.path != ":memory:":

@@ -48,12 +48,15 @@ async def test_a_deleted_session_is_not_taken_back(tmp_path: Path) -> None:
 
 
 async def test_unknown_ids_never_become_sessions(tmp_path: Path) -> None:
-    async with serve(http_app("alpha")) as alpha, httpx.AsyncClient(timeout=10, trust_env=False) as http:
-        async with run_hub({"alpha": {"url": f"{alpha}/mcp"}}, storage=str(tmp_path / "hub.db")) as (url, hub):
-            for made_up in ("0" * 32, "not-even-hex"):
-                response = await http.post(url, json=rpc(1, "ping"), headers={**HEADERS, "mcp-session-id": made_up})
-                assert response.status_code == 404
-            assert len(hub.sessions) == 0
+    async with (
+        serve(http_app("alpha")) as alpha,
+        httpx.AsyncClient(timeout=10, trust_env=False) as http,
+        run_hub({"alpha": {"url": f"{alpha}/mcp"}}, storage=str(tmp_path / "hub.db")) as (url, hub),
+    ):
+        for made_up in ("0" * 32, "not-even-hex"):
+            response = await http.post(url, json=rpc(1, "ping"), headers={**HEADERS, "mcp-session-id": made_up})
+            assert response.status_code == 404
+        assert len(hub.sessions) == 0
 
 
 async def test_a_session_idle_past_its_timeout_is_not_taken_back(tmp_path: Path) -> None:
@@ -61,9 +64,12 @@ async def test_a_session_idle_past_its_timeout_is_not_taken_back(tmp_path: Path)
     stale = SessionRecord("ab" * 16, "2025-11-25", {"name": "old", "version": "1"}, {}, 0.0, 0.0)
     async with Store(storage) as store:
         await store.save(stale)
-    async with serve(http_app("alpha")) as alpha, httpx.AsyncClient(timeout=10, trust_env=False) as http:
-        async with run_hub({"alpha": {"url": f"{alpha}/mcp"}}, storage=storage) as (url, _):
-            response = await http.post(url, json=rpc(1, "ping"), headers={**HEADERS, "mcp-session-id": stale.id})
-            assert response.status_code == 404
+    async with (
+        serve(http_app("alpha")) as alpha,
+        httpx.AsyncClient(timeout=10, trust_env=False) as http,
+        run_hub({"alpha": {"url": f"{alpha}/mcp"}}, storage=storage) as (url, _),
+    ):
+        response = await http.post(url, json=rpc(1, "ping"), headers={**HEADERS, "mcp-session-id": stale.id})
+        assert response.status_code == 404
     async with Store(storage) as store:
         assert await store.load(stale.id) is None

@@ -54,9 +54,13 @@ async def test_initialize_negotiates_a_version_and_opens_a_session() -> None:
         assert result["serverInfo"]["name"] == "manifold"
         assert result["capabilities"]["tools"] == {"listChanged": True}
         assert hub.sessions.get(response.headers["mcp-session-id"]) is not None
-        older = await http.post(url, json=rpc(1, "initialize", {**INIT, "protocolVersion": "2025-03-26"}), headers=HEADERS)
+        older = await http.post(
+            url, json=rpc(1, "initialize", {**INIT, "protocolVersion": "2025-03-26"}), headers=HEADERS
+        )
         assert older.json()["result"]["protocolVersion"] == "2025-03-26"
-        unknown = await http.post(url, json=rpc(1, "initialize", {**INIT, "protocolVersion": "1999-01-01"}), headers=HEADERS)
+        unknown = await http.post(
+            url, json=rpc(1, "initialize", {**INIT, "protocolVersion": "1999-01-01"}), headers=HEADERS
+        )
         assert unknown.json()["result"]["protocolVersion"] == "2025-11-25"
 
 
@@ -211,7 +215,9 @@ async def test_the_session_cap_answers_503() -> None:
 async def test_an_idle_session_expires_and_then_answers_404() -> None:
     async with hub_with_alpha(sessionIdleTimeout=0.2) as (url, hub, http):
         headers = await initialize(http, url)
-        call = await http.post(url, json=rpc(2, "tools/call", {"name": "alpha__echo", "arguments": {"text": "x"}}), headers=headers)
+        call = await http.post(
+            url, json=rpc(2, "tools/call", {"name": "alpha__echo", "arguments": {"text": "x"}}), headers=headers
+        )
         assert call.json()["result"]["content"][0]["text"] == "alpha: x"
         session = hub.sessions.get(headers["mcp-session-id"])
         assert session is not None and session.upstreams.open_upstreams == ["alpha"]
@@ -229,7 +235,7 @@ async def test_lists_are_paginated_with_opaque_cursors() -> None:
         cursor = None
         pages = 0
         while True:
-            params = {"cursor": cursor} if cursor else {}
+            params: dict[str, Any] = {"cursor": cursor} if cursor else {}
             page = (await http.post(url, json=rpc(pages, "tools/list", params), headers=headers)).json()["result"]
             assert len(page["tools"]) <= 2
             names += [tool["name"] for tool in page["tools"]]

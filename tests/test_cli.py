@@ -1,0 +1,79 @@
+"""The manifold command: check, health, tools, and serve's refusal of a bad config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from hub.cli import main
+from tests.conftest import reserve_port, run_hub, serve
+from tests.upstreams import http_app, sse_app
+
+pytestmark = pytest.mark.anyio
+
+
+def test_check_accepts_the_example_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "examples/config.json"]) == 0
+    assert "ok (2 upstreams enabled of 2)" in capsys.readouterr().out
+
+
+def test_check_lists_every_problem_with_its_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"hub": {"port": -1}, "mcpServers": {"x": {"url": "nope", "colour": "red"}}}))
+    assert main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "$.hub.port: Input should be greater than or equal to 0" in err
+    assert "$.mcpServers.x.url: must be an http:// or https:// URL" in err
+    assert "$.mcpServers.x.colour: unknown key" in err
+
+
+def test_serve_refuses_a_bad_config_without_starting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["serve", "--config", str(bad)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+async def test_health_and_tools_against_a_running_hub(capsys: pytest.CaptureFixture[str]) -> None:
+    async with (
+        serve(http_app("alpha")) as alpha,
+        serve(sse_app("beta")) as beta,
+        run_hub({"alpha": {"url": f"{alpha}/mcp"}, "beta": {"url": f"{beta}/sse", "type": "sse"}}) as (url, _),
+    ):
+        base = url.removesuffix("/mcp")
+        assert await asyncio.to_thread(main, ["health", "--url", base]) == 0
+        out = capsys.readouterr().out
+        assert "alpha" in out and "beta" in out and "hub: ok" in out
+        assert await asyncio.to_thread(main, ["tools", "--url", base]) == 0
+        out = capsys.readouterr().out
+        assert "alpha__echo" in out and "beta__forecast" in out and "12 tools" in out
+
+
+async def test_health_exits_non_zero_and_names_a_down_upstream(capsys: pytest.CaptureFixture[str]) -> None:
+    dead = reserve_port()
+    try:
+        async with (
+            serve(http_app("alpha")) as alpha,
+            run_hub(
+                {"alpha": {"url": f"{alpha}/mcp"}, "gone": {"url": f"http://127.0.0.1:{dead.getsockname()[1]}/mcp"}}
+            ) as (url, _),
+        ):
+            assert await asyncio.to_thread(main, ["health", "--url", url.removesuffix("/mcp"), "--json"]) == 1
+    finally:
+        dead.close()
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "degraded"
+    gone = next(u for u in report["upstreams"] if u["name"] == "gone")
+    assert gone["state"] == "down" and "ConnectError" in gone["lastError"]
+
+
+def test_health_of_an_unreachable_hub_is_a_clear_failure(capsys: pytest.CaptureFixture[str]) -> None:
+    dead = reserve_port()
+    try:
+        assert main(["health", "--url", f"http://127.0.0.1:{dead.getsockname()[1]}"]) == 1
+    finally:
+        dead.close()
+    assert "cannot reach the hub" in capsys.readouterr().err

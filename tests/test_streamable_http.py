@@ -1,0 +1,221 @@
+"""The Streamable HTTP connector against scripted upstreams (httpx.MockTransport) and a real SDK server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors.errors import (
+    UpstreamProtocolError,
+    UpstreamRpcError,
+    UpstreamSessionExpired,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from connectors.spec import UpstreamSpec
+from connectors.streamable_http import StreamableHttpConnector
+from tests.conftest import serve
+from tests.upstreams import http_app
+
+pytestmark = pytest.mark.anyio
+
+SPEC = UpstreamSpec(name="up", url="http://127.0.0.1:1/mcp", headers={"authorization": "Bearer s3cret"})
+Handler = Callable[[dict[str, Any], httpx.Request], Awaitable[httpx.Response]]
+
+
+class Script:
+    """A scripted upstream: answers initialize, records every message, delegates the rest."""
+
+    def __init__(self, handler: Handler | None = None) -> None:
+        self.handler = handler
+        self.received: list[tuple[dict[str, Any], dict[str, str]]] = []
+        self.sessions = 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "DELETE":
+            return httpx.Response(200)
+        message = json.loads(request.content)
+        self.received.append((message, dict(request.headers)))
+        if message.get("method") == "initialize":
+            self.sessions += 1
+            result = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "s"}}
+            return httpx.Response(200, json=reply(message, result), headers={"mcp-session-id": f"s{self.sessions}"})
+        if "id" not in message:
+            return httpx.Response(202)
+        if self.handler is None:
+            return httpx.Response(200, json=reply(message, {"ok": True}))
+        return await self.handler(message, request)
+
+    def methods(self) -> list[str]:
+        return [m.get("method", "response") for m, _ in self.received]
+
+
+def reply(message: dict[str, Any], result: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": message["id"], "result": result}
+
+
+def connector(script: Script, spec: UpstreamSpec = SPEC) -> StreamableHttpConnector:
+    return StreamableHttpConnector(spec, httpx.AsyncClient(transport=httpx.MockTransport(script)))
+
+
+async def test_handshake_then_session_and_version_headers_on_every_request() -> None:
+    script = Script()
+    async with connector(script) as upstream:
+        assert upstream.protocol_version == "2025-06-18"
+        assert await upstream.request("tools/list") == {"ok": True}
+    assert script.methods() == ["initialize", "notifications/initialized", "tools/list"]
+    init_headers = script.received[0][1]
+    assert "mcp-session-id" not in init_headers
+    assert init_headers["authorization"] == "Bearer s3cret"
+    headers = script.received[2][1]
+    assert headers["mcp-session-id"] == "s1"
+    assert headers["mcp-protocol-version"] == "2025-06-18"
+
+
+async def test_a_forgotten_session_is_initialized_again_once_and_the_request_retried() -> None:
+    async def forget_first(message: dict[str, Any], request: httpx.Request) -> httpx.Response:
+        if request.headers["mcp-session-id"] == "s1":
+            return httpx.Response(404)
+        return httpx.Response(200, json=reply(message, {"session": request.headers["mcp-session-id"]}))
+
+    script = Script(forget_first)
+    async with connector(script) as upstream:
+        assert await upstream.request("tools/call", {"name": "x"}) == {"session": "s2"}
+    assert script.sessions == 2
+
+
+async def test_an_upstream_that_keeps_forgetting_is_not_retried_forever() -> None:
+    async def always_404(message: dict[str, Any], request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404)
+
+    script = Script(always_404)
+    async with connector(script) as upstream:
+        with pytest.raises(UpstreamSessionExpired):
+            await upstream.request("tools/list")
+    assert script.sessions == 2
+
+
+async def test_sse_replies_deliver_progress_with_the_callers_token_before_the_result() -> None:
+    async def stream(message: dict[str, Any], request: httpx.Request) -> httpx.Response:
+        token = message["params"]["_meta"]["progressToken"]
+        events = [
+            {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": i}}
+            for i in (1, 2, 3)
+        ]
+        events.append(reply(message, {"done": True}))
+        body = b"".join(b"event: message\ndata: " + json.dumps(e).encode() + b"\n\n" for e in events)
+        return httpx.Response(200, content=b"id: 0\ndata:\n\n" + body, headers={"content-type": "text/event-stream"})
+
+    seen: list[dict[str, Any]] = []
+    async with connector(Script(stream)) as upstream:
+        result = await upstream.request(
+            "tools/call", {"name": "p", "_meta": {"progressToken": 42}}, on_progress=seen.append
+        )
+    assert result == {"done": True}
+    assert [p["progress"] for p in seen] == [1, 2, 3]
+    assert all(p["progressToken"] == 42 for p in seen)
+
+
+async def test_the_callers_progress_token_is_never_sent_upstream() -> None:
+    script = Script()
+    async with connector(script) as upstream:
+        await upstream.request("tools/call", {"name": "p", "_meta": {"progressToken": "client-1"}}, on_progress=print)
+    sent = script.received[-1][0]["params"]["_meta"]["progressToken"]
+    assert sent != "client-1"
+
+
+async def test_json_rpc_errors_come_back_as_rpc_errors_with_the_upstreams_code() -> None:
+    async def refuse(message: dict[str, Any], request: httpx.Request) -> httpx.Response:
+        error = {"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32602, "message": "bad args"}}
+        return httpx.Response(400, json=error)
+
+    async with connector(Script(refuse)) as upstream:
+        with pytest.raises(UpstreamRpcError) as caught:
+            await upstream.request("tools/call")
+    assert caught.value.to_error() == {"code": -32602, "message": "bad args"}
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "text"),
+    [
+        (401, UpstreamUnavailable, "authentication failed"),
+        (500, UpstreamUnavailable, "HTTP 500"),
+        (405, UpstreamProtocolError, "HTTP 405"),
+    ],
+)
+async def test_http_errors_name_the_upstream_and_hide_its_secrets(
+    status: int, error: type[Exception], text: str
+) -> None:
+    async def fail(message: dict[str, Any], request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, text="nope")
+
+    async with connector(Script(fail)) as upstream:
+        with pytest.raises(error) as caught:
+            await upstream.request("tools/list")
+    assert "upstream 'up'" in str(caught.value) and text in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+async def test_unexpected_content_type_is_a_protocol_error() -> None:
+    async def html(message: dict[str, Any], request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="<html>", headers={"content-type": "text/html"})
+
+    async with connector(Script(html)) as upstream:
+        with pytest.raises(UpstreamProtocolError, match="text/html"):
+            await upstream.request("tools/list")
+
+
+async def test_an_unsupported_version_from_the_upstream_fails_the_handshake() -> None:
+    async def old(request: httpx.Request) -> httpx.Response:
+        message = json.loads(request.content)
+        return httpx.Response(200, json=reply(message, {"protocolVersion": "2023-01-01", "capabilities": {}}))
+
+    upstream = StreamableHttpConnector(SPEC, httpx.AsyncClient(transport=httpx.MockTransport(old)))
+    with pytest.raises(UpstreamProtocolError, match="2023-01-01"):
+        async with upstream:
+            pass
+
+
+async def test_a_request_past_its_deadline_times_out_and_is_cancelled_upstream() -> None:
+    never = asyncio.Event()
+
+    async def hang(message: dict[str, Any], request: httpx.Request) -> httpx.Response:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    script = Script(hang)
+    async with connector(script) as upstream:
+        with pytest.raises(UpstreamTimeout, match="tools/call"):
+            await upstream.request("tools/call", time_limit=0.05)
+    cancelled = [m for m, _ in script.received if m.get("method") == "notifications/cancelled"]
+    assert cancelled == [
+        {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": script.received[2][0]["id"], "reason": "cancelled by the client"},
+        }
+    ]
+
+
+async def test_an_unreachable_upstream_is_unavailable() -> None:
+    async def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    upstream = StreamableHttpConnector(SPEC, httpx.AsyncClient(transport=httpx.MockTransport(refuse)))
+    with pytest.raises(UpstreamUnavailable, match=r"upstream 'up'.*refused"):
+        async with upstream:
+            pass
+
+
+async def test_concurrent_requests_over_one_real_session() -> None:
+    async with serve(http_app("alpha")) as url, httpx.AsyncClient() as http:
+        spec = UpstreamSpec(name="alpha", url=f"{url}/mcp")
+        async with StreamableHttpConnector(spec, http) as upstream:
+            calls = [upstream.request("tools/call", {"name": "echo", "arguments": {"text": str(i)}}) for i in range(20)]
+            results = await asyncio.gather(*calls)
+    assert [r["content"][0]["text"] for r in results] == [f"alpha: {i}" for i in range(20)]
