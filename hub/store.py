@@ -34,6 +34,10 @@ CREATE TABLE IF NOT EXISTS sessions (
 """
 
 
+def _directory_missing(path: str) -> bool:
+    return path != ":memory:" and not os.path.isdir(os.path.dirname(os.path.abspath(path)))
+
+
 class StoreError(HubError):
     """The session store could not be read or written."""
 
@@ -56,8 +60,8 @@ class Store:
         self._db: aiosqlite.Connection | None = None
 
     async def __aenter__(self) -> Self:
-        if self.path != ":memory:" and not os.path.isdir(os.path.dirname(os.path.abspath(self.path))):
-            # Checked here: a failed aiosqlite connect leaves its worker thread to finish on its own.
+        if _directory_missing(self.path):
+            # Checked first: a failed aiosqlite connect leaves its worker thread to finish on its own.
             raise StoreError(f"cannot open the session store at {self.path}: its directory does not exist")
         try:
             self._db = await aiosqlite.connect(self.path)
