@@ -57,6 +57,7 @@ class UpstreamError(ManifoldError):
     def __init__(self, upstream: str, message: str, *, data: Any = None) -> None:
         super().__init__(f"upstream '{upstream}': {message}", data=data)
         self.upstream = upstream
+        self.reason = message
 
 
 class UpstreamUnavailable(UpstreamError):

@@ -28,7 +28,7 @@ from typing import Self
 import httpx
 
 from connectors.base import Connector, ProgressHandler
-from connectors.errors import UpstreamBusy, UpstreamUnavailable
+from connectors.errors import UpstreamBusy, UpstreamError, UpstreamUnavailable
 from connectors.jsonrpc import Message
 from connectors.limits import Limiter, LimitExceeded
 from connectors.spec import UpstreamSpec
@@ -240,7 +240,7 @@ class ConnectorPool:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+                error = exc.reason if isinstance(exc, UpstreamError) else f"{type(exc).__name__}: {exc}"
             finally:
                 upstream.discovery = None
             logger.warning("upstream %s is down: %s", name, error)
