@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m examples.demo_upstreams & demo=$$!; \
 	trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/python -m examples.demo_upstreams --wait && \
 	$(BIN)/manifold serve --config examples/config.json
 
 ## lint: ruff and mypy (strict)

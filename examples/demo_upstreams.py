@@ -111,11 +111,33 @@ async def serve(notes_port: int, clock_port: int) -> None:
     await asyncio.gather(*(server.serve() for server in servers))
 
 
+async def wait_listening(ports: list[int], deadline: float) -> bool:
+    """True once every port accepts a connection on 127.0.0.1, False after ``deadline`` seconds."""
+    try:
+        async with asyncio.timeout(deadline):
+            for port in ports:
+                while True:
+                    try:
+                        _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    except OSError:
+                        await asyncio.sleep(0.1)
+                        continue
+                    writer.close()
+                    await writer.wait_closed()
+                    break
+    except TimeoutError:
+        return False
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--notes-port", type=int, default=8801)
     parser.add_argument("--clock-port", type=int, default=8802)
+    parser.add_argument("--wait", action="store_true", help="only wait (up to 15 s) until both are listening")
     args = parser.parse_args()
+    if args.wait:
+        raise SystemExit(0 if asyncio.run(wait_listening([args.notes_port, args.clock_port], 15)) else 1)
     asyncio.run(serve(args.notes_port, args.clock_port))
 
 

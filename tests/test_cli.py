@@ -77,3 +77,22 @@ def test_health_of_an_unreachable_hub_is_a_clear_failure(capsys: pytest.CaptureF
     finally:
         dead.close()
     assert "cannot reach the hub" in capsys.readouterr().err
+
+
+async def test_the_demo_upstreams_serve_what_the_example_config_expects() -> None:
+    from examples.demo_upstreams import clock_app, notes_app, wait_listening
+
+    async with serve(notes_app()) as notes, serve(clock_app()) as clock:
+        ports = [int(notes.rsplit(":", 1)[1]), int(clock.rsplit(":", 1)[1])]
+        assert await wait_listening(ports, 5)
+        servers = {"notes": {"url": f"{notes}/mcp"}, "clock": {"url": f"{clock}/sse", "type": "sse", "prefix": "time"}}
+        async with run_hub(servers) as (_, hub):
+            assert hub.health()["status"] == "ok"
+            names = {tool["name"] for tool in hub.catalog.items("tools")}
+            assert names == {
+                "notes__add_note",
+                "notes__search_notes",
+                "notes__index_notes",
+                "time__now",
+                "time__countdown",
+            }
