@@ -1,6 +1,6 @@
 """Connectors to upstream MCP servers, and the pool that runs them."""
 
-from connectors.base import Connector
+from connectors.base import CallHooks, Connector
 from connectors.errors import (
     ManifoldError,
     UpstreamBusy,
@@ -11,12 +11,14 @@ from connectors.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from connectors.pool import ConnectorPool, Listing, PoolLimits, PoolSession, UpstreamState, UpstreamStatus
+from connectors.pool import ConnectorPool, Listing, PoolLimits, UpstreamState, UpstreamStatus
+from connectors.pool_session import PoolSession
 from connectors.spec import UpstreamSpec
 from connectors.sse import SseConnector
 from connectors.streamable_http import StreamableHttpConnector
 
 __all__ = [
+    "CallHooks",
     "Connector",
     "ConnectorPool",
     "Listing",

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -21,6 +22,7 @@ import httpx
 
 from connectors import jsonrpc
 from connectors.errors import (
+    ManifoldError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamRpcError,
@@ -31,7 +33,7 @@ from connectors.errors import (
 from connectors.jsonrpc import Kind, Message
 from connectors.spec import CLIENT_INFO, LATEST_VERSION, SUPPORTED_VERSIONS, UpstreamSpec
 
-__all__ = ["Connector", "MessageHandler", "ProgressHandler"]
+__all__ = ["CallHooks", "Connector", "MessageHandler", "ProgressHandler", "RequestHandler"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,22 @@ MessageHandler = Callable[[Message], None]
 
 ProgressHandler = Callable[[Message], None]
 """Receives the params of a ``notifications/progress``, with the caller's own token restored."""
+
+RequestHandler = Callable[[Message], Awaitable[Message]]
+"""Answers a server-to-client request (sampling, elicitation, roots): returns its result.
+
+Raises ManifoldError (or anything) to answer with an error instead.
+"""
+
+
+@dataclass(frozen=True)
+class CallHooks:
+    """Where the messages an upstream sends while serving one call go."""
+
+    progress: ProgressHandler | None = None
+    request: RequestHandler | None = None
+    message: MessageHandler | None = None
+
 
 _CANCEL_DEADLINE = 2.0
 
@@ -54,14 +72,18 @@ class Connector(abc.ABC):
         *,
         capabilities: Message | None = None,
         on_message: MessageHandler | None = None,
+        on_request: RequestHandler | None = None,
     ) -> None:
         self.spec = spec
         self._http = http
         self._capabilities = capabilities or {}
         self._on_message = on_message
+        self._on_request = on_request
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Message]] = {}
+        self._hooks: dict[int, CallHooks] = {}
         self._progress: dict[str, tuple[Any, ProgressHandler]] = {}
+        self._answering: dict[Any, asyncio.Task[None]] = {}
         self._handshake_lock = asyncio.Lock()
         self._generation = 0
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -79,6 +101,7 @@ class Connector(abc.ABC):
             async with asyncio.timeout(self.spec.connect_timeout):
                 await self._open()
                 await self._handshake()
+            self._opened()
         except TimeoutError:
             await self._shutdown()
             raise UpstreamUnavailable(self.spec.name, f"no handshake within {self.spec.connect_timeout:g}s") from None
@@ -122,6 +145,9 @@ class Connector(abc.ABC):
     def _on_session_reset(self) -> None:  # noqa: B027 - optional hook
         """Forget transport session state before a fresh handshake."""
 
+    def _opened(self) -> None:  # noqa: B027 - optional hook
+        """Start whatever runs beside requests once the session is open."""
+
     # -- requests ----------------------------------------------------------------------------------
 
     async def request(
@@ -129,11 +155,13 @@ class Connector(abc.ABC):
         method: str,
         params: Message | None = None,
         *,
-        on_progress: ProgressHandler | None = None,
+        hooks: CallHooks | None = None,
         time_limit: float | None = None,
     ) -> Message:
         """Send a request and return its ``result``.
 
+        Progress, requests and notifications the upstream sends while serving
+        it go to ``hooks`` (when they can be told apart from unrelated ones).
         A session the upstream has forgotten (HTTP 404) is re-initialized once
         and the request retried. Cancelling the caller cancels the upstream
         request with ``notifications/cancelled``.
@@ -148,10 +176,10 @@ class Connector(abc.ABC):
             async with asyncio.timeout(limit):
                 generation = self._generation
                 try:
-                    return await self._call(method, params, on_progress)
+                    return await self._call(method, params, hooks)
                 except UpstreamSessionExpired:
                     await self._rehandshake(generation)
-                    return await self._call(method, params, on_progress)
+                    return await self._call(method, params, hooks)
         except TimeoutError:
             raise UpstreamTimeout(self.spec.name, f"no answer to {method} within {limit:g}s") from None
 
@@ -163,20 +191,22 @@ class Connector(abc.ABC):
         """
         await self._send(jsonrpc.notification(method, params))
 
-    async def _call(self, method: str, params: Message | None, on_progress: ProgressHandler | None) -> Message:
+    async def _call(self, method: str, params: Message | None, hooks: CallHooks | None) -> Message:
         if self.lost.is_set():
             raise UpstreamUnavailable(self.spec.name, f"connection lost ({self.lost_reason})")
         request_id = next(self._ids)
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
+        if hooks is not None:
+            self._hooks[request_id] = hooks
         token_key: str | None = None
         if params is not None:
             meta = params.get("_meta")
             if isinstance(meta, dict) and "progressToken" in meta:
                 # Our own token upstream: two clients' tokens may be equal; ours never are.
                 token_key = f"p{request_id}"
-                if on_progress is not None:
-                    self._progress[token_key] = (meta["progressToken"], on_progress)
+                if hooks is not None and hooks.progress is not None:
+                    self._progress[token_key] = (meta["progressToken"], hooks.progress)
                 params = {**params, "_meta": {**meta, "progressToken": token_key}}
         try:
             await self._send(jsonrpc.request(request_id, method, params))
@@ -187,6 +217,7 @@ class Connector(abc.ABC):
             raise
         finally:
             self._pending.pop(request_id, None)
+            self._hooks.pop(request_id, None)
             if token_key is not None:
                 self._progress.pop(token_key, None)
         if "error" in reply:
@@ -240,22 +271,38 @@ class Connector(abc.ABC):
 
     # -- incoming ----------------------------------------------------------------------------------
 
-    def _deliver(self, message: Any) -> None:
-        """Route one message that arrived from the upstream."""
+    def _deliver(self, message: Any, via: int | None = None) -> None:
+        """Route one message from the upstream; ``via`` is the request whose reply stream carried it."""
         kind = jsonrpc.classify(message)
+        hooks = self._hooks.get(via) if via is not None else None
         if kind is Kind.RESPONSE or kind is Kind.ERROR:
             future = self._pending.get(message["id"])
             if future is not None and not future.done():
                 future.set_result(message)
         elif kind is Kind.NOTIFICATION:
-            if message["method"] == "notifications/progress":
+            method = message["method"]
+            if method == "notifications/progress":
                 self._deliver_progress(message.get("params") or {})
+            elif method == "notifications/cancelled":
+                task = self._answering.get((message.get("params") or {}).get("requestId"))
+                if task is not None:
+                    task.cancel()
+            elif hooks is not None and hooks.message is not None:
+                hooks.message(message)
             elif self._on_message is not None:
                 self._on_message(message)
         elif kind is Kind.REQUEST:
-            self._spawn(self._answer(message))
+            handler = hooks.request if hooks is not None and hooks.request is not None else self._on_request
+            key = message["id"]
+            task = self._spawn(self._answer(message, handler))
+            self._answering[key] = task
+            task.add_done_callback(lambda done: self._answered(key, done))
         else:
             logger.warning("upstream %s sent a message that is not JSON-RPC 2.0", self.spec.name)
+
+    def _answered(self, key: Any, task: asyncio.Task[None]) -> None:
+        if self._answering.get(key) is task:
+            del self._answering[key]
 
     def _deliver_progress(self, params: Message) -> None:
         entry = self._progress.get(str(params.get("progressToken")))
@@ -263,23 +310,33 @@ class Connector(abc.ABC):
             token, handler = entry
             handler({**params, "progressToken": token})
 
-    async def _answer(self, message: Message) -> None:
-        # Server-to-client requests: answer ping; refuse what this connector cannot relay.
-        if message["method"] == "ping":
-            reply = jsonrpc.response(message["id"], {})
-        else:
-            reply = jsonrpc.error_response(
-                message["id"], {"code": -32601, "message": f"{message['method']} is not supported by this client"}
-            )
+    async def _answer(self, message: Message, handler: RequestHandler | None) -> None:
+        method = message["method"]
+        try:
+            if method == "ping":
+                reply = jsonrpc.response(message["id"], {})
+            elif handler is None:
+                error = {"code": -32601, "message": f"{method} is not supported by this client"}
+                reply = jsonrpc.error_response(message["id"], error)
+            else:
+                reply = jsonrpc.response(message["id"], await handler(message))
+        except asyncio.CancelledError:
+            raise  # the upstream cancelled its own request (or we are closing): no reply is due
+        except ManifoldError as exc:
+            reply = jsonrpc.error_response(message["id"], exc.to_error())
+        except Exception:
+            logger.exception("answering %s from upstream %s failed", method, self.spec.name)
+            reply = jsonrpc.error_response(message["id"], {"code": -32603, "message": "internal error"})
         try:
             await self._send(reply)
         except UpstreamError as exc:
-            logger.warning("could not answer %s: %s", message["method"], exc)
+            logger.warning("could not answer %s: %s", method, exc)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
+        return task
 
     def _mark_lost(self, reason: str) -> None:
         """The session is gone: wake every waiter with a clear error."""

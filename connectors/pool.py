@@ -20,27 +20,31 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import httpx
 
-from connectors.base import Connector, ProgressHandler
-from connectors.errors import UpstreamBusy, UpstreamError, UpstreamUnavailable
+from connectors.base import Connector, RequestHandler
+from connectors.errors import UpstreamError, UpstreamUnavailable
 from connectors.jsonrpc import Message
-from connectors.limits import Limiter, LimitExceeded
+from connectors.limits import Limiter
 from connectors.spec import UpstreamSpec
 from connectors.sse import SseConnector
 from connectors.streamable_http import StreamableHttpConnector
+
+if TYPE_CHECKING:
+    from connectors.pool_session import PoolSession
 
 __all__ = [
     "ConnectorPool",
     "Listing",
     "PoolLimits",
-    "PoolSession",
+    "Upstream",
     "UpstreamMessageHandler",
+    "UpstreamRequestHandler",
     "UpstreamState",
     "UpstreamStatus",
 ]
@@ -50,8 +54,10 @@ logger = logging.getLogger(__name__)
 UpstreamMessageHandler = Callable[[str, Message], None]
 """Receives (upstream name, notification) for notifications that belong to no call."""
 
+UpstreamRequestHandler = Callable[[str, Message], Awaitable[Message]]
+"""Answers (upstream name, server-to-client request) for requests that belong to no call."""
+
 _MAX_LIST_PAGES = 1000
-_CLOSE_DEADLINE = 5.0
 
 
 class UpstreamState(enum.Enum):
@@ -96,7 +102,9 @@ class PoolLimits:
     backoff_max: float = 30.0
 
 
-class _Upstream:
+class Upstream:
+    """One upstream's runtime state inside the pool."""
+
     def __init__(self, spec: UpstreamSpec, limits: PoolLimits, http: httpx.AsyncClient) -> None:
         self.spec = spec
         self.http = http
@@ -116,11 +124,13 @@ class ConnectorPool:
         limits: PoolLimits | None = None,
         *,
         on_change: Callable[[str], None] | None = None,
+        on_shared_message: UpstreamMessageHandler | None = None,
     ) -> None:
         self.limits = limits or PoolLimits()
         self._specs = list(specs)
         self._on_change = on_change
-        self._upstreams: dict[str, _Upstream] = {}
+        self._on_shared_message = on_shared_message
+        self._upstreams: dict[str, Upstream] = {}
         self._global = Limiter(
             self.limits.max_in_flight, queue_size=self.limits.queue_size, wait=self.limits.queue_timeout
         )
@@ -137,9 +147,9 @@ class ConnectorPool:
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=spec.max_concurrency + 4),
                 trust_env=False,
             )
-            upstream = _Upstream(spec, self.limits, http)
+            upstream = Upstream(spec, self.limits, http)
             self._upstreams[spec.name] = upstream
-            self._start(self._supervise(upstream))
+            self.start(self._supervise(upstream))
         return self
 
     async def __aexit__(
@@ -153,7 +163,8 @@ class ConnectorPool:
             for upstream in self._upstreams.values():
                 await upstream.http.aclose()
 
-    def _start(self, coro: object) -> asyncio.Task[None]:
+    def start(self, coro: object) -> asyncio.Task[None]:
+        """Run ``coro`` as a task of the pool's task group (cancelled when the pool closes)."""
         task: asyncio.Task[None] = self._tg.create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -174,6 +185,13 @@ class ConnectorPool:
     def names(self) -> list[str]:
         return [spec.name for spec in self._specs]
 
+    def upstream(self, name: str) -> Upstream | None:
+        return self._upstreams.get(name)
+
+    @property
+    def global_limiter(self) -> Limiter:
+        return self._global
+
     def status(self, name: str) -> UpstreamStatus:
         return self._upstreams[name].status
 
@@ -181,10 +199,20 @@ class ConnectorPool:
         return [self._upstreams[name].status for name in self.names]
 
     def open_session(
-        self, *, capabilities: Message | None = None, on_message: UpstreamMessageHandler | None = None
+        self,
+        *,
+        capabilities: Message | None = None,
+        on_message: UpstreamMessageHandler | None = None,
+        on_request: UpstreamRequestHandler | None = None,
     ) -> PoolSession:
-        """A client session's view of the upstreams; close it with :meth:`PoolSession.aclose`."""
-        return PoolSession(self, capabilities or {}, on_message)
+        """A client session's view of the upstreams; close it with :meth:`PoolSession.aclose`.
+
+        ``capabilities`` are declared to every upstream session it opens; ``on_message`` and
+        ``on_request`` receive what those upstream sessions send outside any call.
+        """
+        from connectors.pool_session import PoolSession
+
+        return PoolSession(self, capabilities or {}, on_message, on_request)
 
     def in_flight(self, name: str) -> int:
         """Requests to one upstream that hold a slot now."""
@@ -194,15 +222,26 @@ class ConnectorPool:
         """Ask an upstream's supervisor to retry now instead of waiting out its backoff."""
         self._upstreams[name].refresh.set()
 
+    def refresh(self, name: str) -> None:
+        """Ask for an upstream's listing again (it said list_changed); a down one retries now."""
+        self._upstreams[name].refresh.set()
+
     # -- supervision -------------------------------------------------------------------------------
 
-    def _make(
-        self, upstream: _Upstream, capabilities: Message, on_message: Callable[[Message], None] | None
+    def make_connector(
+        self,
+        upstream: Upstream,
+        capabilities: Message,
+        on_message: Callable[[Message], None] | None,
+        on_request: RequestHandler | None = None,
     ) -> Connector:
+        """A connector for ``upstream``; the caller enters it in a task of this pool (see :meth:`start`)."""
         kind = SseConnector if upstream.spec.transport == "sse" else StreamableHttpConnector
-        return kind(upstream.spec, upstream.http, capabilities=capabilities, on_message=on_message)
+        return kind(
+            upstream.spec, upstream.http, capabilities=capabilities, on_message=on_message, on_request=on_request
+        )
 
-    def _set_status(self, upstream: _Upstream, status: UpstreamStatus) -> None:
+    def _set_status(self, upstream: Upstream, status: UpstreamStatus) -> None:
         changed = (status.state, status.listing) != (upstream.status.state, upstream.status.listing)
         upstream.status = status
         if changed and self._on_change is not None:
@@ -211,13 +250,15 @@ class ConnectorPool:
             except Exception:
                 logger.exception("change listener failed for upstream %s", upstream.spec.name)
 
-    async def _supervise(self, upstream: _Upstream) -> None:
+    async def _supervise(self, upstream: Upstream) -> None:
         name = upstream.spec.name
         attempt = 0
         while True:
             error = "connection closed"
             try:
-                connector = self._make(upstream, {}, lambda message: self._on_discovery_message(upstream, message))
+                connector = self.make_connector(
+                    upstream, {}, lambda message: self._on_discovery_message(upstream, message)
+                )
                 started = time.perf_counter()
                 async with connector:
                     listing = await self._discover(connector)
@@ -258,7 +299,7 @@ class ConnectorPool:
                 async with asyncio.timeout(delay * random.uniform(0.5, 1.0)):
                     await upstream.refresh.wait()
 
-    async def _watch(self, upstream: _Upstream, connector: Connector) -> None:
+    async def _watch(self, upstream: Upstream, connector: Connector) -> None:
         """Return or raise when the discovery session is lost; refresh the listing on request."""
         while True:
             lost = asyncio.ensure_future(connector.lost.wait())
@@ -279,9 +320,12 @@ class ConnectorPool:
             await connector.request("ping", time_limit=min(self.limits.health_interval, upstream.spec.request_timeout))
             self._set_status(upstream, replace(upstream.status, latency_ms=(time.perf_counter() - started) * 1000))
 
-    def _on_discovery_message(self, upstream: _Upstream, message: Message) -> None:
-        if message.get("method", "").endswith("/list_changed"):
+    def _on_discovery_message(self, upstream: Upstream, message: Message) -> None:
+        if message["method"].endswith("/list_changed"):
             upstream.refresh.set()
+        elif upstream.spec.shared and self._on_shared_message is not None:
+            # In shared mode this session serves every client: the hub decides who hears what.
+            self._on_shared_message(upstream.spec.name, message)
 
     async def _discover(self, connector: Connector) -> Listing:
         capabilities = connector.server_capabilities
@@ -309,123 +353,3 @@ class ConnectorPool:
                 break
             cursor = next_cursor
         return tuple(items)
-
-
-class _Held:
-    """One upstream session held open by a task of the pool."""
-
-    def __init__(self) -> None:
-        self.ready: asyncio.Future[Connector] = asyncio.get_running_loop().create_future()
-        self.stop = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    def usable(self) -> bool:
-        if not self.ready.done():
-            return True
-        return self.ready.exception() is None and not self.ready.result().lost.is_set()
-
-
-class PoolSession:
-    """One client session's upstream sessions, opened on first use and closed together."""
-
-    def __init__(self, pool: ConnectorPool, capabilities: Message, on_message: UpstreamMessageHandler | None) -> None:
-        self._pool = pool
-        self._capabilities = capabilities
-        self._on_message = on_message
-        self._held: dict[str, _Held] = {}
-        self._closed = False
-
-    async def request(
-        self, upstream: str, method: str, params: Message | None = None, *, on_progress: ProgressHandler | None = None
-    ) -> Message:
-        """Send a request to one upstream on this session's behalf.
-
-        Raises:
-            UpstreamUnavailable: the upstream is down, unknown, or would not open a session.
-            UpstreamBusy: its queue is full or the wait for a slot passed its deadline.
-            UpstreamError: anything the connector raises for this request.
-        """
-        entry = self._pool._upstreams.get(upstream)
-        if entry is None:
-            raise UpstreamUnavailable(upstream, "no such upstream")
-        status = entry.status
-        if status.state is not UpstreamState.UP:
-            raise UpstreamUnavailable(upstream, f"{status.state.value}: {status.last_error or 'not connected yet'}")
-        try:
-            async with entry.limiter.slot(), self._pool._global.slot():
-                connector = await self._connector(entry)
-                return await connector.request(method, params, on_progress=on_progress)
-        except LimitExceeded as exc:
-            raise UpstreamBusy(upstream, exc.reason) from None
-
-    async def _connector(self, upstream: _Upstream) -> Connector:
-        if upstream.spec.shared:
-            if upstream.discovery is None:
-                raise UpstreamUnavailable(upstream.spec.name, "not connected")
-            return upstream.discovery
-        if self._closed:
-            raise UpstreamUnavailable(upstream.spec.name, "the client session is closed")
-        held = self._held.get(upstream.spec.name)
-        if held is None or not held.usable():
-            if held is not None:
-                held.stop.set()
-            held = self._open(upstream)
-            self._held[upstream.spec.name] = held
-        # Shielded: a caller that gives up must not abort an open that others may share.
-        return await asyncio.shield(held.ready)
-
-    def _open(self, upstream: _Upstream) -> _Held:
-        held = _Held()
-        name = upstream.spec.name
-        on_message = None
-        if self._on_message is not None:
-            handler = self._on_message
-
-            def on_message(message: Message) -> None:
-                handler(name, message)
-
-        connector = self._pool._make(upstream, self._capabilities, on_message)
-
-        async def hold() -> None:
-            try:
-                async with connector:
-                    held.ready.set_result(connector)
-                    await held.stop.wait()
-            except Exception as exc:
-                if not held.ready.done():
-                    held.ready.set_exception(exc)
-                else:
-                    logger.warning("upstream %s session ended: %s", name, exc)
-            finally:
-                if not held.ready.done():
-                    held.ready.set_exception(UpstreamUnavailable(name, "the hub is shutting down"))
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    held.ready.exception()  # retrieved, so an unawaited failure is not logged
-
-        held.task = self._pool._start(hold())
-        return held
-
-    async def notify(self, upstream: str, method: str, params: Message | None = None) -> None:
-        """Send a notification to an upstream session this client has already opened; else do nothing."""
-        held = self._held.get(upstream)
-        if held is None or not held.ready.done() or not held.usable():
-            return
-        await held.ready.result().notify(method, params)
-
-    @property
-    def open_upstreams(self) -> list[str]:
-        return [name for name, held in self._held.items() if held.ready.done() and held.usable()]
-
-    async def aclose(self) -> None:
-        """Close every upstream session of this client, each in the task that opened it."""
-        self._closed = True
-        tasks = []
-        for held in self._held.values():
-            held.stop.set()
-            if held.task is not None:
-                tasks.append(held.task)
-        self._held.clear()
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=_CLOSE_DEADLINE)
-            for task in pending:
-                task.cancel()

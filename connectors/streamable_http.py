@@ -2,12 +2,18 @@
 
 Every message is one POST. A request's reply comes back on that POST, as one
 JSON body or as an SSE stream that may carry progress notifications (and
-server-to-client requests) before the response.
+server-to-client requests) before the response. A reply stream that drops
+before the response is resumed with ``Last-Event-ID`` when the upstream gave
+its events ids. Messages that belong to no request arrive on a GET stream
+the connector keeps open while the upstream offers one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -26,8 +32,24 @@ from connectors.jsonrpc import Message
 
 __all__ = ["StreamableHttpConnector"]
 
+logger = logging.getLogger(__name__)
+
 _SESSION_HEADER = "mcp-session-id"
 _VERSION_HEADER = "mcp-protocol-version"
+_RESUME_ATTEMPTS = 5
+_RETRY_CAP_MS = 5000
+_LISTEN_FAILURES = 5
+
+
+@dataclass
+class _Cursor:
+    """Where an SSE stream stands: the last event id seen, and the retry delay asked for."""
+
+    last_id: str | None = None
+    retry_ms: int = 1000
+
+    def wait(self) -> float:
+        return min(self.retry_ms, _RETRY_CAP_MS) / 1000
 
 
 class StreamableHttpConnector(Connector):
@@ -48,6 +70,9 @@ class StreamableHttpConnector(Connector):
 
     def _on_session_reset(self) -> None:
         self._session_id = None
+
+    def _opened(self) -> None:
+        self._spawn(self._listen())
 
     def _headers(self) -> dict[str, str]:
         headers = {
@@ -92,20 +117,67 @@ class StreamableHttpConnector(Connector):
             raise UpstreamProtocolError(name, f"answered request {message['method']} with 202 and no reply")
         content_type = response.headers.get("content-type", "").lower()
         if content_type.startswith("application/json"):
-            self._deliver_all(jsonrpc.loads(await response.aread()))
+            self._deliver_all(jsonrpc.loads(await response.aread()), message["id"])
         elif content_type.startswith("text/event-stream"):
             await self._read_events(response, message["id"])
         else:
             raise UpstreamProtocolError(name, f"unexpected content type {content_type or 'none'!r}")
 
     async def _read_events(self, response: httpx.Response, request_id: int) -> None:
+        cursor = _Cursor()
+        if await self._consume(response, cursor, request_id):
+            return
+        for _ in range(_RESUME_ATTEMPTS):
+            if cursor.last_id is None:
+                break  # events without ids cannot be resumed
+            await asyncio.sleep(cursor.wait())
+            headers = {**self._headers(), "accept": "text/event-stream", "last-event-id": cursor.last_id}
+            async with self._http.stream("GET", self.spec.url, headers=headers) as resumed:
+                if resumed.status_code != 200:
+                    break
+                if await self._consume(resumed, cursor, request_id):
+                    return
+        raise UpstreamUnavailable(self.spec.name, "the reply stream ended before the reply")
+
+    async def _consume(self, response: httpx.Response, cursor: _Cursor, request_id: int | None) -> bool:
+        """Deliver a stream's events; True once the reply to ``request_id`` has come."""
         async for event in EventSource(response).aiter_sse():
+            if event.id:
+                cursor.last_id = event.id
+            if event.retry is not None:
+                cursor.retry_ms = event.retry
             if not event.data or event.event not in ("message", ""):
                 continue  # priming events carry no data
-            self._deliver_all(jsonrpc.loads(event.data))
-            future = self._pending.get(request_id)
-            if future is None or future.done():
-                return
+            self._deliver_all(jsonrpc.loads(event.data), request_id)
+            if request_id is not None:
+                future = self._pending.get(request_id)
+                if future is None or future.done():
+                    return True
+        return False
+
+    async def _listen(self) -> None:
+        """Keep the GET stream open for messages that belong to no request."""
+        cursor = _Cursor()
+        failures = 0
+        while failures < _LISTEN_FAILURES and not self.lost.is_set():
+            headers = {**self._headers(), "accept": "text/event-stream"}
+            if cursor.last_id is not None:
+                headers["last-event-id"] = cursor.last_id
+            try:
+                async with self._http.stream("GET", self.spec.url, headers=headers) as response:
+                    if response.status_code == 405:
+                        return  # the upstream offers no GET stream
+                    if response.status_code == 200:
+                        failures = 0
+                        await self._consume(response, cursor, None)
+                    else:
+                        failures += 1
+            except (httpx.HTTPError, ValueError) as exc:
+                failures += 1
+                logger.debug("GET stream of %s dropped: %s", self.spec.name, exc)
+            await asyncio.sleep(cursor.wait())
+        if failures:
+            logger.info("upstream %s: gave up on its GET stream after %d failures", self.spec.name, failures)
 
     async def _deliver_error_body(self, response: httpx.Response, status: int) -> None:
         body = await response.aread()
@@ -127,6 +199,6 @@ class StreamableHttpConnector(Connector):
             error = UpstreamProtocolError
         raise error(self.spec.name, f"HTTP {status}{detail}")
 
-    def _deliver_all(self, decoded: Any) -> None:
+    def _deliver_all(self, decoded: Any, via: int | None) -> None:
         for item in decoded if isinstance(decoded, list) else [decoded]:
-            self._deliver(item)
+            self._deliver(item, via)

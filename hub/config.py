@@ -64,6 +64,15 @@ class UpstreamConfig(_Model):
         return value
 
 
+class Events(_Model):
+    """Replay of SSE streams for clients that reconnect with ``Last-Event-ID``."""
+
+    retry_ms: Annotated[int, Field(ge=0, le=600_000)] = 1000
+    per_stream: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    max_age: Annotated[float, Field(gt=0)] = 300.0
+    max_logged: Annotated[int, Field(ge=0)] = 100_000
+
+
 class HubSettings(_Model):
     """The ``hub`` section."""
 
@@ -81,6 +90,10 @@ class HubSettings(_Model):
     health_interval: Annotated[float, Field(gt=0)] = 15.0
     reconnect: Reconnect = Reconnect()
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    client_request_timeout: Annotated[float, Field(gt=0)] = 300.0
+    events: Events = Events()
+    allowed_origins: list[str] | None = None
+    allowed_hosts: list[str] | None = None
 
 
 class Config(_Model):

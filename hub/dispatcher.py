@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
-from connectors import jsonrpc
+from connectors.base import CallHooks
 from connectors.jsonrpc import Message
-from connectors.pool import PoolSession
-from hub.catalog import Catalog, ListKind
+from connectors.pool_session import PoolSession
+from hub.catalog import Catalog, Entry, ListKind
 from hub.errors import InvalidParams, MethodNotFound
 
-__all__ = ["HANDLERS", "RequestContext", "dispatch"]
+__all__ = ["HANDLERS", "LOG_LEVELS", "RequestContext", "dispatch"]
+
+LOG_LEVELS: Final = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,14 @@ class RequestContext:
     catalog: Catalog
     upstreams: PoolSession
     emit: Callable[[Message], object]
+    hooks: Callable[[str, Message], CallHooks]
+    """Where an upstream's messages for this call go: (upstream name, the call's params) -> hooks."""
     protocol_version: str
     client_capabilities: Message
+    subscriptions: set[str]
+    """Public URIs this client is subscribed to."""
+    subscribers: Callable[[str], int]
+    """How many sessions of the hub are subscribed to a public URI."""
 
 
 Handler = Callable[[RequestContext, Message], Awaitable[Message]]
@@ -48,15 +56,8 @@ def _list(kind: ListKind) -> Handler:
     return handle
 
 
-def _relay_progress(ctx: RequestContext, params: Message) -> Any:
-    meta = params.get("_meta")
-    if not isinstance(meta, dict) or "progressToken" not in meta:
-        return None
-
-    def on_progress(progress: Message) -> None:
-        ctx.emit(jsonrpc.notification("notifications/progress", progress))
-
-    return on_progress
+async def _forward(ctx: RequestContext, entry: Entry, method: str, params: Message) -> Message:
+    return await ctx.upstreams.request(entry.upstream, method, params, hooks=ctx.hooks(entry.upstream, params))
 
 
 async def _ping(ctx: RequestContext, params: Message) -> Message:
@@ -65,30 +66,17 @@ async def _ping(ctx: RequestContext, params: Message) -> Message:
 
 async def _call_tool(ctx: RequestContext, params: Message) -> Message:
     entry = ctx.catalog.tool(_string(params, "name"))
-    return await ctx.upstreams.request(
-        entry.upstream,
-        "tools/call",
-        {**params, "name": entry.original},
-        on_progress=_relay_progress(ctx, params),
-    )
+    return await _forward(ctx, entry, "tools/call", {**params, "name": entry.original})
 
 
 async def _get_prompt(ctx: RequestContext, params: Message) -> Message:
     entry = ctx.catalog.prompt(_string(params, "name"))
-    return await ctx.upstreams.request(
-        entry.upstream,
-        "prompts/get",
-        {**params, "name": entry.original},
-        on_progress=_relay_progress(ctx, params),
-    )
+    return await _forward(ctx, entry, "prompts/get", {**params, "name": entry.original})
 
 
 async def _read_resource(ctx: RequestContext, params: Message) -> Message:
-    uri = _string(params, "uri")
-    entry = ctx.catalog.resource(uri)
-    result = await ctx.upstreams.request(
-        entry.upstream, "resources/read", {**params, "uri": entry.original}, on_progress=_relay_progress(ctx, params)
-    )
+    entry = ctx.catalog.resource(_string(params, "uri"))
+    result = await _forward(ctx, entry, "resources/read", {**params, "uri": entry.original})
     contents = result.get("contents")
     if isinstance(contents, list):
         # Contents name the URI the client can read again through the hub.
@@ -101,6 +89,47 @@ async def _read_resource(ctx: RequestContext, params: Message) -> Message:
     return result
 
 
+async def _subscribe(ctx: RequestContext, params: Message) -> Message:
+    uri = _string(params, "uri")
+    entry = ctx.catalog.resource(uri)
+    await _forward(ctx, entry, "resources/subscribe", {**params, "uri": entry.original})
+    ctx.subscriptions.add(uri)
+    return {}
+
+
+async def _unsubscribe(ctx: RequestContext, params: Message) -> Message:
+    uri = _string(params, "uri")
+    entry = ctx.catalog.resource(uri)
+    ctx.subscriptions.discard(uri)
+    # A shared upstream session serves every client: keep it subscribed while anyone is.
+    if not (ctx.upstreams.is_shared(entry.upstream) and ctx.subscribers(uri) > 0):
+        await _forward(ctx, entry, "resources/unsubscribe", {**params, "uri": entry.original})
+    return {}
+
+
+async def _set_level(ctx: RequestContext, params: Message) -> Message:
+    level = _string(params, "level")
+    if level not in LOG_LEVELS:
+        raise InvalidParams(f"params.level must be one of {', '.join(LOG_LEVELS)}")
+    await ctx.upstreams.set_log_level(level)
+    return {}
+
+
+async def _complete(ctx: RequestContext, params: Message) -> Message:
+    ref = params.get("ref")
+    if not isinstance(ref, dict):
+        raise InvalidParams("params.ref must be an object")
+    if ref.get("type") == "ref/prompt":
+        entry = ctx.catalog.prompt(_string(ref, "name"))
+        ref = {**ref, "name": entry.original}
+    elif ref.get("type") == "ref/resource":
+        entry = ctx.catalog.resource(_string(ref, "uri"))
+        ref = {**ref, "uri": entry.original}
+    else:
+        raise InvalidParams("params.ref.type must be ref/prompt or ref/resource")
+    return await _forward(ctx, entry, "completion/complete", {**params, "ref": ref})
+
+
 HANDLERS: Final[dict[str, Handler]] = {
     "ping": _ping,
     "tools/list": _list("tools"),
@@ -110,6 +139,10 @@ HANDLERS: Final[dict[str, Handler]] = {
     "resources/list": _list("resources"),
     "resources/templates/list": _list("resourceTemplates"),
     "resources/read": _read_resource,
+    "resources/subscribe": _subscribe,
+    "resources/unsubscribe": _unsubscribe,
+    "logging/setLevel": _set_level,
+    "completion/complete": _complete,
 }
 
 

@@ -13,6 +13,8 @@
         │   └── UnknownResource        -32002  no upstream owns that URI
         ├── UnsupportedVersion         -32022  a protocol version the hub does not speak
         ├── SessionLimit               -32000  the hub holds its maximum of sessions
+        ├── ClientTimeout              -32001  the client did not answer a relayed request in time
+        ├── ClientError                (client's own code) the client's error, passed on upstream
         └── ConfigError                        the config file has problems (never on the wire)
 """
 
@@ -25,6 +27,8 @@ from connectors.errors import ManifoldError
 from connectors.jsonrpc import Message
 
 __all__ = [
+    "ClientError",
+    "ClientTimeout",
     "ConfigError",
     "HubError",
     "InvalidParams",
@@ -75,6 +79,19 @@ class UnsupportedVersion(HubError):
 
 class SessionLimit(HubError):
     code = -32000
+
+
+class ClientTimeout(HubError):
+    code = -32001
+
+
+class ClientError(HubError):
+    """An error the client answered a relayed request with; passed to the upstream unchanged."""
+
+    def __init__(self, error: Message) -> None:
+        code = error.get("code")
+        super().__init__(str(error.get("message", "client error")), data=error.get("data"))
+        self.code = code if isinstance(code, int) and not isinstance(code, bool) else -32603
 
 
 class ConfigError(HubError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -14,7 +15,8 @@ from connectors.spec import LATEST_VERSION, SUPPORTED_VERSIONS
 from hub.catalog import Catalog, ListKind, Source
 from hub.config import Config
 from hub.errors import InvalidParams
-from hub.session import Session
+from hub.events import EventLog
+from hub.session import Session, SessionServices, for_client
 from hub.sessions import SessionManager
 from hub.store import Store
 
@@ -26,7 +28,9 @@ SERVER_INFO: Final[dict[str, str]] = {"name": "manifold", "version": "0.1.0"}
 _CAPABILITIES: Final[Message] = {
     "tools": {"listChanged": True},
     "prompts": {"listChanged": True},
-    "resources": {"listChanged": True},
+    "resources": {"listChanged": True, "subscribe": True},
+    "logging": {},
+    "completions": {},
 }
 _LIST_CHANGED: Final[dict[ListKind, str]] = {
     "tools": "notifications/tools/list_changed",
@@ -53,20 +57,34 @@ class Hub:
             backoff_initial=settings.reconnect.initial_delay,
             backoff_max=settings.reconnect.max_delay,
         )
-        self.pool = ConnectorPool(config.upstream_specs(), limits, on_change=self._upstream_changed)
+        self.pool = ConnectorPool(
+            config.upstream_specs(), limits, on_change=self._upstream_changed, on_shared_message=self._shared_message
+        )
+        self.run = secrets.token_hex(4)  # names this run of the hub in SSE event ids
         self.store = Store(settings.storage)
-        self._stack = contextlib.AsyncExitStack()
-        self.sessions = SessionManager(
+        self.events = EventLog(self.store, max_age=settings.events.max_age, max_events=settings.events.max_logged)
+        services = SessionServices(
             pool=self.pool,
             catalog=self.catalog,
-            store=self.store,
-            max_sessions=settings.max_sessions,
+            run=self.run,
             idle_timeout=settings.session_idle_timeout,
+            ask_timeout=settings.client_request_timeout,
+            stream_events=settings.events.per_stream,
+            stream_retention=settings.events.max_age,
+            log_event=lambda session_id, stream, seq, message: self.events.record(
+                session_id, self.run, stream, seq, message
+            ),
+            subscribers=lambda uri: self.sessions.subscribers(uri),
         )
+        self.sessions = SessionManager(
+            services, store=self.store, events=self.events, max_sessions=settings.max_sessions
+        )
+        self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(self.store)
+            await stack.enter_async_context(self.events)
             await stack.enter_async_context(self.pool)
             await stack.enter_async_context(self.sessions)
             self._stack = stack.pop_all()
@@ -92,6 +110,14 @@ class Hub:
         changed = self.catalog.rebuild(sources)
         for method in dict.fromkeys(_LIST_CHANGED[kind] for kind in sorted(changed)):
             self.sessions.broadcast(jsonrpc.notification(method))
+
+    def _shared_message(self, upstream: str, message: Message) -> None:
+        # What a shared upstream session says outside any call concerns every client using it.
+        out = for_client(self.catalog, upstream, message)
+        if out["method"] == "notifications/resources/updated":
+            self.sessions.notify_subscribers(out["params"].get("uri", ""), out)
+        elif out["method"] == "notifications/message":
+            self.sessions.broadcast(out)
 
     # -- sessions ----------------------------------------------------------------------------------
 

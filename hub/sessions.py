@@ -12,10 +12,9 @@ from types import TracebackType
 from typing import Final, Self
 
 from connectors.jsonrpc import Message
-from connectors.pool import ConnectorPool
-from hub.catalog import Catalog
 from hub.errors import SessionLimit
-from hub.session import EndReason, Session
+from hub.events import EventLog
+from hub.session import EndReason, Session, SessionServices
 from hub.store import SessionRecord, Store, StoreError
 
 __all__ = ["SessionManager"]
@@ -29,14 +28,12 @@ _SESSION_ID: Final = re.compile(r"^[0-9a-f]{32}$")
 class SessionManager:
     """Owns every session actor; an async context manager run by the app's lifespan."""
 
-    def __init__(
-        self, *, pool: ConnectorPool, catalog: Catalog, store: Store, max_sessions: int, idle_timeout: float
-    ) -> None:
+    def __init__(self, services: SessionServices, *, store: Store, events: EventLog | None, max_sessions: int) -> None:
         self.max_sessions = max_sessions
-        self.idle_timeout = idle_timeout
-        self._pool = pool
-        self._catalog = catalog
+        self.idle_timeout = services.idle_timeout
+        self.services = services
         self._store = store
+        self._events = events
         self._sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._tg = asyncio.TaskGroup()
@@ -125,12 +122,10 @@ class SessionManager:
             raise SessionLimit(f"the hub holds its maximum of {self.max_sessions} sessions; try again later")
         session = Session(
             record.id,
+            self.services,
             protocol_version=record.protocol_version,
             client_info=record.client_info,
             client_capabilities=record.client_capabilities,
-            upstreams=self._pool.open_session(),
-            catalog=self._catalog,
-            idle_timeout=self.idle_timeout,
         )
         self._sessions[record.id] = session
         task = self._tg.create_task(session.run(self._ended), name=f"session-{record.id[:8]}")
@@ -150,10 +145,20 @@ class SessionManager:
                 await self._store.delete(session.id)
             except StoreError as exc:
                 logger.warning("%s", exc)
+            if self._events is not None:
+                await self._events.forget(session.id)
 
     def get(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)
 
     def broadcast(self, message: Message) -> int:
-        """Send a message to every session with an open GET stream; returns how many took it."""
+        """Send a message to every session's GET stream; returns how many took it."""
         return sum(session.send(message) for session in list(self._sessions.values()))
+
+    def subscribers(self, uri: str) -> int:
+        """How many sessions are subscribed to a public resource URI."""
+        return sum(uri in session.subscriptions for session in self._sessions.values())
+
+    def notify_subscribers(self, uri: str, message: Message) -> int:
+        """Send a message to the GET stream of every session subscribed to ``uri``."""
+        return sum(session.send(message) for session in list(self._sessions.values()) if uri in session.subscriptions)

@@ -1,9 +1,10 @@
-"""Durable session records, so that a restarted hub takes back its clients' sessions.
+"""Durable session records and the SSE event log, so a restarted hub takes its clients back.
 
-The only module that imports aiosqlite. ``":memory:"`` keeps records for the
-life of the process only. A record holds what ``initialize`` settled (the
-version, the client's info and capabilities); upstream sessions are never
-stored: a restored session opens fresh ones on first use.
+The only module that imports aiosqlite. ``":memory:"`` keeps everything for
+the life of the process only. A session record holds what ``initialize``
+settled (the version, the client's info and capabilities); upstream sessions
+are never stored: a restored session opens fresh ones on first use. The event
+log holds the events of SSE streams for replay on ``Last-Event-ID``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import aiosqlite
 from connectors import jsonrpc
 from hub.errors import HubError
 
-__all__ = ["SessionRecord", "Store", "StoreError"]
+__all__ = ["EventRow", "SessionRecord", "Store", "StoreError"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -30,7 +31,17 @@ CREATE TABLE IF NOT EXISTS sessions (
     client_capabilities TEXT NOT NULL,
     created REAL NOT NULL,
     last_seen REAL NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS events (
+    session_id TEXT NOT NULL,
+    run TEXT NOT NULL,
+    stream INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    created REAL NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (session_id, run, stream, seq)
+);
+CREATE INDEX IF NOT EXISTS events_created ON events (created);
 """
 
 
@@ -52,6 +63,16 @@ class SessionRecord:
     last_seen: float
 
 
+@dataclass(frozen=True)
+class EventRow:
+    session_id: str
+    run: str
+    stream: int
+    seq: int
+    created: float
+    message: dict[str, Any]
+
+
 class Store:
     """Session records in SQLite; an async context manager."""
 
@@ -67,7 +88,7 @@ class Store:
             self._db = await aiosqlite.connect(self.path)
             if self.path != ":memory:":
                 await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute(_SCHEMA)
+            await self._db.executescript(_SCHEMA)
             await self._db.commit()
         except (aiosqlite.Error, OSError) as exc:
             if self._db is not None:
@@ -137,6 +158,47 @@ class Store:
         except aiosqlite.Error as exc:
             raise StoreError(f"cannot write the session store: {exc}") from exc
         return cursor.rowcount
+
+    async def append_events(self, rows: list[EventRow]) -> None:
+        """Add events to the log. Raises: StoreError."""
+        try:
+            await self.db.executemany(
+                "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.session_id, r.run, r.stream, r.seq, r.created, jsonrpc.dumps(r.message).decode()) for r in rows],
+            )
+            await self.db.commit()
+        except aiosqlite.Error as exc:
+            raise StoreError(f"cannot write the event log: {exc}") from exc
+
+    async def events_after(self, session_id: str, run: str, stream: int, seq: int) -> list[tuple[int, dict[str, Any]]]:
+        """The logged events of one stream after ``seq``, in order. Raises: StoreError."""
+        try:
+            async with self.db.execute(
+                "SELECT seq, message FROM events"
+                " WHERE session_id = ? AND run = ? AND stream = ? AND seq > ? ORDER BY seq",
+                (session_id, run, stream, seq),
+            ) as cursor:
+                rows = await cursor.fetchall()
+        except aiosqlite.Error as exc:
+            raise StoreError(f"cannot read the event log: {exc}") from exc
+        return [(row[0], jsonrpc.loads(row[1])) for row in rows]
+
+    async def prune_events(self, created_before: float, keep: int) -> int:
+        """Drop events older than ``created_before`` and all but the newest ``keep``. Raises: StoreError."""
+        try:
+            old = await self.db.execute("DELETE FROM events WHERE created < ?", (created_before,))
+            extra = await self.db.execute(
+                "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events ORDER BY created DESC LIMIT -1 OFFSET ?)",
+                (keep,),
+            )
+            await self.db.commit()
+        except aiosqlite.Error as exc:
+            raise StoreError(f"cannot write the event log: {exc}") from exc
+        return old.rowcount + extra.rowcount
+
+    async def delete_events(self, session_id: str) -> None:
+        """Forget a session's events. Raises: StoreError."""
+        await self._write("DELETE FROM events WHERE session_id = ?", (session_id,))
 
     async def _write(self, sql: str, args: tuple[Any, ...]) -> None:
         try:

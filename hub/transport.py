@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
 from connectors import jsonrpc
 from connectors.jsonrpc import Kind, Message
 from connectors.spec import SUPPORTED_VERSIONS
 from hub.errors import HubError, ParseError
-from hub.outbox import Outbox
 from hub.runtime import Hub
 from hub.session import Session, SessionBusy, SessionClosed
+from hub.streams import EventId, Stream
 
 __all__ = ["McpEndpoint"]
 
@@ -71,6 +71,7 @@ class McpEndpoint:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.max_body = hub.config.hub.max_body_bytes
+        self.retry_ms = hub.config.hub.events.retry_ms
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -164,13 +165,13 @@ class McpEndpoint:
             self._submit(session, kind, message)
             await _respond(send, 202, b"")
             return
-        outbox = Outbox()
-        self._submit(session, kind, message, outbox)
-        await self._reply(outbox, receive, send)
+        stream = self._submit(session, kind, message)
+        assert stream is not None
+        await self._reply(session, stream, receive, send)
 
-    def _submit(self, session: Session, kind: Kind, message: Message, outbox: Outbox | None = None) -> None:
+    def _submit(self, session: Session, kind: Kind, message: Message) -> Stream | None:
         try:
-            session.submit(kind, message, outbox)
+            return session.submit(kind, message)
         except SessionClosed:
             raise _Reject(404, -32600, "Session not found", request_id=message.get("id")) from None
         except SessionBusy:
@@ -190,24 +191,58 @@ class McpEndpoint:
             [(b"content-type", b"application/json"), (SESSION_HEADER.encode(), session.id.encode())],
         )
 
-    async def _reply(self, outbox: Outbox, receive: Receive, send: Send) -> None:
-        first = await outbox.get()
-        if first is not None and "method" not in first:
+    async def _reply(self, session: Session, stream: Stream, receive: Receive, send: Send) -> None:
+        claim = stream.claim()
+        events = stream.read(0, claim)
+        first = await anext(events, None)
+        if first is not None and "method" not in first[1]:
             # The reply came before any notification: the reply is all there is.
-            await _respond(send, 200, jsonrpc.dumps(first), [(b"content-type", b"application/json")])
+            await _respond(send, 200, jsonrpc.dumps(first[1]), [(b"content-type", b"application/json")])
             return
+        session.persist(stream)
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-        disconnected = asyncio.Event()
-        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, disconnected, outbox))
+        await self._pump(session, stream, events, first, receive, send, prime=0)
+
+    async def _pump(
+        self,
+        session: Session,
+        stream: Stream,
+        events: AsyncIterator[tuple[int, Message]],
+        first: tuple[int, Message] | None,
+        receive: Receive,
+        send: Send,
+        *,
+        prime: int | None,
+    ) -> None:
+        """Write a stream's events to one connection until the stream ends or the client goes."""
+        session.readers += 1
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, stream))
         try:
-            message = first
-            while message is not None and not disconnected.is_set():
-                await send({"type": "http.response.body", "body": _event(message), "more_body": True})
-                message = await outbox.get()
+            if prime is not None and _resumable(session.protocol_version):
+                # An event id before anything else lets the client resume even if it gets nothing more.
+                priming = f"id: {session.event_id(stream, prime)}\nretry: {self.retry_ms}\ndata: \n\n"
+                await send({"type": "http.response.body", "body": priming.encode(), "more_body": True})
+            if first is not None:
+                await send(
+                    {"type": "http.response.body", "body": self._event(session, stream, first), "more_body": True}
+                )
+            async for event in events:
+                await send(
+                    {"type": "http.response.body", "body": self._event(session, stream, event), "more_body": True}
+                )
         finally:
             watcher.cancel()
+            session.readers -= 1
             with contextlib.suppress(Exception):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _event(self, session: Session, stream: Stream, event: tuple[int, Message]) -> bytes:
+        seq, message = event
+        if seq < 0:
+            return b": keepalive\n\n"
+        return (
+            f"id: {session.event_id(stream, seq)}\nevent: message\ndata: ".encode() + jsonrpc.dumps(message) + b"\n\n"
+        )
 
     # -- GET ---------------------------------------------------------------------------------------
 
@@ -216,28 +251,56 @@ class McpEndpoint:
             raise _Reject(406, -32600, "Not Acceptable: Accept must list text/event-stream")
         self._check_version(headers)
         session = await self._session(headers)
-        outbox = Outbox()
-        if not session.attach_stream(outbox):
-            raise _Reject(409, -32600, "Conflict: this session already has a GET stream open")
-        disconnected = asyncio.Event()
-        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, disconnected, outbox))
-        try:
+        last_event = headers.get("last-event-id")
+        if last_event is None:
+            if session.get_stream_open:
+                raise _Reject(409, -32600, "Conflict: this session already has a GET stream open")
+            await self._listen(session, receive, send)
+            return
+        position = EventId.parse(last_event)
+        if position is None:
+            raise _Reject(400, -32600, "Bad Request: malformed Last-Event-ID")
+        if position.run != self.hub.run:
+            await self._replay_logged(session, position, receive, send)
+            return
+        stream = session.streams.get(position.stream)
+        if stream is None:
+            raise _Reject(404, -32600, "the events of that stream are no longer kept")
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        if stream is session.get_stream:
+            await self._listen(session, receive, send, after=position.seq, started=True)
+        else:
+            await self._pump(
+                session, stream, stream.read(position.seq, stream.claim()), None, receive, send, prime=None
+            )
+
+    async def _listen(
+        self, session: Session, receive: Receive, send: Send, *, after: int | None = None, started: bool = False
+    ) -> None:
+        """Serve the session's GET stream from ``after`` (default: only what comes from now on)."""
+        stream = session.get_stream
+        position = stream.last_seq if after is None else after
+        if not started:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-            while True:
-                try:
-                    async with asyncio.timeout(_KEEPALIVE_SECONDS):
-                        message = await outbox.get()
-                except TimeoutError:
-                    await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
-                    continue
-                if message is None or disconnected.is_set():
-                    break
-                await send({"type": "http.response.body", "body": _event(message), "more_body": True})
+        session.get_stream_open = True
+        try:
+            events = _with_keepalive(stream.read(position, stream.claim()))
+            await self._pump(session, stream, events, None, receive, send, prime=position if after is None else None)
         finally:
-            watcher.cancel()
-            session.detach_stream(outbox)
-            with contextlib.suppress(Exception):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            session.get_stream_open = False
+
+    async def _replay_logged(self, session: Session, position: EventId, receive: Receive, send: Send) -> None:
+        # The id comes from an earlier run of the hub: replay what the log kept, then go on live.
+        logged = await self.hub.events.replay(session.id, position.run, position.stream, position.seq)
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        for seq, message in logged:
+            event_id = EventId(position.run, position.stream, seq)
+            chunk = f"id: {event_id}\nevent: message\ndata: ".encode() + jsonrpc.dumps(message) + b"\n\n"
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if position.stream == 0:
+            await self._listen(session, receive, send, after=0, started=True)
+        else:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     # -- DELETE ------------------------------------------------------------------------------------
 
@@ -247,14 +310,40 @@ class McpEndpoint:
         await _respond(send, 200, b"")
 
 
-async def _watch_disconnect(receive: Receive, disconnected: asyncio.Event, outbox: Outbox | None = None) -> None:
+async def _watch_disconnect(receive: Receive, stream: Stream) -> None:
     while True:
         event = await receive()
         if event["type"] == "http.disconnect":
-            disconnected.set()
-            if outbox is not None:
-                outbox.finish()
+            stream.claim()  # the reader of this connection stops; the stream and its events stay
             return
+
+
+async def _with_keepalive(events: AsyncIterator[tuple[int, Message]]) -> AsyncIterator[tuple[int, Message]]:
+    """Pass events through; yield ``(-1, {})`` after each quiet spell so idle streams get a comment."""
+    iterator = aiter(events)
+    pending: asyncio.Task[tuple[int, Message]] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(iterator))
+            done, _ = await asyncio.wait({pending}, timeout=_KEEPALIVE_SECONDS)
+            if not done:
+                yield (-1, {})
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield event
+    finally:
+        if pending is not None:
+            pending.cancel()
+
+
+def _resumable(version: str) -> bool:
+    # Priming events (an id with empty data) arrived in 2025-11-25; older clients may choke on them.
+    return version >= "2025-11-25"
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:

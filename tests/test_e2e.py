@@ -214,7 +214,9 @@ class RawClient:
             return [response.json()]
         import json
 
-        return [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+        return [
+            json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:") and line[5:].strip()
+        ]
 
     async def call(self, tool: str, arguments: dict[str, Any], request_id: int | None = None) -> dict[str, Any]:
         events = await self.stream("tools/call", {"name": tool, "arguments": arguments}, request_id)

@@ -23,6 +23,7 @@ def test_hub_exports() -> None:
 
 def test_connectors_exports() -> None:
     assert sorted(connectors.__all__) == [
+        "CallHooks",
         "Connector",
         "ConnectorPool",
         "Listing",

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from connectors.base import CallHooks
 from connectors.errors import (
     UpstreamProtocolError,
     UpstreamRpcError,
@@ -114,7 +115,7 @@ async def test_sse_replies_deliver_progress_with_the_callers_token_before_the_re
     seen: list[dict[str, Any]] = []
     async with connector(Script(stream)) as upstream:
         result = await upstream.request(
-            "tools/call", {"name": "p", "_meta": {"progressToken": 42}}, on_progress=seen.append
+            "tools/call", {"name": "p", "_meta": {"progressToken": 42}}, hooks=CallHooks(progress=seen.append)
         )
     assert result == {"done": True}
     assert [p["progress"] for p in seen] == [1, 2, 3]
@@ -124,7 +125,9 @@ async def test_sse_replies_deliver_progress_with_the_callers_token_before_the_re
 async def test_the_callers_progress_token_is_never_sent_upstream() -> None:
     script = Script()
     async with connector(script) as upstream:
-        await upstream.request("tools/call", {"name": "p", "_meta": {"progressToken": "client-1"}}, on_progress=print)
+        await upstream.request(
+            "tools/call", {"name": "p", "_meta": {"progressToken": "client-1"}}, hooks=CallHooks(progress=print)
+        )
     sent = script.received[-1][0]["params"]["_meta"]["progressToken"]
     assert sent != "client-1"
 

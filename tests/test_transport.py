@@ -199,7 +199,7 @@ async def test_one_get_stream_per_session_and_list_changed_arrives_on_it() -> No
 
 async def _next_data(lines: Any) -> str:
     async for line in lines:
-        if line.startswith("data: "):
+        if line.startswith("data: ") and line[6:].strip():
             return str(line[6:])
     raise AssertionError("stream ended")
 
