@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
+import mcp_types as types
 from mcp.server import MCPServer
+from mcp.server.elicitation import AcceptedElicitation
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel
 from starlette.types import ASGIApp
 
@@ -23,12 +27,22 @@ class Probe:
     arrivals: int = 0
     all_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     expected_arrivals: int = 2
-    release: asyncio.Event = field(default_factory=asyncio.Event)
+    log_levels: list[str] = field(default_factory=list)
+    subscribed: list[str] = field(default_factory=list)
+    unsubscribed: list[str] = field(default_factory=list)
+    subscription_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    roots_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    steps: asyncio.Queue[None] = field(default_factory=asyncio.Queue)
+    stepper_done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Forecast(BaseModel):
     city: str
     celsius: float
+
+
+class Colour(BaseModel):
+    colour: str
 
 
 def build_upstream(name: str, probe: Probe | None = None) -> MCPServer:
@@ -77,6 +91,96 @@ def build_upstream(name: str, probe: Probe | None = None) -> MCPServer:
     def fail(reason: str) -> str:
         """Raise, so the result is a tool error."""
         raise ToolError(reason)
+
+    @server.tool()
+    async def stepper(ctx: Context, steps: int = 3) -> str:
+        """Report progress, waiting for the test's go-ahead before each step."""
+        for step in range(1, steps + 1):
+            await asyncio.wait_for(probe.steps.get(), timeout=10)
+            await ctx.report_progress(step, steps, f"step {step}")
+        probe.stepper_done.set()
+        return f"{steps} steps done"
+
+    @server.tool()
+    async def ask_model(ctx: Context, prompt: str) -> str:
+        """Ask the client's model (sampling), on this call's stream."""
+        message = types.SamplingMessage(role="user", content=types.TextContent(type="text", text=prompt))
+        try:
+            result = await ctx.session.create_message([message], max_tokens=20, related_request_id=ctx.request_id)
+        except MCPError as exc:
+            return f"refused: {exc.error.message}"
+        assert isinstance(result.content, types.TextContent)
+        return f"{name} heard: {result.content.text}"
+
+    @server.tool()
+    async def ask_user(ctx: Context, question: str) -> str:
+        """Ask the user (form elicitation)."""
+        try:
+            answer = await ctx.elicit(question, Colour)
+        except MCPError as exc:
+            return f"refused: {exc.error.message}"
+        if isinstance(answer, AcceptedElicitation):
+            return f"{name}: the user chose {answer.data.colour}"
+        return f"{name}: the user said {answer.action}"
+
+    @server.tool()
+    async def client_roots(ctx: Context) -> str:
+        """List the client's roots (a request unrelated to any call)."""
+        roots = await ctx.session.list_roots()
+        return ",".join(str(root.uri) for root in roots.roots)
+
+    @server.tool()
+    async def say(ctx: Context, level: str, text: str) -> str:
+        """Send a log message on this call's stream."""
+        await ctx.session.send_log_message(level, text, logger="tests", related_request_id=ctx.request_id)
+        return "said"
+
+    @server.tool()
+    async def touch(ctx: Context, uri: str) -> str:
+        """Tell subscribers a resource changed."""
+        await ctx.session.send_resource_updated(uri)
+        return "touched"
+
+    @server.tool()
+    async def grow(ctx: Context) -> str:
+        """Add a tool and say the list changed."""
+
+        def grown() -> str:
+            return "I am new"
+
+        server.add_tool(grown, name="grown", description="Added at run time.")
+        await ctx.session.send_tool_list_changed()
+        return "grown"
+
+    @server.completion()  # type: ignore[no-untyped-call]
+    async def complete(ref: Any, argument: Any, context: Any) -> types.Completion | None:
+        if isinstance(ref, types.PromptReference) and ref.name == "greet":
+            values = [v for v in ("Ada", "Alan", "Grace") if v.startswith(argument.value)]
+            return types.Completion(values=[f"{name}:{v}" for v in values])
+        return None
+
+    async def set_level(ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        probe.log_levels.append(params.level)
+        return types.EmptyResult()
+
+    async def subscribe(ctx: Any, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        probe.subscribed.append(str(params.uri))
+        probe.subscription_changed.set()
+        return types.EmptyResult()
+
+    async def unsubscribe(ctx: Any, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        probe.unsubscribed.append(str(params.uri))
+        probe.subscription_changed.set()
+        return types.EmptyResult()
+
+    async def roots_changed(ctx: Any, params: types.NotificationParams) -> None:
+        probe.roots_changed.set()
+
+    lowlevel = server._lowlevel_server
+    lowlevel.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
+    lowlevel.add_request_handler("resources/subscribe", types.SubscribeRequestParams, subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, unsubscribe)
+    lowlevel.add_notification_handler("notifications/roots/list_changed", types.NotificationParams, roots_changed)
 
     @server.prompt()
     def greet(who: str) -> str:
