@@ -98,7 +98,7 @@ async def test_roots_requests_reach_the_client_and_roots_changes_reach_the_upstr
     probe = Probe()
 
     async def roots(context: ClientRequestContext) -> types.ListRootsResult:
-        return types.ListRootsResult(roots=[types.Root(uri="file:///work", name="work")])
+        return types.ListRootsResult(roots=[types.Root.model_validate({"uri": "file:///work", "name": "work"})])
 
     async with two_upstreams(probe, probe) as (url, _), Client(url, list_roots_callback=roots) as client:
         assert text(await client.call_tool(f"{upstream}__client_roots", {})) == "file:///work"
