@@ -15,6 +15,7 @@ from mcp.server import MCPServer
 from mcp.server.elicitation import AcceptedElicitation
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel
 from starlette.types import ASGIApp
@@ -34,6 +35,7 @@ class Probe:
     roots_changed: asyncio.Event = field(default_factory=asyncio.Event)
     steps: asyncio.Queue[None] = field(default_factory=asyncio.Queue)
     stepper_done: asyncio.Event = field(default_factory=asyncio.Event)
+    replays: int = 0
 
 
 class Forecast(BaseModel):
@@ -100,6 +102,15 @@ def build_upstream(name: str, probe: Probe | None = None) -> MCPServer:
             await ctx.report_progress(step, steps, f"step {step}")
         probe.stepper_done.set()
         return f"{steps} steps done"
+
+    @server.tool()
+    async def hiccup(ctx: Context, steps: int = 4) -> str:
+        """Report progress, closing the reply stream after the first step (the client must resume)."""
+        for step in range(1, steps + 1):
+            await ctx.report_progress(step, steps, f"step {step}")
+            if step == 1:
+                await ctx.close_sse_stream()
+        return f"{steps} steps done after a hiccup"
 
     @server.tool()
     async def ask_model(ctx: Context, prompt: str) -> str:
@@ -200,8 +211,37 @@ def build_upstream(name: str, probe: Probe | None = None) -> MCPServer:
     return server
 
 
-def http_app(name: str, probe: Probe | None = None) -> ASGIApp:
-    return build_upstream(name, probe).streamable_http_app(streamable_http_path="/mcp")
+class MemoryEventStore(EventStore):
+    """Keeps every event, so a client can resume a stream with Last-Event-ID."""
+
+    def __init__(self, probe: Probe) -> None:
+        self.probe = probe
+        self.events: list[tuple[str, str, types.JSONRPCMessage | None]] = []
+
+    async def store_event(self, stream_id: str, message: types.JSONRPCMessage | None) -> str:
+        event_id = str(len(self.events) + 1)
+        self.events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id: str, send_callback: EventCallback) -> str | None:
+        after = next((i for i, (eid, _, _) in enumerate(self.events) if eid == last_event_id), None)
+        if after is None:
+            return None
+        self.probe.replays += 1
+        stream_id = self.events[after][1]
+        for event_id, stream, message in self.events[after + 1 :]:
+            if stream == stream_id and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream_id
+
+
+def http_app(name: str, probe: Probe | None = None, *, resumable: bool = False) -> ASGIApp:
+    probe = probe or Probe()
+    server = build_upstream(name, probe)
+    if resumable:
+        store = MemoryEventStore(probe)
+        return server.streamable_http_app(streamable_http_path="/mcp", event_store=store, retry_interval=20)
+    return server.streamable_http_app(streamable_http_path="/mcp")
 
 
 def sse_app(name: str, probe: Probe | None = None) -> ASGIApp:
