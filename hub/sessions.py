@@ -8,6 +8,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Final, Self
 
@@ -65,6 +66,9 @@ class SessionManager:
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._sessions.values()))
 
     async def _keep_records(self) -> None:
         # Records say when a session was last alive, so a restart after a crash can still restore it.

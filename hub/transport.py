@@ -22,7 +22,7 @@ from hub.runtime import Hub
 from hub.session import Session, SessionBusy, SessionClosed
 from hub.streams import EventId, Stream
 
-__all__ = ["McpEndpoint"]
+__all__ = ["McpEndpoint", "Receive", "Scope", "Send", "respond"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +84,10 @@ class McpEndpoint:
             elif method == "DELETE":
                 await self._delete(headers, send)
             else:
-                await _respond(send, 405, b"", [(b"allow", b"GET, POST, DELETE")])
+                await respond(send, 405, b"", [(b"allow", b"GET, POST, DELETE")])
         except _Reject as reject:
             body = jsonrpc.dumps(jsonrpc.error_response(reject.request_id, reject.error))
-            await _respond(send, reject.status, body, [(b"content-type", b"application/json")])
+            await respond(send, reject.status, body, [(b"content-type", b"application/json")])
 
     # -- checks ------------------------------------------------------------------------------------
 
@@ -163,7 +163,7 @@ class McpEndpoint:
         session = await self._session(headers, message.get("id"))
         if kind is not Kind.REQUEST:
             self._submit(session, kind, message)
-            await _respond(send, 202, b"")
+            await respond(send, 202, b"")
             return
         stream = self._submit(session, kind, message)
         assert stream is not None
@@ -184,7 +184,7 @@ class McpEndpoint:
             status = 503 if exc.code == -32000 else 400
             raise _Reject(status, exc.code, exc.message, request_id=message["id"]) from None
         body = jsonrpc.dumps(jsonrpc.response(message["id"], result))
-        await _respond(
+        await respond(
             send,
             200,
             body,
@@ -197,7 +197,7 @@ class McpEndpoint:
         first = await anext(events, None)
         if first is not None and "method" not in first[1]:
             # The reply came before any notification: the reply is all there is.
-            await _respond(send, 200, jsonrpc.dumps(first[1]), [(b"content-type", b"application/json")])
+            await respond(send, 200, jsonrpc.dumps(first[1]), [(b"content-type", b"application/json")])
             return
         session.persist(stream)
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
@@ -307,7 +307,7 @@ class McpEndpoint:
     async def _delete(self, headers: dict[str, str], send: Send) -> None:
         session = await self._session(headers)
         session.close()
-        await _respond(send, 200, b"")
+        await respond(send, 200, b"")
 
 
 async def _watch_disconnect(receive: Receive, stream: Stream) -> None:
@@ -346,6 +346,6 @@ def _resumable(version: str) -> bool:
     return version >= "2025-11-25"
 
 
-async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers or []})
     await send({"type": "http.response.body", "body": body})

@@ -41,7 +41,7 @@ async def test_health_and_tools_against_a_running_hub(capsys: pytest.CaptureFixt
     async with (
         serve(http_app("alpha")) as alpha,
         serve(sse_app("beta")) as beta,
-        run_hub({"alpha": {"url": f"{alpha}/mcp"}, "beta": {"url": f"{beta}/sse", "type": "sse"}}) as (url, _),
+        run_hub({"alpha": {"url": f"{alpha}/mcp"}, "beta": {"url": f"{beta}/sse", "type": "sse"}}) as (url, hub),
     ):
         base = url.removesuffix("/mcp")
         assert await asyncio.to_thread(main, ["health", "--url", base]) == 0
@@ -49,7 +49,8 @@ async def test_health_and_tools_against_a_running_hub(capsys: pytest.CaptureFixt
         assert "alpha" in out and "beta" in out and "hub: ok" in out
         assert await asyncio.to_thread(main, ["tools", "--url", base]) == 0
         out = capsys.readouterr().out
-        assert "alpha__echo" in out and "beta__forecast" in out and "12 tools" in out
+        assert "alpha__echo" in out and "beta__forecast" in out
+        assert f"\n{len(hub.catalog.items('tools'))} tools" in out
 
 
 async def test_health_exits_non_zero_and_names_a_down_upstream(capsys: pytest.CaptureFixture[str]) -> None:

@@ -229,7 +229,7 @@ async def test_an_idle_session_expires_and_then_answers_404() -> None:
 
 
 async def test_lists_are_paginated_with_opaque_cursors() -> None:
-    async with hub_with_alpha(pageSize=2) as (url, _, http):
+    async with hub_with_alpha(pageSize=2) as (url, hub, http):
         headers = await initialize(http, url)
         names: list[str] = []
         cursor = None
@@ -243,6 +243,8 @@ async def test_lists_are_paginated_with_opaque_cursors() -> None:
             cursor = page.get("nextCursor")
             if cursor is None:
                 break
-        assert pages == 3 and len(names) == 6 == len(set(names))
+        total = len(hub.catalog.items("tools"))
+        assert total > 4
+        assert pages == (total + 1) // 2 and len(names) == total == len(set(names))
         bad = await http.post(url, json=rpc(9, "tools/list", {"cursor": "bm90IG91cnM"}), headers=headers)
         assert bad.json()["error"]["code"] == -32602
