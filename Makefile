@@ -4,7 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+# Real npm peers for the protocol tests: Node 22 (from the npm registry), the official conformance
+# suite, the reference server-everything and the MCP Inspector CLI. Pinned; installed once.
+NODE_DIR := .cache/node
+NODE_MODULES := $(NODE_DIR)/node_modules
+NODE_STAMP := $(NODE_DIR)/.installed-1
+NPM_PEERS := node@22 @modelcontextprotocol/conformance@0.1.16 \
+	@modelcontextprotocol/server-everything@2026.8.31 @modelcontextprotocol/inspector@2.12.0
+
+.PHONY: run test lint conformance bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +33,19 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## test: lint, then the whole suite
-test: lint
-	$(BIN)/pytest
+$(NODE_STAMP):
+	mkdir -p $(NODE_DIR)
+	cd $(NODE_DIR) && { [ -f package.json ] || npm init -y >/dev/null; } && \
+		npm install --no-audit --no-fund --loglevel=error $(NPM_PEERS)
+	touch $@
+
+## conformance: the official MCP conformance suite against the fixture, directly and through the hub
+conformance: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m tests.conformance.run --node-modules $(NODE_MODULES)
+
+## test: lint, the conformance comparison, then the whole pytest suite (with the npm peers)
+test: lint conformance
+	MANIFOLD_NODE_MODULES=$(CURDIR)/$(NODE_MODULES) $(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache *.egg-info

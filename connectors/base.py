@@ -57,6 +57,8 @@ class CallHooks:
     progress: ProgressHandler | None = None
     request: RequestHandler | None = None
     message: MessageHandler | None = None
+    interrupted: Callable[[], None] | None = None
+    """The upstream closed the call's reply stream before replying (it polls); the connector resumes it."""
 
 
 _CANCEL_DEADLINE = 2.0

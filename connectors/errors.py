@@ -5,6 +5,7 @@ JSON-RPC code it is reported with. Dependency errors (httpx, pydantic,
 aiosqlite) are translated at the edge with ``raise ... from exc``::
 
     ManifoldError                      -32603  root; anything unexpected
+    ├── NotRelayed                     -32601  a server-to-client request with no client to go to
     └── UpstreamError                  -32603  one upstream failed; names it
         ├── UpstreamUnavailable        -32010  down, circuit open, or would not connect
         ├── UpstreamBusy               -32011  its queue is full or the wait passed its deadline
@@ -23,6 +24,7 @@ from typing import Any
 
 __all__ = [
     "ManifoldError",
+    "NotRelayed",
     "UpstreamBusy",
     "UpstreamError",
     "UpstreamProtocolError",
@@ -49,6 +51,12 @@ class ManifoldError(Exception):
         if self.data is not None:
             error["data"] = self.data
         return error
+
+
+class NotRelayed(ManifoldError):
+    """A request an upstream sent that no client can answer (it belongs to no client session)."""
+
+    code = -32601
 
 
 class UpstreamError(ManifoldError):

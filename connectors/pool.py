@@ -23,12 +23,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Final, Self
 
 import httpx
 
 from connectors.base import Connector, RequestHandler
-from connectors.errors import UpstreamError, UpstreamUnavailable
+from connectors.errors import NotRelayed, UpstreamError, UpstreamUnavailable
 from connectors.jsonrpc import Message
 from connectors.limits import Limiter
 from connectors.spec import UpstreamSpec
@@ -58,6 +58,16 @@ UpstreamRequestHandler = Callable[[str, Message], Awaitable[Message]]
 """Answers (upstream name, server-to-client request) for requests that belong to no call."""
 
 _MAX_LIST_PAGES = 1000
+
+# The discovery session declares every client capability the hub can relay: some servers list
+# capability-gated tools only to sessions that declare them. A client that lacks one gets a clear
+# error when such a tool asks it. (In shared mode this session also serves calls; requests tied
+# to a call are relayed to that call's client.)
+DISCOVERY_CAPABILITIES: Final[Message] = {
+    "roots": {"listChanged": True},
+    "sampling": {},
+    "elicitation": {"form": {}, "url": {}},
+}
 
 
 class UpstreamState(enum.Enum):
@@ -257,7 +267,10 @@ class ConnectorPool:
             error = "connection closed"
             try:
                 connector = self.make_connector(
-                    upstream, {}, lambda message: self._on_discovery_message(upstream, message)
+                    upstream,
+                    DISCOVERY_CAPABILITIES,
+                    lambda message: self._on_discovery_message(upstream, message),
+                    self._answer_discovery,
                 )
                 started = time.perf_counter()
                 async with connector:
@@ -319,6 +332,13 @@ class ConnectorPool:
             started = time.perf_counter()
             await connector.request("ping", time_limit=min(self.limits.health_interval, upstream.spec.request_timeout))
             self._set_status(upstream, replace(upstream.status, latency_ms=(time.perf_counter() - started) * 1000))
+
+    async def _answer_discovery(self, message: Message) -> Message:
+        # Requests to the discovery session belong to no client: the hub has no roots of its own,
+        # and nobody to ask a model or a user.
+        if message["method"] == "roots/list":
+            return {"roots": []}
+        raise NotRelayed(f"{message['method']} has no client to go to outside a call")
 
     def _on_discovery_message(self, upstream: Upstream, message: Message) -> None:
         if message["method"].endswith("/list_changed"):

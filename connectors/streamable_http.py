@@ -127,6 +127,9 @@ class StreamableHttpConnector(Connector):
         cursor = _Cursor()
         if await self._consume(response, cursor, request_id):
             return
+        hooks = self._hooks.get(request_id)
+        if cursor.last_id is not None and hooks is not None and hooks.interrupted is not None:
+            hooks.interrupted()
         for _ in range(_RESUME_ATTEMPTS):
             if cursor.last_id is None:
                 break  # events without ids cannot be resumed

@@ -31,7 +31,7 @@ from connectors.pool import ConnectorPool
 from hub.catalog import Catalog
 from hub.dispatcher import RequestContext, dispatch
 from hub.errors import ClientError, ClientTimeout, MethodNotFound, to_wire_error
-from hub.streams import EventId, Stream
+from hub.streams import EventId, Stream, resumable
 
 __all__ = ["EndReason", "Session", "SessionBusy", "SessionClosed", "SessionServices", "SessionState", "for_client"]
 
@@ -129,6 +129,7 @@ class Session:
         self.subscriptions: set[str] = set()
         self.readers = 0  # connections reading one of this session's streams right now
         self.get_stream_open = False
+        self.get_stream_served = False
         self.services = services
         self.upstreams = services.pool.open_session(
             capabilities={k: v for k, v in client_capabilities.items() if k in _RELAYED_CAPABILITIES},
@@ -331,7 +332,14 @@ class Session:
         def notify(message: Message) -> None:
             stream.push(for_client(self.services.catalog, upstream, message))
 
-        return CallHooks(progress=progress, request=request, message=notify)
+        interrupted = None
+        if resumable(self.protocol_version):
+
+            def interrupted() -> None:
+                # The upstream polls: let the client poll too, rather than hold its connection open.
+                stream.release()
+
+        return CallHooks(progress=progress, request=request, message=notify, interrupted=interrupted)
 
     def _upstream_message(self, upstream: str, message: Message) -> None:
         out = for_client(self.services.catalog, upstream, message)

@@ -20,7 +20,12 @@ from typing import Any
 
 from connectors.jsonrpc import Message
 
-__all__ = ["EventId", "Stream"]
+__all__ = ["EventId", "Stream", "resumable"]
+
+
+def resumable(version: str) -> bool:
+    """Whether a client on ``version`` understands priming events (an id and empty data): 2025-11-25 on."""
+    return version >= "2025-11-25"
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,10 @@ class Stream:
         if self._sink is not None:
             self._sink(self, self._seq, message)
         self._wake.set()
+
+    def release(self) -> None:
+        """End the current reader's connection; the stream goes on for the next one to resume."""
+        self.claim()
 
     def claim(self) -> int:
         """Become the stream's reader; an earlier reader stops at its next event."""

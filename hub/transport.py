@@ -20,7 +20,7 @@ from connectors.spec import SUPPORTED_VERSIONS
 from hub.errors import HubError, ParseError
 from hub.runtime import Hub
 from hub.session import Session, SessionBusy, SessionClosed
-from hub.streams import EventId, Stream
+from hub.streams import EventId, Stream, resumable
 
 __all__ = ["McpEndpoint", "Receive", "Scope", "Send", "respond"]
 
@@ -218,7 +218,7 @@ class McpEndpoint:
         session.readers += 1
         watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, stream))
         try:
-            if prime is not None and _resumable(session.protocol_version):
+            if prime is not None and resumable(session.protocol_version):
                 # An event id before anything else lets the client resume even if it gets nothing more.
                 priming = f"id: {session.event_id(stream, prime)}\nretry: {self.retry_ms}\ndata: \n\n"
                 await send({"type": "http.response.body", "body": priming.encode(), "more_body": True})
@@ -277,9 +277,15 @@ class McpEndpoint:
     async def _listen(
         self, session: Session, receive: Receive, send: Send, *, after: int | None = None, started: bool = False
     ) -> None:
-        """Serve the session's GET stream from ``after`` (default: only what comes from now on)."""
+        """Serve the session's GET stream from ``after``.
+
+        Without ``after``, a session's first GET stream starts at the beginning (so nothing sent
+        between initialize and the client's first GET is lost); later ones start from now.
+        """
         stream = session.get_stream
-        position = stream.last_seq if after is None else after
+        fresh = 0 if not session.get_stream_served else stream.last_seq
+        position = fresh if after is None else after
+        session.get_stream_served = True
         if not started:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
         session.get_stream_open = True
@@ -339,11 +345,6 @@ async def _with_keepalive(events: AsyncIterator[tuple[int, Message]]) -> AsyncIt
     finally:
         if pending is not None:
             pending.cancel()
-
-
-def _resumable(version: str) -> bool:
-    # Priming events (an id with empty data) arrived in 2025-11-25; older clients may choke on them.
-    return version >= "2025-11-25"
 
 
 async def respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:

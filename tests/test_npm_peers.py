@@ -1,0 +1,201 @@
+"""Real npm-packaged peers: the reference `server-everything` upstream and the MCP Inspector CLI client.
+
+They need Node 22 and the npm packages that `make test` installs under .cache/node and names in
+MANIFOLD_NODE_MODULES; run outside make without them, these tests are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import mcp_types as types
+import pytest
+from mcp import Client
+from mcp.client import ClientRequestContext
+
+from tests.conftest import reserve_port, run_hub, serve
+from tests.upstreams import http_app
+
+pytestmark = pytest.mark.anyio
+
+WAIT = 30.0
+LOOPBACK = Path(__file__).parent / "npm" / "loopback.cjs"
+
+
+@pytest.fixture
+def node_modules() -> Path:
+    location = os.environ.get("MANIFOLD_NODE_MODULES")
+    if not location:
+        pytest.skip("needs the npm peers that `make test` installs (MANIFOLD_NODE_MODULES)")
+    path = Path(location)
+    assert (path / "node" / "bin" / "node").exists(), f"no Node 22 under {path}"
+    return path
+
+
+def node_env(modules: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PATH": f"{modules / 'node' / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(modules.parent),
+    }
+
+
+async def wait_listening(port: int, process: asyncio.subprocess.Process) -> None:
+    async with asyncio.timeout(WAIT):
+        while True:
+            if process.returncode is not None:
+                raise RuntimeError(f"the server exited with {process.returncode}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.1)  # polling a port another process opens: bounded by the timeout above
+                continue
+            writer.close()
+            await writer.wait_closed()
+            return
+
+
+@asynccontextmanager
+async def everything(modules: Path) -> AsyncIterator[str]:
+    """server-everything over Streamable HTTP, forced onto 127.0.0.1; yields its /mcp URL."""
+    sock = reserve_port()
+    port = sock.getsockname()[1]
+    sock.close()
+    entry = modules / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+    process = await asyncio.create_subprocess_exec(
+        str(modules / "node" / "bin" / "node"),
+        "-r",
+        str(LOOPBACK),
+        str(entry),
+        "streamableHttp",
+        env={**node_env(modules), "PORT": str(port)},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await wait_listening(port, process)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), WAIT)
+
+
+async def test_server_everything_through_the_hub(node_modules: Path) -> None:
+    updates: list[tuple[float, float | None]] = []
+    sampled: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        updates.append((progress, total))
+
+    async def sampling(context: ClientRequestContext, params: types.CreateMessageRequestParams) -> Any:
+        content = params.messages[0].content
+        assert isinstance(content, types.TextContent)
+        sampled.append(content.text)
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="42"), model="m")
+
+    async def elicitation(context: ClientRequestContext, params: types.ElicitRequestParams) -> types.ElicitResult:
+        assert isinstance(params, types.ElicitRequestFormParams)
+        properties = params.requested_schema.get("properties", {})
+        required = params.requested_schema.get("required", [])
+        answer = {name: _sample_value(properties[name]) for name in required}
+        return types.ElicitResult(action="accept", content=answer)
+
+    changed = asyncio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    gated = "everything__trigger-sampling-request"
+    async with (
+        everything(node_modules) as upstream,
+        run_hub({"everything": {"url": upstream, "timeouts": {"request": 60}}}) as (url, hub),
+        Client(url, sampling_callback=sampling, elicitation_callback=elicitation, message_handler=on_message) as client,
+    ):
+        # server-everything registers its capability-gated tools only once initialized, then says
+        # list_changed; the hub lists it again and tells its clients.
+        if gated not in {tool["name"] for tool in hub.catalog.items("tools")}:
+            await asyncio.wait_for(changed.wait(), WAIT)
+        names = {tool.name for tool in (await client.list_tools(cache_mode="bypass")).tools}
+        assert {"everything__echo", "everything__trigger-long-running-operation", gated} <= names
+
+        echoed = await client.call_tool("everything__echo", {"message": "through the hub"})
+        assert "through the hub" in _text(echoed)
+
+        arguments = {"duration": 0.3, "steps": 3}
+        done = await client.call_tool(
+            "everything__trigger-long-running-operation", arguments, progress_callback=on_progress
+        )
+        assert "Steps: 3" in _text(done)
+        assert updates == [(1, 3), (2, 3), (3, 3)]
+
+        answer = await client.call_tool("everything__trigger-sampling-request", {"prompt": "six times seven?"})
+        assert len(sampled) == 1 and "six times seven?" in sampled[0]
+        assert "42" in _text(answer)
+
+        elicited = await client.call_tool("everything__trigger-elicitation-request", {})
+        assert "accept" in _text(elicited).lower()
+
+
+def _text(result: types.CallToolResult) -> str:
+    return "\n".join(block.text for block in result.content if isinstance(block, types.TextContent))
+
+
+def _sample_value(schema: dict[str, Any]) -> Any:
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "boolean":
+        return True
+    if kind in ("integer", "number"):
+        return schema.get("minimum", 1)
+    if kind == "array":
+        items = schema.get("items", {})
+        return [_sample_value(items)] if items else []
+    if schema.get("format") == "email":
+        return "ada@example.com"
+    return "Ada"
+
+
+async def inspector(modules: Path, url: str, *args: str) -> tuple[int, dict[str, Any]]:
+    cli = modules / "@modelcontextprotocol" / "inspector" / "clients" / "launcher" / "build" / "index.js"
+    process = await asyncio.create_subprocess_exec(
+        str(modules / "node" / "bin" / "node"),
+        str(cli),
+        "--cli",
+        url,
+        "--transport",
+        "http",
+        "--format",
+        "json",
+        *args,
+        env=node_env(modules),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), WAIT)
+    assert process.returncode is not None
+    output = stdout.decode().strip().splitlines()
+    assert output, f"no output; stderr: {stderr.decode()[-2000:]}"
+    decoded: dict[str, Any] = json.loads(output[-1])
+    return process.returncode, decoded
+
+
+async def test_the_mcp_inspector_cli_lists_and_calls_through_the_hub(node_modules: Path) -> None:
+    async with serve(http_app("alpha")) as alpha, run_hub({"alpha": {"url": f"{alpha}/mcp"}}) as (url, _):
+        code, listed = await inspector(node_modules, url, "--method", "tools/list")
+        assert code == 0
+        assert "alpha__echo" in {tool["name"] for tool in listed["result"]["tools"]}
+        code, called = await inspector(
+            node_modules, url, "--method", "tools/call", "--tool-name", "alpha__echo", "--tool-arg", "text=inspected"
+        )
+        assert code == 0
+        assert called["result"]["content"] == [{"type": "text", "text": "alpha: inspected"}]
