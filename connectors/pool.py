@@ -96,6 +96,7 @@ class UpstreamStatus:
     latency_ms: float | None = None
     last_error: str | None = None
     server_info: Message = field(default_factory=dict)
+    capabilities: Message = field(default_factory=dict)
     listing: Listing | None = None
     since: float = field(default_factory=time.time)
 
@@ -285,6 +286,7 @@ class ConnectorPool:
                             state=UpstreamState.UP,
                             latency_ms=(time.perf_counter() - started) * 1000,
                             server_info=connector.server_info,
+                            capabilities=connector.server_capabilities,
                             listing=listing,
                         ),
                     )

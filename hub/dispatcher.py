@@ -16,6 +16,7 @@ from connectors.jsonrpc import Message
 from connectors.pool_session import PoolSession
 from hub.catalog import Catalog, Entry, ListKind
 from hub.errors import InvalidParams, MethodNotFound
+from hub.tasks import TaskTable
 
 __all__ = ["HANDLERS", "LOG_LEVELS", "RequestContext", "dispatch"]
 
@@ -37,6 +38,8 @@ class RequestContext:
     """Public URIs this client is subscribed to."""
     subscribers: Callable[[str], int]
     """How many sessions of the hub are subscribed to a public URI."""
+    tasks: TaskTable
+    """This client's tasks: public task id <-> (upstream, the upstream's task id)."""
 
 
 Handler = Callable[[RequestContext, Message], Awaitable[Message]]
@@ -66,7 +69,47 @@ async def _ping(ctx: RequestContext, params: Message) -> Message:
 
 async def _call_tool(ctx: RequestContext, params: Message) -> Message:
     entry = ctx.catalog.tool(_string(params, "name"))
-    return await _forward(ctx, entry, "tools/call", {**params, "name": entry.original})
+    result = await _forward(ctx, entry, "tools/call", {**params, "name": entry.original})
+    task = result.get("task")
+    if isinstance(task, dict) and isinstance(task.get("taskId"), str):
+        # A task-augmented call: the client polls the task through the hub under a public id.
+        result = {**result, "task": ctx.tasks.publish(entry.upstream, task)}
+    return result
+
+
+def _task(ctx: RequestContext, params: Message) -> tuple[str, str]:
+    return ctx.tasks.find(_string(params, "taskId"))
+
+
+async def _task_request(ctx: RequestContext, method: str, params: Message) -> tuple[str, Message]:
+    upstream, original = _task(ctx, params)
+    result = await ctx.upstreams.request(
+        upstream, method, {**params, "taskId": original}, hooks=ctx.hooks(upstream, params)
+    )
+    return upstream, result
+
+
+async def _get_task(ctx: RequestContext, params: Message) -> Message:
+    upstream, result = await _task_request(ctx, "tasks/get", params)
+    return ctx.tasks.publish(upstream, result)
+
+
+async def _cancel_task(ctx: RequestContext, params: Message) -> Message:
+    upstream, result = await _task_request(ctx, "tasks/cancel", params)
+    return ctx.tasks.publish(upstream, result)
+
+
+async def _task_result(ctx: RequestContext, params: Message) -> Message:
+    upstream, result = await _task_request(ctx, "tasks/result", params)
+    return ctx.tasks.publish_related(upstream, result)
+
+
+async def _list_tasks(ctx: RequestContext, params: Message) -> Message:
+    tasks: list[Message] = []
+    for upstream in ctx.tasks.upstreams():
+        listed = await ctx.upstreams.request(upstream, "tasks/list", {})
+        tasks += [ctx.tasks.publish(upstream, task) for task in listed.get("tasks", []) if isinstance(task, dict)]
+    return {"tasks": tasks}
 
 
 async def _get_prompt(ctx: RequestContext, params: Message) -> Message:
@@ -143,6 +186,10 @@ HANDLERS: Final[dict[str, Handler]] = {
     "resources/unsubscribe": _unsubscribe,
     "logging/setLevel": _set_level,
     "completion/complete": _complete,
+    "tasks/get": _get_task,
+    "tasks/result": _task_result,
+    "tasks/cancel": _cancel_task,
+    "tasks/list": _list_tasks,
 }
 
 

@@ -139,8 +139,16 @@ class Hub:
             client_info=client_info if isinstance(client_info, dict) else {},
             client_capabilities=capabilities if isinstance(capabilities, dict) else {},
         )
-        result = {"protocolVersion": version, "capabilities": _CAPABILITIES, "serverInfo": SERVER_INFO}
+        result = {"protocolVersion": version, "capabilities": self.server_capabilities(), "serverInfo": SERVER_INFO}
         return session, result
+
+    def server_capabilities(self) -> Message:
+        """What the hub declares to clients at initialize."""
+        capabilities = dict(_CAPABILITIES)
+        if any("tasks" in status.capabilities for status in self.pool.statuses()):
+            # Tasks pass through to the upstreams that offer them.
+            capabilities["tasks"] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
+        return capabilities
 
     # -- health ------------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from hub.catalog import Catalog
 from hub.dispatcher import RequestContext, dispatch
 from hub.errors import ClientError, ClientTimeout, MethodNotFound, to_wire_error
 from hub.streams import EventId, Stream, resumable
+from hub.tasks import TaskTable
 
 __all__ = ["EndReason", "Session", "SessionBusy", "SessionClosed", "SessionServices", "SessionState", "for_client"]
 
@@ -127,6 +128,7 @@ class Session:
         self.initialized = False
         self.ended = asyncio.Event()
         self.subscriptions: set[str] = set()
+        self.tasks = TaskTable()
         self.readers = 0  # connections reading one of this session's streams right now
         self.get_stream_open = False
         self.get_stream_served = False
@@ -304,6 +306,7 @@ class Session:
             client_capabilities=self.client_capabilities,
             subscriptions=self.subscriptions,
             subscribers=self.services.subscribers or (lambda uri: 0),
+            tasks=self.tasks,
         )
         request_id = message["id"]
         try:
@@ -330,7 +333,7 @@ class Session:
             return await self.ask(upstream, message, stream)
 
         def notify(message: Message) -> None:
-            stream.push(for_client(self.services.catalog, upstream, message))
+            stream.push(self.tasks.notification(upstream, for_client(self.services.catalog, upstream, message)))
 
         interrupted = None
         if resumable(self.protocol_version):
@@ -342,7 +345,7 @@ class Session:
         return CallHooks(progress=progress, request=request, message=notify, interrupted=interrupted)
 
     def _upstream_message(self, upstream: str, message: Message) -> None:
-        out = for_client(self.services.catalog, upstream, message)
+        out = self.tasks.notification(upstream, for_client(self.services.catalog, upstream, message))
         if out["method"] == "notifications/resources/updated" and out["params"].get("uri") not in self.subscriptions:
             return
         self.send(out)

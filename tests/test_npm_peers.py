@@ -21,6 +21,7 @@ from mcp import Client
 from mcp.client import ClientRequestContext
 
 from tests.conftest import reserve_port, run_hub, serve
+from tests.test_e2e import RawClient
 from tests.upstreams import http_app
 
 pytestmark = pytest.mark.anyio
@@ -199,3 +200,32 @@ async def test_the_mcp_inspector_cli_lists_and_calls_through_the_hub(node_module
         )
         assert code == 0
         assert called["result"]["content"] == [{"type": "text", "text": "alpha: inspected"}]
+
+
+async def test_tasks_pass_through_to_an_upstream_that_offers_them(node_modules: Path) -> None:
+    research = {"name": "everything__simulate-research-query", "arguments": {"topic": "tides"}, "task": {"ttl": 60000}}
+    async with (
+        everything(node_modules) as upstream,
+        run_hub({"everything": {"url": upstream}}) as (url, hub),
+        RawClient(url) as raw,
+    ):
+        assert hub.server_capabilities()["tasks"]["requests"] == {"tools": {"call": {}}}
+        first = (await raw.stream("tools/call", research))[-1]["result"]["task"]
+        second = (await raw.stream("tools/call", research))[-1]["result"]["task"]
+        assert first["taskId"].startswith("everything:") and first["status"] == "working"
+
+        got = (await raw.stream("tasks/get", {"taskId": first["taskId"]}))[-1]["result"]
+        assert got["taskId"] == first["taskId"] and got["status"] in ("working", "completed")
+        listed = (await raw.stream("tasks/list", {}))[-1]["result"]["tasks"]
+        assert {first["taskId"], second["taskId"]} <= {task["taskId"] for task in listed}
+
+        cancelled = (await raw.stream("tasks/cancel", {"taskId": second["taskId"]}))[-1]["result"]
+        assert cancelled == {**cancelled, "taskId": second["taskId"], "status": "cancelled"}
+
+        outcome = (await raw.stream("tasks/result", {"taskId": first["taskId"]}))[-1]["result"]
+        assert "tides" in outcome["content"][0]["text"]
+        related = outcome.get("_meta", {}).get("io.modelcontextprotocol/related-task")
+        assert related is None or related["taskId"] == first["taskId"]
+
+        unknown = (await raw.stream("tasks/get", {"taskId": "nope"}))[-1]
+        assert unknown["error"]["code"] == -32602
