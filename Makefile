@@ -47,5 +47,9 @@ conformance: $(STAMP) $(NODE_STAMP)
 test: lint conformance
 	MANIFOLD_NODE_MODULES=$(CURDIR)/$(NODE_MODULES) $(BIN)/pytest
 
+## bench: the hub against the direct call, same run (prints a table, writes bench/results/latest.json)
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache *.egg-info

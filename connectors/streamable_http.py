@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from httpx_sse import EventSource
+from httpx_sse import EventSource, ServerSentEvent
 
 from connectors import jsonrpc
 from connectors.base import Connector
@@ -39,6 +40,7 @@ _VERSION_HEADER = "mcp-protocol-version"
 _RESUME_ATTEMPTS = 5
 _RETRY_CAP_MS = 5000
 _LISTEN_FAILURES = 5
+_DRAIN_SECONDS = 5.0
 
 
 @dataclass
@@ -89,10 +91,20 @@ class StreamableHttpConnector(Connector):
     async def _send(self, message: Message) -> None:
         name = self.spec.name
         try:
-            async with self._http.stream(
+            request = self._http.build_request(
                 "POST", self.spec.url, content=jsonrpc.dumps(message), headers=self._headers()
-            ) as response:
-                await self._read_reply(response, message)
+            )
+            response = await self._http.send(request, stream=True)
+            rest = None
+            try:
+                rest = await self._read_reply(response, message)
+            finally:
+                if rest is None:
+                    await response.aclose()
+                else:
+                    # Read the stream to its end (the upstream ends it after the reply) so the
+                    # connection goes back to the pool, without making the caller wait for it.
+                    self._spawn(self._drain(response, rest))
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(name, f"HTTP timeout ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:
@@ -100,7 +112,19 @@ class StreamableHttpConnector(Connector):
         except ValueError as exc:  # undecodable JSON in a body or an event
             raise UpstreamProtocolError(name, f"invalid JSON: {exc}") from exc
 
-    async def _read_reply(self, response: httpx.Response, message: Message) -> None:
+    async def _drain(self, response: httpx.Response, rest: AsyncIterator[ServerSentEvent]) -> None:
+        try:
+            async with asyncio.timeout(_DRAIN_SECONDS):
+                async for event in rest:
+                    if event.data:
+                        self._deliver_all(jsonrpc.loads(event.data), None)
+        except (TimeoutError, httpx.HTTPError, ValueError):
+            pass  # the connection is closed instead of pooled
+        finally:
+            await response.aclose()
+
+    async def _read_reply(self, response: httpx.Response, message: Message) -> AsyncIterator[ServerSentEvent] | None:
+        """Deliver the reply; returns the rest of an SSE reply stream, still to be read to its end."""
         name = self.spec.name
         status = response.status_code
         is_request = "method" in message and "id" in message
@@ -108,25 +132,27 @@ class StreamableHttpConnector(Connector):
             raise UpstreamSessionExpired(name, "the upstream no longer knows our session")
         if status >= 400:
             await self._deliver_error_body(response, status)
-            return
+            return None
         if message.get("method") == "initialize":
             self._session_id = response.headers.get(_SESSION_HEADER)
         if not is_request:
-            return  # 202 Accepted (or any 2xx) for notifications and responses
+            await response.aread()
+            return None  # 202 Accepted (or any 2xx) for notifications and responses
         if status == 202:
             raise UpstreamProtocolError(name, f"answered request {message['method']} with 202 and no reply")
         content_type = response.headers.get("content-type", "").lower()
         if content_type.startswith("application/json"):
             self._deliver_all(jsonrpc.loads(await response.aread()), message["id"])
-        elif content_type.startswith("text/event-stream"):
-            await self._read_events(response, message["id"])
-        else:
-            raise UpstreamProtocolError(name, f"unexpected content type {content_type or 'none'!r}")
+            return None
+        if content_type.startswith("text/event-stream"):
+            return await self._read_events(response, message["id"])
+        raise UpstreamProtocolError(name, f"unexpected content type {content_type or 'none'!r}")
 
-    async def _read_events(self, response: httpx.Response, request_id: int) -> None:
+    async def _read_events(self, response: httpx.Response, request_id: int) -> AsyncIterator[ServerSentEvent] | None:
         cursor = _Cursor()
-        if await self._consume(response, cursor, request_id):
-            return
+        events = EventSource(response).aiter_sse()
+        if await self._consume(events, cursor, request_id):
+            return events
         hooks = self._hooks.get(request_id)
         if cursor.last_id is not None and hooks is not None and hooks.interrupted is not None:
             hooks.interrupted()
@@ -138,13 +164,13 @@ class StreamableHttpConnector(Connector):
             async with self._http.stream("GET", self.spec.url, headers=headers) as resumed:
                 if resumed.status_code != 200:
                     break
-                if await self._consume(resumed, cursor, request_id):
-                    return
+                if await self._consume(EventSource(resumed).aiter_sse(), cursor, request_id):
+                    return None
         raise UpstreamUnavailable(self.spec.name, "the reply stream ended before the reply")
 
-    async def _consume(self, response: httpx.Response, cursor: _Cursor, request_id: int | None) -> bool:
+    async def _consume(self, events: AsyncIterator[ServerSentEvent], cursor: _Cursor, request_id: int | None) -> bool:
         """Deliver a stream's events; True once the reply to ``request_id`` has come."""
-        async for event in EventSource(response).aiter_sse():
+        async for event in events:
             if event.id:
                 cursor.last_id = event.id
             if event.retry is not None:
@@ -172,7 +198,7 @@ class StreamableHttpConnector(Connector):
                         return  # the upstream offers no GET stream
                     if response.status_code == 200:
                         failures = 0
-                        await self._consume(response, cursor, None)
+                        await self._consume(EventSource(response).aiter_sse(), cursor, None)
                     else:
                         failures += 1
             except (httpx.HTTPError, ValueError) as exc:

@@ -28,31 +28,45 @@ class _Asgi:
         await self.app(scope, receive, send)
 
 
-def create_app(config: Config) -> FastAPI:
+class ManifoldApp:
+    """The ASGI app. ``/mcp`` goes straight to its endpoint (the hot path skips the framework's
+    middleware); everything else, and the lifespan that runs the hub, goes through FastAPI.
+    The Origin/Host guard stands in front of both."""
+
+    def __init__(self, config: Config) -> None:
+        self.hub = Hub(config)
+        hub = self.hub
+
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            async with hub:
+                yield
+
+        self.api = FastAPI(title="Manifold", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+        self.mcp = McpEndpoint(hub)
+        legacy = LegacySse(hub, message_path="/messages")
+        self.api.router.routes.append(Route("/sse", _Asgi(legacy.stream)))
+        self.api.router.routes.append(Route("/messages", _Asgi(legacy.messages)))
+
+        @self.api.get("/health")
+        async def health() -> Response:
+            return Response(jsonrpc.dumps(hub.health()), media_type="application/json")
+
+        settings = config.hub
+        origins = default_allowed_origins() if settings.allowed_origins is None else settings.allowed_origins
+        hosts = default_allowed_hosts(settings.host) if settings.allowed_hosts is None else settings.allowed_hosts
+        self._guarded = OriginGuard(self._route, origins=origins, hosts=hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._guarded(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/mcp":
+            await self.mcp(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+def create_app(config: Config) -> ManifoldApp:
     """An ASGI app serving ``config``; the hub starts and stops with the app's lifespan."""
-    hub = Hub(config)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with hub:
-            yield
-
-    app = FastAPI(title="Manifold", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.hub = hub
-    # The MCP endpoints are plain ASGI: they stream, and /mcp is the hot path.
-    app.router.routes.append(Route("/mcp", McpEndpoint(hub)))
-    legacy = LegacySse(hub, message_path="/messages")
-    app.router.routes.append(Route("/sse", _Asgi(legacy.stream)))
-    app.router.routes.append(Route("/messages", _Asgi(legacy.messages)))
-    settings = config.hub
-    app.add_middleware(
-        OriginGuard,
-        origins=default_allowed_origins() if settings.allowed_origins is None else settings.allowed_origins,
-        hosts=default_allowed_hosts(settings.host) if settings.allowed_hosts is None else settings.allowed_hosts,
-    )
-
-    @app.get("/health")
-    async def health() -> Response:
-        return Response(jsonrpc.dumps(hub.health()), media_type="application/json")
-
-    return app
+    return ManifoldApp(config)

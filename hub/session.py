@@ -189,7 +189,8 @@ class Session:
             stream.persist(lambda s, seq, message: log_event(self.id, s.number, seq, message))
 
     def _new_stream(self, request_id: Any) -> Stream:
-        self._prune_streams()
+        if len(self.streams) > 2 * self.services.max_finished_streams:
+            self._prune_streams()  # amortized: not on every request
         stream = Stream(next(self._next_stream), retain=self.services.stream_events, request_id=request_id)
         self.streams[stream.number] = stream
         return stream

@@ -84,4 +84,4 @@ async def run_hub(servers: dict[str, dict[str, Any]], **hub_settings: Any) -> As
     config = parse_config({"hub": settings, "mcpServers": servers}, env={})
     app = create_app(config)
     async with serve(app) as url:
-        yield f"{url}/mcp", app.state.hub
+        yield f"{url}/mcp", app.hub

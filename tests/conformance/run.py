@@ -16,54 +16,16 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from bench.processes import free_port, running
 
 HERE = Path(__file__).parent
 EXPECTED_FAILURES = HERE / "expected-failures.yml"
-START_DEADLINE = 30.0
 SUITE_DEADLINE = 600.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_listening(port: int, process: subprocess.Popen[bytes], deadline: float) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listened on port {port} within {deadline:g}s")
-
-
-@contextmanager
-def running(command: list[str], port: int, log: Path) -> Iterator[None]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            wait_listening(port, process, START_DEADLINE)
-            yield
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
 
 
 def statuses(results: Path) -> dict[str, str]:
@@ -109,7 +71,7 @@ def main() -> int:
     fixture = [sys.executable, "-m", "tests.conformance.fixture", "--port", str(fixture_port)]
     hub = [sys.executable, "-m", "hub", "serve", "--config", str(work / "hub.json"), "--log-level", "warning"]
 
-    with running(fixture, fixture_port, work / "fixture.log"), running(hub, hub_port, work / "hub.log"):
+    with running(fixture, [fixture_port], work / "fixture.log"), running(hub, [hub_port], work / "hub.log"):
         _, direct_log = run_suite(cli, env, f"http://127.0.0.1:{fixture_port}/mcp", work / "direct")
         hub_code, hub_log = run_suite(
             cli,

@@ -1,0 +1,421 @@
+"""The benchmark: the hub against the direct call, measured in the same run, interleaved.
+
+Starts a fast upstream (official SDK) and a hub in front of it, each as its
+own process on 127.0.0.1, and measures: echo throughput and latency at 1, 8
+and 32 sessions with a lean httpx client and with the SDK client; the hub's
+CPU per call and its memory; time to first call; progress relay latency;
+then a catalog of 50 upstreams x 100 tools (start-up and tools/list) and
+memory with 1,000 and 10,000 idle sessions. Every loop is bounded in calls
+and in seconds. Prints one table and writes it as JSON.
+
+Run: ``make bench`` (``python -m bench.run``); ``--smoke`` for a quick check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from mcp import Client
+
+from bench.client import RpcSession
+from bench.processes import cpu_seconds, free_port, free_ports, resident_mb, running
+
+__all__ = ["main"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    calls: int  # per round, at most
+    seconds: float  # per round, at most
+    rounds: int  # interleaved rounds per target
+    levels: tuple[int, ...]
+    sdk_levels: tuple[int, ...]
+    first_calls: int
+    progress_calls: int
+    farm: tuple[int, int]  # upstreams, tools each
+    list_calls: int
+    sessions: tuple[int, ...]
+
+
+FULL = Plan(3000, 8.0, 2, (1, 8, 32), (1, 8, 32), 20, 10, (50, 100), 50, (1000, 10000))
+SMOKE = Plan(150, 3.0, 1, (1, 8), (1,), 3, 2, (5, 20), 5, (50, 100))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+@dataclass
+class Round:
+    calls: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+
+def summarize(rounds: list[Round]) -> dict[str, float]:
+    latencies = [v for r in rounds for v in r.latencies_ms]
+    calls = sum(r.calls for r in rounds)
+    seconds = sum(r.seconds for r in rounds)
+    return {
+        "calls": calls,
+        "calls_per_s": round(calls / seconds, 1) if seconds else 0.0,
+        "p50_ms": round(percentile(latencies, 0.5), 3),
+        "p90_ms": round(percentile(latencies, 0.9), 3),
+        "p99_ms": round(percentile(latencies, 0.99), 3),
+    }
+
+
+class Bench:
+    def __init__(self, plan: Plan, direct: str, hub: str, hub_pid: int, upstream_pid: int) -> None:
+        self.plan = plan
+        self.direct = direct
+        self.hub = hub
+        self.hub_pid = hub_pid
+        self.upstream_pid = upstream_pid
+
+    def target(self, through_hub: bool) -> tuple[str, str]:
+        return (self.hub, "bench__") if through_hub else (self.direct, "")
+
+    async def httpx_round(self, through_hub: bool, sessions: int) -> tuple[Round, float, float]:
+        """One bounded round of echo calls; returns it and the CPU the hub and upstream spent."""
+        url, prefix = self.target(through_hub)
+        limits = httpx.Limits(max_connections=sessions * 2, max_keepalive_connections=sessions * 2)
+        async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as http:
+            opened = [await RpcSession(http, url).open() for _ in range(sessions)]
+            latencies: list[float] = []
+            budget = [self.plan.calls]
+            deadline = time.monotonic() + self.plan.seconds
+            params = {"name": f"{prefix}echo", "arguments": {"text": "hello"}}
+
+            async def worker(session: RpcSession) -> None:
+                while budget[0] > 0 and time.monotonic() < deadline:
+                    budget[0] -= 1
+                    started = time.perf_counter()
+                    await session.call("tools/call", params)
+                    latencies.append((time.perf_counter() - started) * 1000)
+
+            hub_cpu, up_cpu = cpu_seconds(self.hub_pid), cpu_seconds(self.upstream_pid)
+            started = time.perf_counter()
+            await asyncio.gather(*(worker(s) for s in opened))
+            elapsed = time.perf_counter() - started
+            hub_cpu, up_cpu = cpu_seconds(self.hub_pid) - hub_cpu, cpu_seconds(self.upstream_pid) - up_cpu
+            for session in opened:
+                await session.close()
+        return Round(len(latencies), elapsed, latencies), hub_cpu, up_cpu
+
+    async def sdk_round(self, through_hub: bool, sessions: int) -> Round:
+        url, prefix = self.target(through_hub)
+        calls = max(self.plan.calls // 3, sessions)
+        async with _clients(url, sessions) as clients:
+            latencies: list[float] = []
+            budget = [calls]
+            deadline = time.monotonic() + self.plan.seconds
+
+            async def worker(client: Client) -> None:
+                while budget[0] > 0 and time.monotonic() < deadline:
+                    budget[0] -= 1
+                    started = time.perf_counter()
+                    await client.call_tool(f"{prefix}echo", {"text": "hello"})
+                    latencies.append((time.perf_counter() - started) * 1000)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker(c) for c in clients))
+            return Round(len(latencies), time.perf_counter() - started, latencies)
+
+    async def throughput(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for level in self.plan.levels:
+            direct: list[Round] = []
+            hub: list[Round] = []
+            hub_cpu = up_cpu = 0.0
+            for _ in range(self.plan.rounds):  # interleaved: direct, hub, direct, hub
+                direct.append((await self.httpx_round(False, level))[0])
+                round_, cpu, upstream = await self.httpx_round(True, level)
+                hub.append(round_)
+                hub_cpu += cpu
+                up_cpu += upstream
+            hub_calls = sum(r.calls for r in hub)
+            out[f"httpx_{level}"] = {
+                "direct": summarize(direct),
+                "hub": summarize(hub),
+                "hub_cpu_ms_per_call": round(hub_cpu * 1000 / hub_calls, 3),
+                "upstream_cpu_ms_per_call": round(up_cpu * 1000 / hub_calls, 3),
+            }
+        for level in self.plan.sdk_levels:
+            direct, hub = [], []
+            for _ in range(self.plan.rounds):
+                direct.append(await self.sdk_round(False, level))
+                hub.append(await self.sdk_round(True, level))
+            out[f"sdk_{level}"] = {"direct": summarize(direct), "hub": summarize(hub)}
+        return out
+
+    async def first_call(self) -> dict[str, float]:
+        """initialize, initialized, tools/list, first tools/call, on a fresh session (p50 ms)."""
+        out: dict[str, float] = {}
+        for label, through_hub in (("direct", False), ("hub", True)):
+            url, prefix = self.target(through_hub)
+            times = []
+            for _ in range(self.plan.first_calls):
+                async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
+                    started = time.perf_counter()
+                    session = await RpcSession(http, url).open()
+                    await session.call("tools/list")
+                    await session.call("tools/call", {"name": f"{prefix}echo", "arguments": {"text": "first"}})
+                    times.append((time.perf_counter() - started) * 1000)
+                    await session.close()
+            out[f"{label}_p50_ms"] = round(statistics.median(times), 3)
+        return out
+
+    async def progress(self) -> dict[str, float]:
+        """Upstream notification to client arrival, at 100 notifications per call."""
+        out: dict[str, float] = {}
+        for label, through_hub in (("direct", False), ("hub", True)):
+            url, prefix = self.target(through_hub)
+            delays: list[float] = []
+            async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
+                session = await RpcSession(http, url).open()
+                params = {"name": f"{prefix}progress", "arguments": {"steps": 100}, "_meta": {"progressToken": "p"}}
+                for _ in range(self.plan.progress_calls):
+                    async for arrived, message in session.events("tools/call", params):
+                        if message.get("method") == "notifications/progress":
+                            delays.append((arrived - int(message["params"]["message"])) / 1e6)
+                await session.close()
+            out[f"{label}_p50_ms"] = round(percentile(delays, 0.5), 3)
+            out[f"{label}_p99_ms"] = round(percentile(delays, 0.99), 3)
+            out[f"{label}_notifications"] = len(delays)
+        return out
+
+    async def idle_sessions(self) -> dict[str, float]:
+        out = {"rss_mb_before": round(resident_mb(self.hub_pid), 1)}
+        opened = 0
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(timeout=60, limits=limits, trust_env=False) as http:
+            gate = asyncio.Semaphore(50)
+
+            async def one() -> None:
+                async with gate:
+                    await RpcSession(http, self.hub).open()
+
+            for target in self.plan.sessions:
+                await asyncio.gather(*(one() for _ in range(target - opened)))
+                opened = target
+                out[f"rss_mb_{target}_sessions"] = round(resident_mb(self.hub_pid), 1)
+        return out
+
+
+class _clients:
+    """``count`` SDK clients (legacy mode, so direct and hub speak the same era), entered together."""
+
+    def __init__(self, url: str, count: int) -> None:
+        self.url = url
+        self.count = count
+        self.clients: list[Client] = []
+
+    async def __aenter__(self) -> list[Client]:
+        for _ in range(self.count):
+            client = Client(self.url, mode="legacy")
+            await client.__aenter__()
+            self.clients.append(client)
+        return self.clients
+
+    async def __aexit__(self, *exc: object) -> None:
+        for client in reversed(self.clients):
+            await client.__aexit__(None, None, None)
+
+
+def hub_command(config: dict[str, Any], work: Path, name: str) -> list[str]:
+    path = work / f"{name}.json"
+    path.write_text(json.dumps(config))
+    return [sys.executable, "-m", "hub", "serve", "--config", str(path), "--log-level", "warning"]
+
+
+def catalog_scale(plan: Plan, work: Path) -> dict[str, Any]:
+    count, tools = plan.farm
+    base, hub_port = free_ports(count), free_port()
+    farm = [
+        sys.executable,
+        "-m",
+        "bench.upstream",
+        "farm",
+        "--port",
+        str(base),
+        "--count",
+        str(count),
+        "--tools",
+        str(tools),
+    ]
+    servers = {f"farm{i:02d}": {"url": f"http://127.0.0.1:{base + i}/mcp"} for i in range(count)}
+    config = {
+        "hub": {"host": "127.0.0.1", "port": hub_port, "storage": ":memory:", "pageSize": count * tools},
+        "mcpServers": servers,
+    }
+    with running(farm, [base + i for i in range(count)], work / "farm.log"):
+        started = time.perf_counter()
+        with running(hub_command(config, work, "catalog"), [hub_port], work / "catalog-hub.log") as hub:
+            startup = time.perf_counter() - started  # the hub listens once its lifespan has the catalog
+            return asyncio.run(_list_tools(plan, f"http://127.0.0.1:{hub_port}", count * tools, startup, hub.pid))
+
+
+async def _list_tools(plan: Plan, base: str, expected: int, startup: float, pid: int) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
+        health = (await http.get(f"{base}/health")).json()
+        session = await RpcSession(http, f"{base}/mcp").open()
+        times = []
+        listed = 0
+        for _ in range(plan.list_calls):
+            started = time.perf_counter()
+            reply = await session.call("tools/list")
+            times.append((time.perf_counter() - started) * 1000)
+            listed = len(reply["result"]["tools"])
+        await session.close()
+    return {
+        "upstreams": len(health["upstreams"]),
+        "tools_expected": expected,
+        "tools_listed": listed,
+        "tools_in_catalog_at_start": health["tools"],
+        "startup_to_full_catalog_s": round(startup, 3),
+        "tools_list_p50_ms": round(statistics.median(times), 3),
+        "tools_list_p99_ms": round(percentile(times, 0.99), 3),
+        "hub_rss_mb": round(resident_mb(pid), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="a quick run that checks the bench works")
+    parser.add_argument("--json", type=Path, default=Path("bench/results/latest.json"))
+    args = parser.parse_args(argv)
+    plan = SMOKE if args.smoke else FULL
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    up_port, hub_port = free_port(), free_port()
+    upstream = [sys.executable, "-m", "bench.upstream", "fast", "--port", str(up_port)]
+    config = {
+        "hub": {
+            "host": "127.0.0.1",
+            "port": hub_port,
+            "storage": str(work / "hub.db"),
+            "maxSessions": max(plan.sessions) + 100,
+            "maxInFlight": 1024,
+        },
+        "mcpServers": {"bench": {"url": f"http://127.0.0.1:{up_port}/mcp", "maxConcurrency": 64}},
+    }
+    results: dict[str, Any] = {"plan": asdict(plan), "machine": _machine(), "date": time.strftime("%Y-%m-%d")}
+    with (
+        running(upstream, [up_port], work / "upstream.log") as up,
+        running(hub_command(config, work, "hub"), [hub_port], work / "hub.log") as hub,
+    ):
+        bench = Bench(plan, f"http://127.0.0.1:{up_port}/mcp", f"http://127.0.0.1:{hub_port}/mcp", hub.pid, up.pid)
+        results["hub_rss_mb_at_start"] = round(resident_mb(hub.pid), 1)
+        results["echo"] = asyncio.run(bench.throughput())
+        results["hub_rss_mb_after_calls"] = round(resident_mb(hub.pid), 1)
+        results["first_call"] = asyncio.run(bench.first_call())
+        results["progress"] = asyncio.run(bench.progress())
+        results["idle_sessions"] = asyncio.run(bench.idle_sessions())
+    results["catalog"] = catalog_scale(plan, work)
+    print(render(results))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+    print(f"\nwritten to {args.json}")
+    return 0
+
+
+def _machine() -> dict[str, Any]:
+    import os
+    import platform
+
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()}
+
+
+def render(results: dict[str, Any]) -> str:
+    rows = [("measure", "direct", "hub", "hub vs direct")]
+    for name, entry in results["echo"].items():
+        direct, hub = entry["direct"], entry["hub"]
+        client, sessions = name.split("_")
+        label = f"echo, {client}, {sessions} session{'s' if sessions != '1' else ''}"
+        rows.append(
+            (
+                f"{label}: calls/s",
+                f"{direct['calls_per_s']}",
+                f"{hub['calls_per_s']}",
+                f"{hub['calls_per_s'] / direct['calls_per_s']:.0%}" if direct["calls_per_s"] else "-",
+            )
+        )
+        for q in ("p50", "p90", "p99"):
+            rows.append(
+                (
+                    f"{label}: {q} ms",
+                    f"{direct[q + '_ms']}",
+                    f"{hub[q + '_ms']}",
+                    f"{hub[q + '_ms'] - direct[q + '_ms']:+.3f} ms",
+                )
+            )
+        if "hub_cpu_ms_per_call" in entry:
+            rows.append(
+                (
+                    f"{label}: hub CPU per call",
+                    "-",
+                    f"{entry['hub_cpu_ms_per_call']} ms",
+                    f"upstream {entry['upstream_cpu_ms_per_call']} ms",
+                )
+            )
+    first, progress = results["first_call"], results["progress"]
+    rows.append(
+        (
+            "first call (init, list, call) p50 ms",
+            f"{first['direct_p50_ms']}",
+            f"{first['hub_p50_ms']}",
+            f"{first['hub_p50_ms'] - first['direct_p50_ms']:+.3f} ms",
+        )
+    )
+    for q in ("p50", "p99"):
+        rows.append(
+            (
+                f"progress relay {q} ms",
+                f"{progress[f'direct_{q}_ms']}",
+                f"{progress[f'hub_{q}_ms']}",
+                f"{progress[f'hub_{q}_ms'] - progress[f'direct_{q}_ms']:+.3f} ms",
+            )
+        )
+    catalog = results["catalog"]
+    rows.append(
+        (f"catalog: {catalog['tools_listed']} tools, tools/list p50 ms", "-", f"{catalog['tools_list_p50_ms']}", "")
+    )
+    rows.append(
+        (
+            f"catalog: start-up to {catalog['tools_in_catalog_at_start']} tools, s",
+            "-",
+            f"{catalog['startup_to_full_catalog_s']}",
+            f"{catalog['upstreams']} upstreams",
+        )
+    )
+    rows.append(
+        (
+            "hub RSS at start / after calls MB",
+            "-",
+            f"{results['hub_rss_mb_at_start']} / {results['hub_rss_mb_after_calls']}",
+            "",
+        )
+    )
+    for key, value in results["idle_sessions"].items():
+        rows.append((f"hub {key.replace('_', ' ')}", "-", f"{value}", ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

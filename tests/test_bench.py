@@ -1,0 +1,27 @@
+"""The benchmark keeps working: a smoke run (a few hundred calls) produces every measurement.
+
+No timing is asserted here; numbers are for bench/README.md, from `make bench`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.run import main
+
+
+def test_a_smoke_run_measures_everything(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["--smoke", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    for level in ("httpx_1", "httpx_8", "sdk_1"):
+        for target in ("direct", "hub"):
+            assert results["echo"][level][target]["calls"] > 0
+            assert results["echo"][level][target]["p50_ms"] > 0
+    assert results["echo"]["httpx_1"]["hub_cpu_ms_per_call"] > 0
+    assert results["first_call"]["hub_p50_ms"] > 0
+    assert results["progress"]["hub_notifications"] == results["progress"]["direct_notifications"] > 0
+    catalog = results["catalog"]
+    assert catalog["tools_listed"] == catalog["tools_expected"] == catalog["tools_in_catalog_at_start"]
+    assert results["idle_sessions"]["rss_mb_100_sessions"] > 0
