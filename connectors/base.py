@@ -103,7 +103,7 @@ class Connector(abc.ABC):
             async with asyncio.timeout(self.spec.connect_timeout):
                 await self._open()
                 await self._handshake()
-            self._opened()
+                await self._opened()
         except TimeoutError:
             await self._shutdown()
             raise UpstreamUnavailable(self.spec.name, f"no handshake within {self.spec.connect_timeout:g}s") from None
@@ -147,7 +147,7 @@ class Connector(abc.ABC):
     def _on_session_reset(self) -> None:  # noqa: B027 - optional hook
         """Forget transport session state before a fresh handshake."""
 
-    def _opened(self) -> None:  # noqa: B027 - optional hook
+    async def _opened(self) -> None:  # noqa: B027 - optional hook
         """Start whatever runs beside requests once the session is open."""
 
     # -- requests ----------------------------------------------------------------------------------

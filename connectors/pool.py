@@ -29,6 +29,7 @@ import httpx
 
 from connectors.base import Connector, RequestHandler
 from connectors.errors import NotRelayed, UpstreamError, UpstreamUnavailable
+from connectors.http1 import Http1Pool
 from connectors.jsonrpc import Message
 from connectors.limits import Limiter
 from connectors.spec import UpstreamSpec
@@ -119,6 +120,11 @@ class Upstream:
     def __init__(self, spec: UpstreamSpec, limits: PoolLimits, http: httpx.AsyncClient) -> None:
         self.spec = spec
         self.http = http
+        self.posts = (
+            Http1Pool(spec.url, idle_limit=spec.max_concurrency + 4, connect_timeout=spec.connect_timeout)
+            if spec.transport == "streamable-http"
+            else None
+        )
         self.status = UpstreamStatus(name=spec.name, transport=spec.transport)
         self.limiter = Limiter(spec.max_concurrency, queue_size=limits.queue_size, wait=limits.queue_timeout)
         self.discovery: Connector | None = None
@@ -172,6 +178,8 @@ class ConnectorPool:
             await self._tg.__aexit__(None, None, None)
         finally:
             for upstream in self._upstreams.values():
+                if upstream.posts is not None:
+                    upstream.posts.close()
                 await upstream.http.aclose()
 
     def start(self, coro: object) -> asyncio.Task[None]:
@@ -247,9 +255,17 @@ class ConnectorPool:
         on_request: RequestHandler | None = None,
     ) -> Connector:
         """A connector for ``upstream``; the caller enters it in a task of this pool (see :meth:`start`)."""
-        kind = SseConnector if upstream.spec.transport == "sse" else StreamableHttpConnector
-        return kind(
-            upstream.spec, upstream.http, capabilities=capabilities, on_message=on_message, on_request=on_request
+        if upstream.posts is None:
+            return SseConnector(
+                upstream.spec, upstream.http, capabilities=capabilities, on_message=on_message, on_request=on_request
+            )
+        return StreamableHttpConnector(
+            upstream.spec,
+            upstream.http,
+            posts=upstream.posts,
+            capabilities=capabilities,
+            on_message=on_message,
+            on_request=on_request,
         )
 
     def _set_status(self, upstream: Upstream, status: UpstreamStatus) -> None:

@@ -21,7 +21,7 @@ import httpx
 from httpx_sse import EventSource, ServerSentEvent
 
 from connectors import jsonrpc
-from connectors.base import Connector
+from connectors.base import Connector, MessageHandler, RequestHandler
 from connectors.errors import (
     UpstreamError,
     UpstreamProtocolError,
@@ -29,7 +29,10 @@ from connectors.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from connectors.http1 import Http1Error, Http1Pool, Http1Response
 from connectors.jsonrpc import Message
+from connectors.spec import UpstreamSpec
+from connectors.sse_decoder import SseDecoder
 
 __all__ = ["StreamableHttpConnector"]
 
@@ -55,26 +58,51 @@ class _Cursor:
 
 
 class StreamableHttpConnector(Connector):
-    """One upstream session over Streamable HTTP."""
+    """One upstream session over Streamable HTTP.
+
+    POSTs go through ``posts`` (shared by every session of the upstream), everything else
+    through ``http``. Without ``posts`` the connector makes and closes its own.
+    """
 
     _session_id: str | None = None
+
+    def __init__(
+        self,
+        spec: UpstreamSpec,
+        http: httpx.AsyncClient,
+        *,
+        posts: Http1Pool | None = None,
+        capabilities: Message | None = None,
+        on_message: MessageHandler | None = None,
+        on_request: RequestHandler | None = None,
+    ) -> None:
+        super().__init__(spec, http, capabilities=capabilities, on_message=on_message, on_request=on_request)
+        self._owns_posts = posts is None
+        self._posts = posts or Http1Pool(spec.url, connect_timeout=spec.connect_timeout)
 
     async def _open(self) -> None:
         self._session_id = None
 
     async def _close(self) -> None:
-        if self._session_id is None:
-            return
-        # Tell the upstream we are done so it frees the session; a refusal (405) is fine.
-        with contextlib.suppress(httpx.HTTPError):
-            await self._http.delete(self.spec.url, headers=self._headers(), timeout=self.spec.connect_timeout)
-        self._session_id = None
+        try:
+            if self._session_id is not None:
+                # Tell the upstream we are done so it frees the session; a refusal (405) is fine.
+                with contextlib.suppress(httpx.HTTPError):
+                    timeout = self.spec.connect_timeout
+                    await self._http.delete(self.spec.url, headers=self._headers(), timeout=timeout)
+                self._session_id = None
+        finally:
+            if self._owns_posts:
+                self._posts.close()
 
     def _on_session_reset(self) -> None:
         self._session_id = None
 
-    def _opened(self) -> None:
-        self._spawn(self._listen())
+    async def _opened(self) -> None:
+        # The GET stream is open before the first request: an upstream drops what it has no stream for.
+        listening = asyncio.Event()
+        self._spawn(self._listen(listening))
+        await listening.wait()
 
     def _headers(self) -> dict[str, str]:
         headers = {
@@ -91,68 +119,72 @@ class StreamableHttpConnector(Connector):
     async def _send(self, message: Message) -> None:
         name = self.spec.name
         try:
-            request = self._http.build_request(
-                "POST", self.spec.url, content=jsonrpc.dumps(message), headers=self._headers()
-            )
-            response = await self._http.send(request, stream=True)
-            rest = None
-            try:
-                rest = await self._read_reply(response, message)
-            finally:
-                if rest is None:
-                    await response.aclose()
-                else:
-                    # Read the stream to its end (the upstream ends it after the reply) so the
-                    # connection goes back to the pool, without making the caller wait for it.
-                    self._spawn(self._drain(response, rest))
+            response = await self._posts.post(self._headers(), jsonrpc.dumps(message))
+        except Http1Error as exc:
+            raise UpstreamUnavailable(name, str(exc)) from exc
+        except TimeoutError:
+            raise UpstreamUnavailable(name, f"no connection within {self.spec.connect_timeout:g}s") from None
+        rest = None
+        try:
+            rest = await self._read_reply(response, message)
+        except Http1Error as exc:
+            raise UpstreamUnavailable(name, str(exc)) from exc
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(name, f"HTTP timeout ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(name, f"{type(exc).__name__}: {exc}") from exc
         except ValueError as exc:  # undecodable JSON in a body or an event
             raise UpstreamProtocolError(name, f"invalid JSON: {exc}") from exc
+        finally:
+            if rest is None or response.complete:
+                response.release()
+            else:
+                # Read the reply stream to its end (the upstream ends it after the reply) so the
+                # connection goes back to the pool, without making the caller wait for it.
+                self._spawn(self._drain(response, rest))
 
-    async def _drain(self, response: httpx.Response, rest: AsyncIterator[ServerSentEvent]) -> None:
+    async def _drain(self, response: Http1Response, decoder: SseDecoder) -> None:
         try:
             async with asyncio.timeout(_DRAIN_SECONDS):
-                async for event in rest:
-                    if event.data:
-                        self._deliver_all(jsonrpc.loads(event.data), None)
-        except (TimeoutError, httpx.HTTPError, ValueError):
+                async for chunk in response:
+                    for event in decoder.feed(chunk):
+                        if event.data:
+                            self._deliver_all(jsonrpc.loads(event.data), None)
+        except (TimeoutError, Http1Error, ValueError):
             pass  # the connection is closed instead of pooled
         finally:
-            await response.aclose()
+            response.release()
 
-    async def _read_reply(self, response: httpx.Response, message: Message) -> AsyncIterator[ServerSentEvent] | None:
-        """Deliver the reply; returns the rest of an SSE reply stream, still to be read to its end."""
+    async def _read_reply(self, response: Http1Response, message: Message) -> SseDecoder | None:
+        """Deliver the reply; returns the decoder of an SSE reply stream still to be read to its end."""
         name = self.spec.name
-        status = response.status_code
+        status = response.status
         is_request = "method" in message and "id" in message
         if status == 404 and self._session_id is not None:
             raise UpstreamSessionExpired(name, "the upstream no longer knows our session")
         if status >= 400:
-            await self._deliver_error_body(response, status)
+            await self._deliver_error_body(await response.read(), status)
             return None
         if message.get("method") == "initialize":
             self._session_id = response.headers.get(_SESSION_HEADER)
         if not is_request:
-            await response.aread()
+            await response.wait_complete()
             return None  # 202 Accepted (or any 2xx) for notifications and responses
         if status == 202:
             raise UpstreamProtocolError(name, f"answered request {message['method']} with 202 and no reply")
         content_type = response.headers.get("content-type", "").lower()
         if content_type.startswith("application/json"):
-            self._deliver_all(jsonrpc.loads(await response.aread()), message["id"])
+            self._deliver_all(jsonrpc.loads(await response.read()), message["id"])
             return None
         if content_type.startswith("text/event-stream"):
             return await self._read_events(response, message["id"])
         raise UpstreamProtocolError(name, f"unexpected content type {content_type or 'none'!r}")
 
-    async def _read_events(self, response: httpx.Response, request_id: int) -> AsyncIterator[ServerSentEvent] | None:
-        cursor = _Cursor()
-        events = EventSource(response).aiter_sse()
-        if await self._consume(events, cursor, request_id):
-            return events
+    async def _read_events(self, response: Http1Response, request_id: int) -> SseDecoder | None:
+        decoder = SseDecoder()
+        if await self._consume_reply(response, decoder, request_id):
+            return decoder
+        cursor = _Cursor(decoder.last_id, decoder.retry_ms or _Cursor.retry_ms)
         hooks = self._hooks.get(request_id)
         if cursor.last_id is not None and hooks is not None and hooks.interrupted is not None:
             hooks.interrupted()
@@ -167,6 +199,17 @@ class StreamableHttpConnector(Connector):
                 if await self._consume(EventSource(resumed).aiter_sse(), cursor, request_id):
                     return None
         raise UpstreamUnavailable(self.spec.name, "the reply stream ended before the reply")
+
+    async def _consume_reply(self, response: Http1Response, decoder: SseDecoder, request_id: int) -> bool:
+        """Deliver a POST's reply stream; True once the reply to ``request_id`` has come."""
+        async for chunk in response:
+            for event in decoder.feed(chunk):
+                if event.data and event.event == "message":
+                    self._deliver_all(jsonrpc.loads(event.data), request_id)
+            future = self._pending.get(request_id)
+            if future is None or future.done():
+                return True
+        return False
 
     async def _consume(self, events: AsyncIterator[ServerSentEvent], cursor: _Cursor, request_id: int | None) -> bool:
         """Deliver a stream's events; True once the reply to ``request_id`` has come."""
@@ -184,8 +227,11 @@ class StreamableHttpConnector(Connector):
                     return True
         return False
 
-    async def _listen(self) -> None:
-        """Keep the GET stream open for messages that belong to no request."""
+    async def _listen(self, listening: asyncio.Event) -> None:
+        """Keep the GET stream open for messages that belong to no request.
+
+        ``listening`` is set once the first attempt has its answer, whatever it is.
+        """
         cursor = _Cursor()
         failures = 0
         while failures < _LISTEN_FAILURES and not self.lost.is_set():
@@ -194,6 +240,7 @@ class StreamableHttpConnector(Connector):
                 headers["last-event-id"] = cursor.last_id
             try:
                 async with self._http.stream("GET", self.spec.url, headers=headers) as response:
+                    listening.set()
                     if response.status_code == 405:
                         return  # the upstream offers no GET stream
                     if response.status_code == 200:
@@ -204,12 +251,13 @@ class StreamableHttpConnector(Connector):
             except (httpx.HTTPError, ValueError) as exc:
                 failures += 1
                 logger.debug("GET stream of %s dropped: %s", self.spec.name, exc)
+            finally:
+                listening.set()
             await asyncio.sleep(cursor.wait())
         if failures:
             logger.info("upstream %s: gave up on its GET stream after %d failures", self.spec.name, failures)
 
-    async def _deliver_error_body(self, response: httpx.Response, status: int) -> None:
-        body = await response.aread()
+    async def _deliver_error_body(self, body: bytes, status: int) -> None:
         try:
             decoded: Any = jsonrpc.loads(body) if body else None
         except ValueError:

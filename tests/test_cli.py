@@ -68,7 +68,7 @@ async def test_health_exits_non_zero_and_names_a_down_upstream(capsys: pytest.Ca
     report = json.loads(capsys.readouterr().out)
     assert report["status"] == "degraded"
     gone = next(u for u in report["upstreams"] if u["name"] == "gone")
-    assert gone["state"] == "down" and "ConnectError" in gone["lastError"]
+    assert gone["state"] == "down" and "Connection refused" in gone["lastError"]
 
 
 def test_health_of_an_unreachable_hub_is_a_clear_failure(capsys: pytest.CaptureFixture[str]) -> None:

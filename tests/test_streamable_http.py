@@ -1,10 +1,16 @@
-"""The Streamable HTTP connector against scripted upstreams (httpx.MockTransport) and a real SDK server."""
+"""The Streamable HTTP connector against scripted upstreams and a real SDK server, all on real sockets.
+
+A :class:`Script` is a tiny ASGI upstream served by uvicorn on 127.0.0.1: it
+answers ``initialize``, records every message with its headers, and hands
+the rest to a handler that returns the reply to send.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -20,37 +26,59 @@ from connectors.errors import (
 )
 from connectors.spec import UpstreamSpec
 from connectors.streamable_http import StreamableHttpConnector
-from tests.conftest import serve
+from tests.conftest import reserve_port, serve
 from tests.upstreams import http_app
 
 pytestmark = pytest.mark.anyio
 
-SPEC = UpstreamSpec(name="up", url="http://127.0.0.1:1/mcp", headers={"authorization": "Bearer s3cret"})
-Handler = Callable[[dict[str, Any], httpx.Request], Awaitable[httpx.Response]]
+HEADERS = {"authorization": "Bearer s3cret"}
+Handler = Callable[[dict[str, Any], dict[str, str]], Awaitable[httpx.Response]]
+INIT_RESULT = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "s"}}
 
 
 class Script:
-    """A scripted upstream: answers initialize, records every message, delegates the rest."""
+    """A scripted upstream (an ASGI app): answers initialize, records every message, delegates the rest."""
 
-    def __init__(self, handler: Handler | None = None) -> None:
+    def __init__(self, handler: Handler | None = None, *, init_result: dict[str, Any] = INIT_RESULT) -> None:
         self.handler = handler
+        self.init_result = init_result
         self.received: list[tuple[dict[str, Any], dict[str, str]]] = []
         self.sessions = 0
 
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "DELETE":
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (event := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        body = b""
+        while True:
+            event = await receive()
+            body += event.get("body", b"")
+            if not event.get("more_body"):
+                break
+        response = await self.answer(scope["method"], headers, body)
+        raw_headers = [(k.encode(), v.encode()) for k, v in response.headers.items()]
+        await send({"type": "http.response.start", "status": response.status_code, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": response.content})
+
+    async def answer(self, method: str, headers: dict[str, str], body: bytes) -> httpx.Response:
+        if method == "DELETE":
             return httpx.Response(200)
-        message = json.loads(request.content)
-        self.received.append((message, dict(request.headers)))
+        if method == "GET":
+            return httpx.Response(405)
+        message = json.loads(body)
+        self.received.append((message, headers))
         if message.get("method") == "initialize":
             self.sessions += 1
-            result = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "s"}}
-            return httpx.Response(200, json=reply(message, result), headers={"mcp-session-id": f"s{self.sessions}"})
+            session = {"mcp-session-id": f"s{self.sessions}"}
+            return httpx.Response(200, json=reply(message, self.init_result), headers=session)
         if "id" not in message:
             return httpx.Response(202)
         if self.handler is None:
             return httpx.Response(200, json=reply(message, {"ok": True}))
-        return await self.handler(message, request)
+        return await self.handler(message, headers)
 
     def methods(self) -> list[str]:
         return [m.get("method", "response") for m, _ in self.received]
@@ -60,13 +88,18 @@ def reply(message: dict[str, Any], result: Any) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": message["id"], "result": result}
 
 
-def connector(script: Script, spec: UpstreamSpec = SPEC) -> StreamableHttpConnector:
-    return StreamableHttpConnector(spec, httpx.AsyncClient(transport=httpx.MockTransport(script)))
+@asynccontextmanager
+async def scripted(script: Script) -> AsyncIterator[StreamableHttpConnector]:
+    """A connector to ``script`` served on 127.0.0.1, entered."""
+    async with serve(script) as url, httpx.AsyncClient(timeout=httpx.Timeout(5, read=None), trust_env=False) as http:
+        spec = UpstreamSpec(name="up", url=f"{url}/mcp", headers=HEADERS)
+        async with StreamableHttpConnector(spec, http) as upstream:
+            yield upstream
 
 
 async def test_handshake_then_session_and_version_headers_on_every_request() -> None:
     script = Script()
-    async with connector(script) as upstream:
+    async with scripted(script) as upstream:
         assert upstream.protocol_version == "2025-06-18"
         assert await upstream.request("tools/list") == {"ok": True}
     assert script.methods() == ["initialize", "notifications/initialized", "tools/list"]
@@ -79,30 +112,30 @@ async def test_handshake_then_session_and_version_headers_on_every_request() -> 
 
 
 async def test_a_forgotten_session_is_initialized_again_once_and_the_request_retried() -> None:
-    async def forget_first(message: dict[str, Any], request: httpx.Request) -> httpx.Response:
-        if request.headers["mcp-session-id"] == "s1":
+    async def forget_first(message: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+        if headers["mcp-session-id"] == "s1":
             return httpx.Response(404)
-        return httpx.Response(200, json=reply(message, {"session": request.headers["mcp-session-id"]}))
+        return httpx.Response(200, json=reply(message, {"session": headers["mcp-session-id"]}))
 
     script = Script(forget_first)
-    async with connector(script) as upstream:
+    async with scripted(script) as upstream:
         assert await upstream.request("tools/call", {"name": "x"}) == {"session": "s2"}
     assert script.sessions == 2
 
 
 async def test_an_upstream_that_keeps_forgetting_is_not_retried_forever() -> None:
-    async def always_404(message: dict[str, Any], request: httpx.Request) -> httpx.Response:
+    async def always_404(message: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
         return httpx.Response(404)
 
     script = Script(always_404)
-    async with connector(script) as upstream:
+    async with scripted(script) as upstream:
         with pytest.raises(UpstreamSessionExpired):
             await upstream.request("tools/list")
     assert script.sessions == 2
 
 
 async def test_sse_replies_deliver_progress_with_the_callers_token_before_the_result() -> None:
-    async def stream(message: dict[str, Any], request: httpx.Request) -> httpx.Response:
+    async def stream(message: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
         token = message["params"]["_meta"]["progressToken"]
         events = [
             {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": i}}
@@ -113,7 +146,7 @@ async def test_sse_replies_deliver_progress_with_the_callers_token_before_the_re
         return httpx.Response(200, content=b"id: 0\ndata:\n\n" + body, headers={"content-type": "text/event-stream"})
 
     seen: list[dict[str, Any]] = []
-    async with connector(Script(stream)) as upstream:
+    async with scripted(Script(stream)) as upstream:
         result = await upstream.request(
             "tools/call", {"name": "p", "_meta": {"progressToken": 42}}, hooks=CallHooks(progress=seen.append)
         )
@@ -124,7 +157,7 @@ async def test_sse_replies_deliver_progress_with_the_callers_token_before_the_re
 
 async def test_the_callers_progress_token_is_never_sent_upstream() -> None:
     script = Script()
-    async with connector(script) as upstream:
+    async with scripted(script) as upstream:
         await upstream.request(
             "tools/call", {"name": "p", "_meta": {"progressToken": "client-1"}}, hooks=CallHooks(progress=print)
         )
@@ -133,11 +166,11 @@ async def test_the_callers_progress_token_is_never_sent_upstream() -> None:
 
 
 async def test_json_rpc_errors_come_back_as_rpc_errors_with_the_upstreams_code() -> None:
-    async def refuse(message: dict[str, Any], request: httpx.Request) -> httpx.Response:
+    async def refuse(message: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
         error = {"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32602, "message": "bad args"}}
         return httpx.Response(400, json=error)
 
-    async with connector(Script(refuse)) as upstream:
+    async with scripted(Script(refuse)) as upstream:
         with pytest.raises(UpstreamRpcError) as caught:
             await upstream.request("tools/call")
     assert caught.value.to_error() == {"code": -32602, "message": "bad args"}
@@ -154,10 +187,10 @@ async def test_json_rpc_errors_come_back_as_rpc_errors_with_the_upstreams_code()
 async def test_http_errors_name_the_upstream_and_hide_its_secrets(
     status: int, error: type[Exception], text: str
 ) -> None:
-    async def fail(message: dict[str, Any], request: httpx.Request) -> httpx.Response:
+    async def fail(message: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
         return httpx.Response(status, text="nope")
 
-    async with connector(Script(fail)) as upstream:
+    async with scripted(Script(fail)) as upstream:
         with pytest.raises(error) as caught:
             await upstream.request("tools/list")
     assert "upstream 'up'" in str(caught.value) and text in str(caught.value)
@@ -165,36 +198,33 @@ async def test_http_errors_name_the_upstream_and_hide_its_secrets(
 
 
 async def test_unexpected_content_type_is_a_protocol_error() -> None:
-    async def html(message: dict[str, Any], request: httpx.Request) -> httpx.Response:
+    async def html(message: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
         return httpx.Response(200, text="<html>", headers={"content-type": "text/html"})
 
-    async with connector(Script(html)) as upstream:
+    async with scripted(Script(html)) as upstream:
         with pytest.raises(UpstreamProtocolError, match="text/html"):
             await upstream.request("tools/list")
 
 
 async def test_an_unsupported_version_from_the_upstream_fails_the_handshake() -> None:
-    async def old(request: httpx.Request) -> httpx.Response:
-        message = json.loads(request.content)
-        return httpx.Response(200, json=reply(message, {"protocolVersion": "2023-01-01", "capabilities": {}}))
-
-    upstream = StreamableHttpConnector(SPEC, httpx.AsyncClient(transport=httpx.MockTransport(old)))
+    old = Script(init_result={"protocolVersion": "2023-01-01", "capabilities": {}})
     with pytest.raises(UpstreamProtocolError, match="2023-01-01"):
-        async with upstream:
+        async with scripted(old):
             pass
 
 
 async def test_a_request_past_its_deadline_times_out_and_is_cancelled_upstream() -> None:
-    never = asyncio.Event()
+    released = asyncio.Event()
 
-    async def hang(message: dict[str, Any], request: httpx.Request) -> httpx.Response:
-        await never.wait()
-        raise AssertionError("unreachable")
+    async def hang(message: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+        await asyncio.wait_for(released.wait(), 10)  # answers only once the test has seen the timeout
+        return httpx.Response(200, json=reply(message, {"late": True}))
 
     script = Script(hang)
-    async with connector(script) as upstream:
+    async with scripted(script) as upstream:
         with pytest.raises(UpstreamTimeout, match="tools/call"):
             await upstream.request("tools/call", time_limit=0.05)
+        released.set()
     cancelled = [m for m, _ in script.received if m.get("method") == "notifications/cancelled"]
     assert cancelled == [
         {
@@ -206,13 +236,15 @@ async def test_a_request_past_its_deadline_times_out_and_is_cancelled_upstream()
 
 
 async def test_an_unreachable_upstream_is_unavailable() -> None:
-    async def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused")
-
-    upstream = StreamableHttpConnector(SPEC, httpx.AsyncClient(transport=httpx.MockTransport(refuse)))
-    with pytest.raises(UpstreamUnavailable, match=r"upstream 'up'.*refused"):
-        async with upstream:
-            pass
+    closed = reserve_port()
+    spec = UpstreamSpec(name="up", url=f"http://127.0.0.1:{closed.getsockname()[1]}/mcp")
+    try:
+        async with httpx.AsyncClient(trust_env=False) as http:
+            with pytest.raises(UpstreamUnavailable, match=r"upstream 'up'.*Connection refused"):
+                async with StreamableHttpConnector(spec, http):
+                    pass
+    finally:
+        closed.close()
 
 
 async def test_concurrent_requests_over_one_real_session() -> None:

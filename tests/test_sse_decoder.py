@@ -1,0 +1,46 @@
+"""The incremental SSE decoder: the line and field rules of the event-stream format, across chunk borders."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.sse_decoder import SseDecoder, SseEvent
+
+
+def decode(*chunks: bytes) -> tuple[list[SseEvent], SseDecoder]:
+    decoder = SseDecoder()
+    events = [event for chunk in chunks for event in decoder.feed(chunk)]
+    return events, decoder
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_every_line_ending_ends_lines(newline: bytes) -> None:
+    events, _ = decode(b"event: message" + newline + b"data: {}" + newline + newline)
+    assert events == [SseEvent("{}", "message", None)]
+
+
+def test_events_split_anywhere_across_chunks_come_out_whole() -> None:
+    stream = b"id: 7\r\ndata: first\r\n\r\nid: 8\r\ndata: second\r\n\r\n"
+    for cut in range(1, len(stream)):
+        events, decoder = decode(stream[:cut], stream[cut:])
+        assert events == [SseEvent("first", "message", "7"), SseEvent("second", "message", "8")], cut
+        assert decoder.last_id == "8"
+
+
+def test_multi_line_data_is_joined_with_newlines_and_comments_are_skipped() -> None:
+    events, _ = decode(b": keepalive\n\ndata: a\ndata:b\ndata\n\n")
+    assert events == [SseEvent("a\nb\n")]
+
+
+def test_an_event_without_data_moves_the_last_id_and_retry_but_is_not_dispatched() -> None:
+    events, decoder = decode(b"id: 3-0\nretry: 500\n\n")
+    assert events == []
+    assert (decoder.last_id, decoder.retry_ms) == ("3-0", 500)
+    primed, _ = decode(b"id: 3-0\nretry: 500\ndata: \n\n")  # the MCP priming event: empty data
+    assert primed == [SseEvent("", "message", "3-0")]
+
+
+def test_odd_fields_are_ignored() -> None:
+    events, decoder = decode(b"id: a\0b\nretry: soon\nbogus: x\nevent: endpoint\ndata: /messages\n\n")
+    assert events == [SseEvent("/messages", "endpoint", None)]
+    assert decoder.retry_ms is None
