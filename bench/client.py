@@ -49,6 +49,12 @@ class RpcSession:
             raise RuntimeError(f"{method}: {reply['error']}")
         return reply
 
+    async def raw(self, method: str, params: dict[str, Any] | None = None) -> bytes:
+        """One request whose JSON reply is received whole but not decoded."""
+        response = await self.http.post(self.url, content=self._body(method, params), headers=self.headers)
+        response.raise_for_status()
+        return response.content
+
     async def events(self, method: str, params: dict[str, Any]) -> AsyncIterator[tuple[int, dict[str, Any]]]:
         """Every message of one request's reply stream, each with its arrival time (monotonic ns)."""
         async with self.http.stream(

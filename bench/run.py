@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from mcp import Client
 
 from bench.client import RpcSession
@@ -91,8 +92,8 @@ class Bench:
     def target(self, through_hub: bool) -> tuple[str, str]:
         return (self.hub, "bench__") if through_hub else (self.direct, "")
 
-    async def httpx_round(self, through_hub: bool, sessions: int) -> tuple[Round, float, float]:
-        """One bounded round of echo calls; returns it and the CPU the hub and upstream spent."""
+    async def httpx_round(self, through_hub: bool, sessions: int) -> tuple[Round, float, float, float]:
+        """One bounded round of echo calls; returns it and the CPU the hub, upstream and client spent."""
         url, prefix = self.target(through_hub)
         limits = httpx.Limits(max_connections=sessions * 2, max_keepalive_connections=sessions * 2)
         async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as http:
@@ -110,13 +111,15 @@ class Bench:
                     latencies.append((time.perf_counter() - started) * 1000)
 
             hub_cpu, up_cpu = cpu_seconds(self.hub_pid), cpu_seconds(self.upstream_pid)
+            client_cpu = time.process_time()
             started = time.perf_counter()
             await asyncio.gather(*(worker(s) for s in opened))
             elapsed = time.perf_counter() - started
             hub_cpu, up_cpu = cpu_seconds(self.hub_pid) - hub_cpu, cpu_seconds(self.upstream_pid) - up_cpu
+            client_cpu = time.process_time() - client_cpu
             for session in opened:
                 await session.close()
-        return Round(len(latencies), elapsed, latencies), hub_cpu, up_cpu
+        return Round(len(latencies), elapsed, latencies), hub_cpu, up_cpu, client_cpu
 
     async def sdk_round(self, through_hub: bool, sessions: int) -> Round:
         url, prefix = self.target(through_hub)
@@ -142,19 +145,21 @@ class Bench:
         for level in self.plan.levels:
             direct: list[Round] = []
             hub: list[Round] = []
-            hub_cpu = up_cpu = 0.0
+            hub_cpu = up_cpu = client_cpu = 0.0
             for _ in range(self.plan.rounds):  # interleaved: direct, hub, direct, hub
                 direct.append((await self.httpx_round(False, level))[0])
-                round_, cpu, upstream = await self.httpx_round(True, level)
+                round_, cpu, upstream, client = await self.httpx_round(True, level)
                 hub.append(round_)
                 hub_cpu += cpu
                 up_cpu += upstream
+                client_cpu += client
             hub_calls = sum(r.calls for r in hub)
             out[f"httpx_{level}"] = {
                 "direct": summarize(direct),
                 "hub": summarize(hub),
                 "hub_cpu_ms_per_call": round(hub_cpu * 1000 / hub_calls, 3),
                 "upstream_cpu_ms_per_call": round(up_cpu * 1000 / hub_calls, 3),
+                "client_cpu_ms_per_call": round(client_cpu * 1000 / hub_calls, 3),
             }
         for level in self.plan.sdk_levels:
             direct, hub = [], []
@@ -272,16 +277,22 @@ def catalog_scale(plan: Plan, work: Path) -> dict[str, Any]:
 
 
 async def _list_tools(plan: Plan, base: str, expected: int, startup: float, pid: int) -> dict[str, Any]:
+    """tools/list through the hub: the round trip with the whole body received, and, apart, the
+    client's own decoding of it (which any Python client pays, and which is not the hub's)."""
     async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
         health = (await http.get(f"{base}/health")).json()
         session = await RpcSession(http, f"{base}/mcp").open()
-        times = []
-        listed = 0
+        times, decode = [], []
+        body = b""
         for _ in range(plan.list_calls):
             started = time.perf_counter()
-            reply = await session.call("tools/list")
+            body = await session.raw("tools/list")
             times.append((time.perf_counter() - started) * 1000)
-            listed = len(reply["result"]["tools"])
+        for _ in range(min(plan.list_calls, 5)):
+            started = time.perf_counter()
+            reply = orjson.loads(body)
+            decode.append((time.perf_counter() - started) * 1000)
+        listed = len(reply["result"]["tools"])
         await session.close()
     return {
         "upstreams": len(health["upstreams"]),
@@ -291,6 +302,8 @@ async def _list_tools(plan: Plan, base: str, expected: int, startup: float, pid:
         "startup_to_full_catalog_s": round(startup, 3),
         "tools_list_p50_ms": round(statistics.median(times), 3),
         "tools_list_p99_ms": round(percentile(times, 0.99), 3),
+        "tools_list_bytes": len(body),
+        "client_decode_p50_ms": round(statistics.median(decode), 3),
         "hub_rss_mb": round(resident_mb(pid), 1),
     }
 
@@ -370,7 +383,7 @@ def render(results: dict[str, Any]) -> str:
                     f"{label}: hub CPU per call",
                     "-",
                     f"{entry['hub_cpu_ms_per_call']} ms",
-                    f"upstream {entry['upstream_cpu_ms_per_call']} ms",
+                    f"upstream {entry['upstream_cpu_ms_per_call']} ms, client {entry['client_cpu_ms_per_call']} ms",
                 )
             )
     first, progress = results["first_call"], results["progress"]
@@ -393,7 +406,12 @@ def render(results: dict[str, Any]) -> str:
         )
     catalog = results["catalog"]
     rows.append(
-        (f"catalog: {catalog['tools_listed']} tools, tools/list p50 ms", "-", f"{catalog['tools_list_p50_ms']}", "")
+        (
+            f"catalog: {catalog['tools_listed']} tools, tools/list p50 ms",
+            "-",
+            f"{catalog['tools_list_p50_ms']}",
+            f"{catalog['tools_list_bytes'] // 1000} kB; the client's decode: {catalog['client_decode_p50_ms']} ms",
+        )
     )
     rows.append(
         (

@@ -19,6 +19,7 @@ import contextlib
 import enum
 import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -158,11 +159,14 @@ class ConnectorPool:
 
     async def __aenter__(self) -> Self:
         await self._tg.__aenter__()
+        # One TLS context for every upstream: httpx would load the CA bundle again for each client.
+        tls = ssl.create_default_context()
         for spec in self._specs:
             http = httpx.AsyncClient(
                 timeout=httpx.Timeout(spec.connect_timeout, read=None),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=spec.max_concurrency + 4),
                 trust_env=False,
+                verify=tls,
             )
             upstream = Upstream(spec, self.limits, http)
             self._upstreams[spec.name] = upstream

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -25,6 +26,7 @@ __all__ = ["SERVER_INFO", "Hub"]
 logger = logging.getLogger(__name__)
 
 SERVER_INFO: Final[dict[str, str]] = {"name": "manifold", "version": "0.1.0"}
+_REBUILD_DELAY: Final = 0.05
 _CAPABILITIES: Final[Message] = {
     "tools": {"listChanged": True},
     "prompts": {"listChanged": True},
@@ -79,6 +81,7 @@ class Hub:
         self.sessions = SessionManager(
             services, store=self.store, events=self.events, max_sessions=settings.max_sessions
         )
+        self._rebuild_due: asyncio.TimerHandle | None = None
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
@@ -92,16 +95,27 @@ class Hub:
         # a slow or dead one joins later without holding up the rest.
         specs = self.config.upstream_specs()
         await self.pool.wait_settled(max((s.connect_timeout for s in specs), default=0) + 1)
+        self._rebuild()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._rebuild_due is not None:
+            self._rebuild_due.cancel()
         await self._stack.aclose()
 
     # -- catalog -----------------------------------------------------------------------------------
 
     def _upstream_changed(self, name: str) -> None:
+        # Changes that come together (fifty upstreams starting) make one rebuild, not fifty.
+        if self._rebuild_due is None:
+            self._rebuild_due = asyncio.get_running_loop().call_later(_REBUILD_DELAY, self._rebuild)
+
+    def _rebuild(self) -> None:
+        if self._rebuild_due is not None:
+            self._rebuild_due.cancel()
+            self._rebuild_due = None
         sources = []
         for upstream in self.config.enabled():
             listing = self.pool.status(upstream).listing

@@ -57,3 +57,12 @@ def test_every_error_is_rooted_in_one_class_with_a_json_rpc_code() -> None:
             if isinstance(value, type) and issubclass(value, Exception):
                 assert issubclass(value, connectors.ManifoldError)
                 assert isinstance(value.code, int)
+
+
+def test_the_supported_versions_are_the_sdks_handshake_versions() -> None:
+    from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+
+    from connectors.spec import LATEST_VERSION, SUPPORTED_VERSIONS
+
+    assert SUPPORTED_VERSIONS == HANDSHAKE_PROTOCOL_VERSIONS
+    assert LATEST_VERSION == LATEST_HANDSHAKE_VERSION
