@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,7 +111,7 @@ class Stream:
         self._wake.set()
         return self._reader
 
-    async def read(self, after: int, claim: int) -> AsyncIterator[tuple[int, Message]]:
+    async def read(self, after: int, claim: int) -> AsyncGenerator[tuple[int, Message], None]:
         """Events after ``after``, then live ones, until the stream ends or another reader claims it."""
         cursor = after
         while claim == self._reader:

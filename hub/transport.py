@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
 from connectors import jsonrpc
@@ -193,15 +193,15 @@ class McpEndpoint:
 
     async def _reply(self, session: Session, stream: Stream, receive: Receive, send: Send) -> None:
         claim = stream.claim()
-        events = stream.read(0, claim)
-        first = await anext(events, None)
-        if first is not None and "method" not in first[1]:
-            # The reply came before any notification: the reply is all there is.
-            await respond(send, 200, jsonrpc.dumps(first[1]), [(b"content-type", b"application/json")])
-            return
-        session.persist(stream)
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-        await self._pump(session, stream, events, first, receive, send, prime=0)
+        async with contextlib.aclosing(stream.read(0, claim)) as events:
+            first = await anext(events, None)
+            if first is not None and "method" not in first[1]:
+                # The reply came before any notification: the reply is all there is.
+                await respond(send, 200, jsonrpc.dumps(first[1]), [(b"content-type", b"application/json")])
+                return
+            session.persist(stream)
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            await self._pump(session, stream, events, first, receive, send, prime=0)
 
     async def _pump(
         self,
@@ -270,9 +270,8 @@ class McpEndpoint:
         if stream is session.get_stream:
             await self._listen(session, receive, send, after=position.seq, started=True)
         else:
-            await self._pump(
-                session, stream, stream.read(position.seq, stream.claim()), None, receive, send, prime=None
-            )
+            async with contextlib.aclosing(stream.read(position.seq, stream.claim())) as events:
+                await self._pump(session, stream, events, None, receive, send, prime=None)
 
     async def _listen(
         self, session: Session, receive: Receive, send: Send, *, after: int | None = None, started: bool = False
@@ -290,8 +289,10 @@ class McpEndpoint:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
         session.get_stream_open = True
         try:
-            events = _with_keepalive(stream.read(position, stream.claim()))
-            await self._pump(session, stream, events, None, receive, send, prime=position if after is None else None)
+            async with contextlib.aclosing(_with_keepalive(stream.read(position, stream.claim()))) as events:
+                await self._pump(
+                    session, stream, events, None, receive, send, prime=position if after is None else None
+                )
         finally:
             session.get_stream_open = False
 
@@ -324,9 +325,11 @@ async def _watch_disconnect(receive: Receive, stream: Stream) -> None:
             return
 
 
-async def _with_keepalive(events: AsyncIterator[tuple[int, Message]]) -> AsyncIterator[tuple[int, Message]]:
+async def _with_keepalive(
+    events: AsyncGenerator[tuple[int, Message], None],
+) -> AsyncGenerator[tuple[int, Message], None]:
     """Pass events through; yield ``(-1, {})`` after each quiet spell so idle streams get a comment."""
-    iterator = aiter(events)
+    iterator = events
     pending: asyncio.Task[tuple[int, Message]] | None = None
     try:
         while True:
@@ -345,6 +348,9 @@ async def _with_keepalive(events: AsyncIterator[tuple[int, Message]]) -> AsyncIt
     finally:
         if pending is not None:
             pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+        await events.aclose()
 
 
 async def respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:

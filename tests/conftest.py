@@ -85,3 +85,20 @@ async def run_hub(servers: dict[str, dict[str, Any]], **hub_settings: Any) -> As
     app = create_app(config)
     async with serve(app) as url:
         yield f"{url}/mcp", app.hub
+
+
+async def asgi_lifespan(receive: Any, send: Any) -> None:
+    """Answer the ASGI lifespan protocol for a scripted app that has nothing to start."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+async def asgi_body(receive: Any) -> bytes:
+    """The whole body of an ASGI HTTP request."""
+    body = b""
+    while True:
+        event = await receive()
+        body += bytes(event.get("body", b""))
+        if not event.get("more_body"):
+            return body

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from connectors.http1 import Http1Error, Http1Pool
-from tests.conftest import START_DEADLINE, _Server, reserve_port, serve
+from tests.conftest import START_DEADLINE, _Server, asgi_body, asgi_lifespan, reserve_port, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -44,17 +44,10 @@ class Echo:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await asgi_lifespan(receive, send)
             return
         self.clients.append(tuple(scope["client"]))
-        body = b""
-        while True:
-            event = await receive()
-            body += event.get("body", b"")
-            if not event.get("more_body"):
-                break
+        body = await asgi_body(receive)
         headers = [(b"content-type", b"application/octet-stream"), (b"x-seen-length", str(len(body)).encode())]
         if scope["path"] == "/close":
             headers.append((b"connection", b"close"))

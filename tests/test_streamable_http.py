@@ -26,7 +26,7 @@ from connectors.errors import (
 )
 from connectors.spec import UpstreamSpec
 from connectors.streamable_http import StreamableHttpConnector
-from tests.conftest import reserve_port, serve
+from tests.conftest import asgi_body, asgi_lifespan, reserve_port, serve
 from tests.upstreams import http_app
 
 pytestmark = pytest.mark.anyio
@@ -47,18 +47,10 @@ class Script:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (event := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await asgi_lifespan(receive, send)
             return
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        body = b""
-        while True:
-            event = await receive()
-            body += event.get("body", b"")
-            if not event.get("more_body"):
-                break
-        response = await self.answer(scope["method"], headers, body)
+        response = await self.answer(scope["method"], headers, await asgi_body(receive))
         raw_headers = [(k.encode(), v.encode()) for k, v in response.headers.items()]
         await send({"type": "http.response.start", "status": response.status_code, "headers": raw_headers})
         await send({"type": "http.response.body", "body": response.content})
