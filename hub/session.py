@@ -146,12 +146,16 @@ class Session:
         self._calls: dict[Any, asyncio.Task[None]] = {}
         self._asks: dict[str, asyncio.Future[Message]] = {}
         self._ask_ids = itertools.count(1)
-        self._deadline = 0.0
+        self._last_activity = 0.0
+        self._children: asyncio.TaskGroup | None = None
 
     # -- called from the transport -----------------------------------------------------------------
 
     def submit(self, kind: Kind, message: Message) -> Stream | None:
-        """Hand one client message to the actor; a request gets the stream its reply will go on.
+        """Hand one client message to the session; a request gets the stream its reply will go on.
+
+        A request starts at once as a child task of the actor (the hot path takes no trip through
+        the inbox); everything else goes through the inbox, in order.
 
         Raises:
             SessionClosed: the session has ended.
@@ -159,9 +163,16 @@ class Session:
         """
         if self.state is SessionState.CLOSED:
             raise SessionClosed(self.id)
+        self._last_activity = asyncio.get_running_loop().time()
+        if kind is Kind.REQUEST:
+            stream = self._new_stream(message["id"])
+            if self._children is not None:
+                self._start_call(self._children, message, stream)
+                return stream
+        else:
+            stream = None
         if self._inbox.full():
             raise SessionBusy(self.id)
-        stream = self._new_stream(message["id"]) if kind is Kind.REQUEST else None
         self._inbox.put_nowait(_Envelope(kind, message, stream))
         return stream
 
@@ -210,26 +221,32 @@ class Session:
     async def run(self, on_end: Callable[[Session], Awaitable[None]]) -> None:
         """The actor loop; returns when the session ends for any reason."""
         loop = asyncio.get_running_loop()
-        self._touch()
+        idle = self.services.idle_timeout
+        self._last_activity = loop.time()
         self.state = SessionState.ACTIVE
         try:
             async with asyncio.TaskGroup() as children:
+                self._children = children
                 while self.state is SessionState.ACTIVE:
                     try:
-                        async with asyncio.timeout_at(self._deadline):
+                        # The alarm: the idle deadline, moved by every message (requests move it
+                        # without waking the actor; it looks again when the old deadline passes).
+                        async with asyncio.timeout_at(self._last_activity + idle):
                             envelope = await self._inbox.get()
                     except TimeoutError:
                         if self._calls or self._asks or self.readers:
-                            self._touch()
+                            self._last_activity = loop.time()
+                        if self._last_activity + idle > loop.time():
                             continue
-                        logger.info("session %s expired after %.0fs idle", self.id, self.services.idle_timeout)
+                        logger.info("session %s expired after %.0fs idle", self.id, idle)
                         break
-                    self._deadline = loop.time() + self.services.idle_timeout
+                    self._last_activity = loop.time()
                     if envelope.kind is None:
                         self.end_reason = envelope.reason
                         break
                     self._handle(children, envelope)
                 self.state = SessionState.CLOSED
+                self._children = None
                 for task in self._calls.values():
                     task.cancel()
         except asyncio.CancelledError:
@@ -248,9 +265,6 @@ class Session:
                 finally:
                     self.ended.set()
 
-    def _touch(self) -> None:
-        self._deadline = asyncio.get_running_loop().time() + self.services.idle_timeout
-
     def _drain(self) -> None:
         # Requests that arrived after the end get an answer instead of silence.
         while not self._inbox.empty():
@@ -263,14 +277,7 @@ class Session:
         message = envelope.message
         if envelope.kind is Kind.REQUEST:
             assert envelope.stream is not None
-            key = message["id"]
-            if key in self._calls:
-                error = {"code": -32600, "message": f"request id {key!r} is already in flight"}
-                envelope.stream.finish(jsonrpc.error_response(key, error))
-                return
-            task = children.create_task(self._serve(message, envelope.stream))
-            self._calls[key] = task
-            task.add_done_callback(lambda done: self._forget(key, done))
+            self._start_call(children, message, envelope.stream)
         elif envelope.kind is Kind.NOTIFICATION:
             self._notified(children, message)
         else:
@@ -279,6 +286,16 @@ class Session:
                 future.set_result(message)
             else:
                 logger.debug("session %s: a reply to no question (%r)", self.id, message.get("id"))
+
+    def _start_call(self, children: asyncio.TaskGroup, message: Message, stream: Stream) -> None:
+        key = message["id"]
+        if key in self._calls:
+            error = {"code": -32600, "message": f"request id {key!r} is already in flight"}
+            stream.finish(jsonrpc.error_response(key, error))
+            return
+        task = children.create_task(self._serve(message, stream))
+        self._calls[key] = task
+        task.add_done_callback(lambda done: self._forget(key, done))
 
     def _forget(self, key: Any, task: asyncio.Task[None]) -> None:
         if self._calls.get(key) is task:
