@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 _FLUSH_SECONDS = 0.2
 _FLUSH_AT = 500
+_PENDING_MAX = 50_000  # events waiting for the store; past this the oldest are dropped
 _PRUNE_SECONDS = 60.0
 
 
@@ -53,6 +54,11 @@ class EventLog:
         self._pending.append(EventRow(session_id, run, stream, seq, time.time(), message))
         if len(self._pending) >= _FLUSH_AT:
             self._due.set()
+        if len(self._pending) > _PENDING_MAX:
+            # The store is not keeping up: lose the oldest (live replay is served from memory anyway).
+            dropped = len(self._pending) - _PENDING_MAX
+            del self._pending[:dropped]
+            logger.warning("event log behind: %d events not logged", dropped)
 
     async def flush(self) -> None:
         """Write every queued event now."""

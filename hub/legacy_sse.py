@@ -37,7 +37,7 @@ _SSE_HEADERS: Final = [(b"content-type", b"text/event-stream"), (b"cache-control
 class _Connection:
     id: str
     out: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(_QUEUE))
-    pumps: asyncio.Queue[Stream] = field(default_factory=asyncio.Queue)
+    pumps: asyncio.Queue[Stream] = field(default_factory=lambda: asyncio.Queue(_QUEUE))
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     session: Session | None = None
 
@@ -141,7 +141,11 @@ class LegacySse:
                 await connection.out.put(_event(jsonrpc.error_response(message["id"], error)))
             return
         if stream is not None:
-            connection.pumps.put_nowait(stream)
+            try:
+                connection.pumps.put_nowait(stream)
+            except asyncio.QueueFull:
+                error = {"code": -32000, "message": "too many requests in flight on this connection"}
+                stream.finish(jsonrpc.error_response(message["id"], error))
 
     async def _initialize(self, connection: _Connection, message: Message) -> None:
         if connection.session is not None:
