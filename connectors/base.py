@@ -86,8 +86,11 @@ class Connector(abc.ABC):
         self._hooks: dict[int, CallHooks] = {}
         self._progress: dict[str, tuple[Any, ProgressHandler]] = {}
         self._answering: dict[Any, asyncio.Task[None]] = {}
-        self._handshake_lock = asyncio.Lock()
         self._generation = 0
+        self._reinit: asyncio.Task[None] | None = None
+        self._session_ready = asyncio.Event()
+        # Session-scoped requests to repeat on a new upstream session (the level, subscriptions).
+        self._session_state: dict[tuple[str, str], Message] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.lost = asyncio.Event()
         self.lost_reason = ""
@@ -104,6 +107,7 @@ class Connector(abc.ABC):
                 await self._open()
                 await self._handshake()
                 await self._opened()
+            self._session_ready.set()
         except TimeoutError:
             await self._shutdown()
             raise UpstreamUnavailable(self.spec.name, f"no handshake within {self.spec.connect_timeout:g}s") from None
@@ -148,7 +152,7 @@ class Connector(abc.ABC):
         """Forget transport session state before a fresh handshake."""
 
     async def _opened(self) -> None:  # noqa: B027 - optional hook
-        """Start whatever runs beside requests once the session is open."""
+        """Start whatever runs beside requests once a session (first or renewed) is open."""
 
     # -- requests ----------------------------------------------------------------------------------
 
@@ -176,22 +180,38 @@ class Connector(abc.ABC):
         limit = self.spec.request_timeout if time_limit is None else time_limit
         try:
             async with asyncio.timeout(limit):
+                await self._session_ready.wait()  # not while the session is being initialized again
                 generation = self._generation
                 try:
-                    return await self._call(method, params, hooks)
+                    result = await self._call(method, params, hooks)
                 except UpstreamSessionExpired:
-                    await self._rehandshake(generation)
-                    return await self._call(method, params, hooks)
+                    await self._reinitialize(generation)
+                    result = await self._call(method, params, hooks)
         except TimeoutError:
             raise UpstreamTimeout(self.spec.name, f"no answer to {method} within {limit:g}s") from None
+        self._remember(method, params)
+        return result
 
     async def notify(self, method: str, params: Message | None = None) -> None:
-        """Send a notification.
+        """Send a notification, within the request timeout.
 
         Raises:
             UpstreamError: it could not be delivered.
         """
-        await self._send(jsonrpc.notification(method, params))
+        try:
+            async with asyncio.timeout(self.spec.request_timeout):
+                await self._send(jsonrpc.notification(method, params))
+        except TimeoutError:
+            raise UpstreamTimeout(self.spec.name, f"{method} not accepted in time") from None
+
+    def _remember(self, method: str, params: Message | None) -> None:
+        uri = str((params or {}).get("uri", ""))
+        if method == "logging/setLevel":
+            self._session_state[(method, "")] = params or {}
+        elif method == "resources/subscribe":
+            self._session_state[(method, uri)] = params or {}
+        elif method == "resources/unsubscribe":
+            self._session_state.pop(("resources/subscribe", uri), None)
 
     async def _call(self, method: str, params: Message | None, hooks: CallHooks | None) -> Message:
         if self.lost.is_set():
@@ -261,15 +281,42 @@ class Connector(abc.ABC):
         self.instructions = instructions if isinstance(instructions, str) else None
         await self.notify("notifications/initialized")
 
-    async def _rehandshake(self, generation: int) -> None:
-        async with self._handshake_lock:
-            if generation != self._generation:
-                return  # another request already re-initialized
-            logger.info("upstream %s forgot our session; initializing again", self.spec.name)
-            self._on_session_reset()
-            self.protocol_version = ""
-            await self._handshake()
-            self._generation += 1
+    async def _reinitialize(self, generation: int) -> None:
+        """Open a new upstream session after the upstream forgot ours; one run shared by every waiter.
+
+        It runs in a task of the connector, shielded from the callers: a caller that gives up
+        cannot leave the session half made. If it fails, the connector is lost and the pool
+        opens a fresh one.
+        """
+        if generation == self._generation and (self._reinit is None or self._reinit.done()):
+            self._reinit = self._spawn(self._renew())
+        if self._reinit is not None and not self._reinit.done():
+            await asyncio.shield(self._reinit)
+        if self.lost.is_set():
+            raise UpstreamUnavailable(self.spec.name, f"connection lost ({self.lost_reason})")
+
+    async def _renew(self) -> None:
+        logger.info("upstream %s forgot our session; initializing again", self.spec.name)
+        self._session_ready.clear()
+        try:
+            async with asyncio.timeout(self.spec.connect_timeout):
+                self._on_session_reset()
+                self.protocol_version = ""
+                await self._handshake()
+                self._generation += 1
+                await self._opened()
+        except BaseException as exc:
+            self._mark_lost(f"could not open a new session: {getattr(exc, 'message', None) or type(exc).__name__}")
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        finally:
+            self._session_ready.set()
+        for (method, _), params in list(self._session_state.items()):
+            try:
+                await self._call(method, params, None)
+            except UpstreamError as exc:
+                logger.warning("upstream %s refused %s on its new session: %s", self.spec.name, method, exc)
 
     # -- incoming ----------------------------------------------------------------------------------
 

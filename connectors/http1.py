@@ -5,8 +5,10 @@ request (70% of the hub's work for a proxied call); this client, on asyncio
 protocols with httptools' C parser, about 0.1 ms. It does only what the hot
 path needs: keep-alive POSTs to one origin (http or https), bodies with a
 known length, replies delimited by length, chunks or close, with
-backpressure. Every other request to an upstream (GET streams, resumption,
-DELETE, the legacy transport) goes through httpx.
+backpressure. It never sends a request twice: a connection idle past a few
+seconds is not reused, and a failure is the caller's to report. Every other
+request to an upstream (GET streams, resumption, DELETE, the legacy
+transport) goes through httpx.
 """
 
 from __future__ import annotations
@@ -92,8 +94,8 @@ class _Connection(asyncio.Protocol):
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.received = False
         self.idle_since = 0.0
+        self._interim = False
         self.response: Http1Response | None = None
         self.headers_ready: asyncio.Future[Http1Response] | None = None
         self._parser = httptools.HttpResponseParser(self)
@@ -107,7 +109,6 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self.received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -127,7 +128,8 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self.response is not None
+        if self.response is None:
+            return
         key = name.decode("latin-1").lower()
         self.response.headers[key] = value.decode("latin-1")
         if key in ("content-length", "transfer-encoding"):
@@ -135,22 +137,30 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         assert self.response is not None and self.headers_ready is not None
-        self.response.status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # An interim reply (103 Early Hints...): the real one follows on the same connection.
+            self._interim = True
+            self.response.headers.clear()
+            return
+        self.response.status = status
         if not self.headers_ready.done():
             self.headers_ready.set_result(self.response)
 
     def on_body(self, body: bytes) -> None:
-        assert self.response is not None
-        self.response._body(body)
+        if self.response is not None and not self._interim:
+            self.response._body(body)
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self._done()
 
     # -- requests ----------------------------------------------------------------------------------
 
     def send(self, request: bytes) -> Http1Response:
         assert self.transport is not None
-        self.received = False
         self.response = Http1Response(self)
         self.headers_ready = asyncio.get_running_loop().create_future()
         self._length_known = False
@@ -162,7 +172,6 @@ class _Connection(asyncio.Protocol):
         if response is None:
             return
         keep = self._parser.should_keep_alive() and not self.closed
-        self._parser = httptools.HttpResponseParser(self)
         response._finish()
         self.resume()
         if keep:
@@ -243,17 +252,9 @@ class Http1Pool:
         stale_before = asyncio.get_running_loop().time() - _IDLE_MAX
         while self._idle:
             connection = self._idle.pop()
-            if connection.closed or connection.idle_since < stale_before:
-                connection.close()
-                continue
-            try:
+            if not connection.closed and connection.idle_since >= stale_before:
                 return await self._exchange(connection, request)
-            except Http1Error:
-                if connection.received:
-                    raise
-                # The upstream closed this idle connection as we reused it, before any reply:
-                # the request never reached it. Try a fresh connection, once.
-                break
+            connection.close()
         return await self._exchange(await self._connect(), request)
 
     def _request(self, headers: Mapping[str, str], body: bytes) -> bytes:

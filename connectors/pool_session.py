@@ -119,7 +119,10 @@ class PoolSession:
             try:
                 async with connector:
                     if self.log_level is not None and "logging" in connector.server_capabilities:
-                        await connector.request("logging/setLevel", {"level": self.log_level})
+                        try:
+                            await connector.request("logging/setLevel", {"level": self.log_level})
+                        except UpstreamError as exc:  # the session is still good for calls
+                            logger.warning("upstream %s refused logging/setLevel: %s", name, exc)
                     held.ready.set_result(connector)
                     await held.stop.wait()
             except Exception as exc:

@@ -9,9 +9,10 @@ work).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-__all__ = ["SseDecoder", "SseEvent"]
+__all__ = ["MAX_LINE", "SseDecoder", "SseEvent"]
 
 
 @dataclass(frozen=True)
@@ -21,42 +22,47 @@ class SseEvent:
     id: str | None = None
 
 
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+MAX_LINE = 16 * 1024 * 1024
+
+
 class SseDecoder:
-    """Feed it chunks; it returns the complete events in them, in order."""
+    """Feed it chunks; it returns the complete events in them, in order.
+
+    Raises ``ValueError`` from :meth:`feed` for a line longer than ``MAX_LINE`` bytes.
+    """
 
     def __init__(self) -> None:
         self.last_id: str | None = None
         self.retry_ms: int | None = None
-        self._pending = b""
+        self._pending = bytearray()
         self._data: list[str] = []
         self._event = ""
+        self._started = False
         self._skip_lf = False
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
         if self._skip_lf and chunk.startswith(b"\n"):
-            chunk = chunk[1:]
+            chunk = chunk[1:]  # the second half of a CRLF split across chunks
         self._skip_lf = False
-        buffer = self._pending + chunk
+        self._pending += chunk
+        if not self._started and len(self._pending) >= 3:
+            self._started = True
+            if self._pending.startswith(b"\xef\xbb\xbf"):
+                del self._pending[:3]  # a byte order mark opens the stream; it is not part of a line
         events: list[SseEvent] = []
         start = 0
-        length = len(buffer)
-        while start < length:
-            cr = buffer.find(b"\r", start)
-            lf = buffer.find(b"\n", start)
-            if cr < 0 and lf < 0:
-                break
-            end = lf if cr < 0 or (0 <= lf < cr) else cr
-            line = buffer[start:end]
-            start = end + 1
-            if buffer[end : end + 1] == b"\r":
-                if start < length and buffer[start : start + 1] == b"\n":
-                    start += 1
-                elif start == length:
-                    self._skip_lf = True  # a CRLF split across chunks
-            event = self._line(line.decode("utf-8", errors="replace"))
+        buffer = self._pending
+        for match in _LINE_END.finditer(buffer):
+            if match.group() == b"\r" and match.end() == len(buffer):
+                self._skip_lf = True  # a CR ends the line; an LF in the next chunk belongs to it
+            event = self._line(bytes(buffer[start : match.start()]).decode("utf-8", errors="replace"))
+            start = match.end()
             if event is not None:
                 events.append(event)
-        self._pending = buffer[start:]
+        del self._pending[:start]
+        if len(self._pending) > MAX_LINE:
+            raise ValueError(f"an event-stream line longer than {MAX_LINE} bytes")
         return events
 
     def _line(self, line: str) -> SseEvent | None:
@@ -74,7 +80,7 @@ class SseDecoder:
         elif name == "id":
             if "\0" not in value:
                 self.last_id = value
-        elif name == "retry" and value.isdigit():
+        elif name == "retry" and value.isascii() and value.isdigit():
             self.retry_ms = int(value)
         return None
 

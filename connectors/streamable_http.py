@@ -77,6 +77,7 @@ class StreamableHttpConnector(Connector):
         on_request: RequestHandler | None = None,
     ) -> None:
         super().__init__(spec, http, capabilities=capabilities, on_message=on_message, on_request=on_request)
+        self._listener: asyncio.Task[None] | None = None
         self._owns_posts = posts is None
         self._posts = posts or Http1Pool(spec.url, connect_timeout=spec.connect_timeout)
 
@@ -100,8 +101,10 @@ class StreamableHttpConnector(Connector):
 
     async def _opened(self) -> None:
         # The GET stream is open before the first request: an upstream drops what it has no stream for.
+        if self._listener is not None:
+            self._listener.cancel()  # it listened on a session the upstream has forgotten
         listening = asyncio.Event()
-        self._spawn(self._listen(listening))
+        self._listener = self._spawn(self._listen(listening))
         await listening.wait()
 
     def _headers(self) -> dict[str, str]:
@@ -118,6 +121,7 @@ class StreamableHttpConnector(Connector):
 
     async def _send(self, message: Message) -> None:
         name = self.spec.name
+        sent_session = self._session_id  # a 404 means "expired" only for a request that named a session
         try:
             response = await self._posts.post(self._headers(), jsonrpc.dumps(message))
         except Http1Error as exc:
@@ -126,7 +130,7 @@ class StreamableHttpConnector(Connector):
             raise UpstreamUnavailable(name, f"no connection within {self.spec.connect_timeout:g}s") from None
         rest = None
         try:
-            rest = await self._read_reply(response, message)
+            rest = await self._read_reply(response, message, sent_session)
         except Http1Error as exc:
             raise UpstreamUnavailable(name, str(exc)) from exc
         except httpx.TimeoutException as exc:
@@ -155,12 +159,14 @@ class StreamableHttpConnector(Connector):
         finally:
             response.release()
 
-    async def _read_reply(self, response: Http1Response, message: Message) -> SseDecoder | None:
+    async def _read_reply(
+        self, response: Http1Response, message: Message, sent_session: str | None
+    ) -> SseDecoder | None:
         """Deliver the reply; returns the decoder of an SSE reply stream still to be read to its end."""
         name = self.spec.name
         status = response.status
         is_request = "method" in message and "id" in message
-        if status == 404 and self._session_id is not None:
+        if status == 404 and sent_session is not None:
             raise UpstreamSessionExpired(name, "the upstream no longer knows our session")
         if status >= 400:
             await self._deliver_error_body(await response.read(), status)
@@ -188,16 +194,19 @@ class StreamableHttpConnector(Connector):
         hooks = self._hooks.get(request_id)
         if cursor.last_id is not None and hooks is not None and hooks.interrupted is not None:
             hooks.interrupted()
-        for _ in range(_RESUME_ATTEMPTS):
-            if cursor.last_id is None:
-                break  # events without ids cannot be resumed
+        fruitless = 0
+        # An upstream that polls closes the stream again and again: only resumptions that bring
+        # nothing count against the limit (the request's own timeout bounds the rest).
+        while fruitless < _RESUME_ATTEMPTS and cursor.last_id is not None:
             await asyncio.sleep(cursor.wait())
             headers = {**self._headers(), "accept": "text/event-stream", "last-event-id": cursor.last_id}
+            before = cursor.last_id
             async with self._http.stream("GET", self.spec.url, headers=headers) as resumed:
                 if resumed.status_code != 200:
                     break
                 if await self._consume(EventSource(resumed).aiter_sse(), cursor, request_id):
                     return None
+            fruitless = 0 if cursor.last_id != before else fruitless + 1
         raise UpstreamUnavailable(self.spec.name, "the reply stream ended before the reply")
 
     async def _consume_reply(self, response: Http1Response, decoder: SseDecoder, request_id: int) -> bool:
@@ -241,8 +250,8 @@ class StreamableHttpConnector(Connector):
             try:
                 async with self._http.stream("GET", self.spec.url, headers=headers) as response:
                     listening.set()
-                    if response.status_code == 405:
-                        return  # the upstream offers no GET stream
+                    if response.status_code in (404, 405):
+                        return  # no GET stream offered, or the session is gone (a new one gets a new listener)
                     if response.status_code == 200:
                         failures = 0
                         await self._consume(EventSource(response).aiter_sse(), cursor, None)

@@ -130,7 +130,7 @@ class Session:
         self.subscriptions: set[str] = set()
         self.tasks = TaskTable()
         self.readers = 0  # connections reading one of this session's streams right now
-        self.get_stream_open = False
+        self.get_streams_open = 0
         self.get_stream_served = False
         self.services = services
         self.upstreams = services.pool.open_session(
@@ -148,6 +148,7 @@ class Session:
         self._ask_ids = itertools.count(1)
         self._last_activity = 0.0
         self._children: asyncio.TaskGroup | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- called from the transport -----------------------------------------------------------------
 
@@ -164,16 +165,15 @@ class Session:
         if self.state is SessionState.CLOSED:
             raise SessionClosed(self.id)
         self._last_activity = asyncio.get_running_loop().time()
-        if kind is Kind.REQUEST:
-            stream = self._new_stream(message["id"])
-            if self._children is not None:
-                self._start_call(self._children, message, stream)
-                return stream
-        else:
-            stream = None
-        if self._inbox.full():
+        direct = kind is Kind.REQUEST and self._children is not None
+        if not direct and self._inbox.full():
             raise SessionBusy(self.id)
-        self._inbox.put_nowait(_Envelope(kind, message, stream))
+        stream = self._new_stream(message["id"]) if kind is Kind.REQUEST else None
+        if direct:
+            assert self._children is not None and stream is not None
+            self._start_call(self._children, message, stream)
+        else:
+            self._inbox.put_nowait(_Envelope(kind, message, stream))
         return stream
 
     def close(self, reason: EndReason = EndReason.DELETED) -> None:
@@ -227,28 +227,14 @@ class Session:
         try:
             async with asyncio.TaskGroup() as children:
                 self._children = children
-                while self.state is SessionState.ACTIVE:
-                    try:
-                        # The alarm: the idle deadline, moved by every message (requests move it
-                        # without waking the actor; it looks again when the old deadline passes).
-                        async with asyncio.timeout_at(self._last_activity + idle):
-                            envelope = await self._inbox.get()
-                    except TimeoutError:
-                        if self._calls or self._asks or self.readers:
-                            self._last_activity = loop.time()
-                        if self._last_activity + idle > loop.time():
-                            continue
-                        logger.info("session %s expired after %.0fs idle", self.id, idle)
-                        break
-                    self._last_activity = loop.time()
-                    if envelope.kind is None:
-                        self.end_reason = envelope.reason
-                        break
-                    self._handle(children, envelope)
-                self.state = SessionState.CLOSED
-                self._children = None
-                for task in self._calls.values():
-                    task.cancel()
+                try:
+                    await self._serve_inbox(children, loop, idle)
+                finally:
+                    # No call may start on a task group that is closing.
+                    self.state = SessionState.CLOSED
+                    self._children = None
+                    for task in (*self._calls.values(), *self._background):
+                        task.cancel()
         except asyncio.CancelledError:
             self.end_reason = EndReason.SHUTDOWN
             raise
@@ -264,6 +250,26 @@ class Session:
                     await on_end(self)
                 finally:
                     self.ended.set()
+
+    async def _serve_inbox(self, children: asyncio.TaskGroup, loop: asyncio.AbstractEventLoop, idle: float) -> None:
+        while self.state is SessionState.ACTIVE:
+            try:
+                # The alarm: the idle deadline, moved by every message (requests move it
+                # without waking the actor; it looks again when the old deadline passes).
+                async with asyncio.timeout_at(self._last_activity + idle):
+                    envelope = await self._inbox.get()
+            except TimeoutError:
+                if self._calls or self._asks or self.readers:
+                    self._last_activity = loop.time()
+                if self._last_activity + idle > loop.time():
+                    continue
+                logger.info("session %s expired after %.0fs idle", self.id, idle)
+                return
+            self._last_activity = loop.time()
+            if envelope.kind is None:
+                self.end_reason = envelope.reason
+                return
+            self._handle(children, envelope)
 
     def _drain(self) -> None:
         # Requests that arrived after the end get an answer instead of silence.
@@ -312,7 +318,9 @@ class Session:
                 logger.debug("session %s: cancelling request %r", self.id, params.get("requestId"))
                 task.cancel()
         elif method == "notifications/roots/list_changed":
-            children.create_task(self.upstreams.notify_all(method, message.get("params")))
+            task = children.create_task(self.upstreams.notify_all(method, message.get("params")))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _serve(self, message: Message, stream: Stream) -> None:
         ctx = RequestContext(

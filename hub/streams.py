@@ -41,7 +41,7 @@ class EventId:
     def parse(cls, text: str) -> EventId | None:
         run, _, rest = text.strip().partition("-")
         stream, _, seq = rest.partition("-")
-        if not run or not stream.isdigit() or not seq.isdigit():
+        if not run or not (stream + seq).isascii() or not stream.isdigit() or not seq.isdigit():
             return None
         return cls(run, int(stream), int(seq))
 
@@ -101,9 +101,11 @@ class Stream:
             self._sink(self, self._seq, message)
         self._wake.set()
 
-    def release(self) -> None:
-        """End the current reader's connection; the stream goes on for the next one to resume."""
-        self.claim()
+    def release(self, claim: int | None = None) -> None:
+        """End the current reader's connection (only if it still holds ``claim``, when given);
+        the stream goes on for the next one to resume."""
+        if claim is None or claim == self._reader:
+            self.claim()
 
     def claim(self) -> int:
         """Become the stream's reader; an earlier reader stops at its next event."""

@@ -201,12 +201,13 @@ class McpEndpoint:
                 return
             session.persist(stream)
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-            await self._pump(session, stream, events, first, receive, send, prime=0)
+            await self._pump(session, stream, claim, events, first, receive, send, prime=0)
 
     async def _pump(
         self,
         session: Session,
         stream: Stream,
+        claim: int,
         events: AsyncIterator[tuple[int, Message]],
         first: tuple[int, Message] | None,
         receive: Receive,
@@ -216,7 +217,7 @@ class McpEndpoint:
     ) -> None:
         """Write a stream's events to one connection until the stream ends or the client goes."""
         session.readers += 1
-        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, stream))
+        watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, stream, claim))
         try:
             if prime is not None and resumable(session.protocol_version):
                 # An event id before anything else lets the client resume even if it gets nothing more.
@@ -253,7 +254,7 @@ class McpEndpoint:
         session = await self._session(headers)
         last_event = headers.get("last-event-id")
         if last_event is None:
-            if session.get_stream_open:
+            if session.get_streams_open:
                 raise _Reject(409, -32600, "Conflict: this session already has a GET stream open")
             await self._listen(session, receive, send)
             return
@@ -270,8 +271,9 @@ class McpEndpoint:
         if stream is session.get_stream:
             await self._listen(session, receive, send, after=position.seq, started=True)
         else:
-            async with contextlib.aclosing(stream.read(position.seq, stream.claim())) as events:
-                await self._pump(session, stream, events, None, receive, send, prime=None)
+            claim = stream.claim()
+            async with contextlib.aclosing(stream.read(position.seq, claim)) as events:
+                await self._pump(session, stream, claim, events, None, receive, send, prime=None)
 
     async def _listen(
         self, session: Session, receive: Receive, send: Send, *, after: int | None = None, started: bool = False
@@ -287,14 +289,15 @@ class McpEndpoint:
         session.get_stream_served = True
         if not started:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-        session.get_stream_open = True
+        session.get_streams_open += 1
         try:
-            async with contextlib.aclosing(_with_keepalive(stream.read(position, stream.claim()))) as events:
+            claim = stream.claim()
+            async with contextlib.aclosing(_with_keepalive(stream.read(position, claim))) as events:
                 await self._pump(
-                    session, stream, events, None, receive, send, prime=position if after is None else None
+                    session, stream, claim, events, None, receive, send, prime=position if after is None else None
                 )
         finally:
-            session.get_stream_open = False
+            session.get_streams_open -= 1
 
     async def _replay_logged(self, session: Session, position: EventId, receive: Receive, send: Send) -> None:
         # The id comes from an earlier run of the hub: replay what the log kept, then go on live.
@@ -317,11 +320,11 @@ class McpEndpoint:
         await respond(send, 200, b"")
 
 
-async def _watch_disconnect(receive: Receive, stream: Stream) -> None:
+async def _watch_disconnect(receive: Receive, stream: Stream, claim: int) -> None:
     while True:
         event = await receive()
         if event["type"] == "http.disconnect":
-            stream.claim()  # the reader of this connection stops; the stream and its events stay
+            stream.release(claim)  # this connection's reader stops; the stream and its events stay
             return
 
 

@@ -185,3 +185,25 @@ async def test_https_upstreams_are_spoken_to_over_verified_tls(tmp_path: Path) -
         async with Http1Pool(f"https://localhost:{port}/echo") as untrusting:
             with pytest.raises((Http1Error, ssl.SSLError)):
                 await untrusting.post({}, b"secret")
+
+
+async def test_an_interim_reply_is_skipped_for_the_final_one() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(
+            next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")).split(b":")[1]
+        )
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, Http1Pool(f"http://127.0.0.1:{port}/mcp") as pool:
+        response = await pool.post({}, b"{}")
+        assert response.status == 200
+        assert "link" not in response.headers
+        assert await response.read() == b"{}"

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 
 from connectors.errors import UpstreamBusy, UpstreamUnavailable
@@ -122,3 +123,23 @@ async def test_an_upstream_restart_is_invisible_to_callers() -> None:
             await session.aclose()
     finally:
         first.close()
+
+
+async def test_a_refused_log_level_does_not_spoil_the_upstream_session() -> None:
+    from tests.test_streamable_http import Script, reply
+
+    async def refuse_levels(message: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+        if message["method"] == "logging/setLevel":
+            return httpx.Response(
+                200, json={"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32602, "message": "no"}}
+            )
+        return httpx.Response(200, json=reply(message, {"ok": True}))
+
+    script = Script(refuse_levels, init_result={"protocolVersion": "2025-06-18", "capabilities": {"logging": {}}})
+    async with serve(script) as url, pool_for(f"{url}/mcp") as pool:
+        session = pool.open_session()
+        await session.set_log_level("debug")  # nothing open yet: applied when the session opens
+        for _ in range(2):
+            assert await session.request("alpha", "tools/call", ECHO) == {"ok": True}
+        await session.aclose()
+    assert script.sessions == 2  # the discovery session and this client's one; none opened again

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -73,3 +74,36 @@ async def test_a_session_idle_past_its_timeout_is_not_taken_back(tmp_path: Path)
         assert response.status_code == 404
     async with Store(storage) as store:
         assert await store.load(stale.id) is None
+
+
+async def test_a_session_ends_even_when_an_upstream_never_accepts_a_notification() -> None:
+    from tests.test_streamable_http import Script, reply
+
+    class Stuck(Script):
+        async def answer(self, method: str, headers: dict[str, str], body: bytes) -> httpx.Response:
+            if b"roots/list_changed" in body:
+                await asyncio.Event().wait()  # never accepted; ends when the server stops
+            return await super().answer(method, headers, body)
+
+    async def tools(message: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+        if message["method"] == "tools/list":
+            return httpx.Response(
+                200, json=reply(message, {"tools": [{"name": "t", "inputSchema": {"type": "object"}}]})
+            )
+        return httpx.Response(200, json=reply(message, {"content": []}))
+
+    stuck = Stuck(tools, init_result={"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}})
+    async with (
+        serve(stuck) as upstream,
+        run_hub({"up": {"url": f"{upstream}/mcp"}}) as (url, hub),
+        httpx.AsyncClient(timeout=10, trust_env=False) as http,
+    ):
+        headers = await initialize(http, url)
+        assert (await http.post(url, json=rpc(2, "tools/call", {"name": "up__t"}), headers=headers)).status_code == 200
+        note = {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}
+        assert (await http.post(url, json=note, headers=headers)).status_code == 202
+        session = hub.sessions.get(headers["mcp-session-id"])
+        assert session is not None
+        assert (await http.delete(url, headers=headers)).status_code == 200
+        await asyncio.wait_for(session.ended.wait(), 10)
+        assert len(hub.sessions) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.sse_decoder import SseDecoder, SseEvent
+from connectors.sse_decoder import MAX_LINE, SseDecoder, SseEvent
 
 
 def decode(*chunks: bytes) -> tuple[list[SseEvent], SseDecoder]:
@@ -44,3 +44,20 @@ def test_odd_fields_are_ignored() -> None:
     events, decoder = decode(b"id: a\0b\nretry: soon\nbogus: x\nevent: endpoint\ndata: /messages\n\n")
     assert events == [SseEvent("/messages", "endpoint", None)]
     assert decoder.retry_ms is None
+
+
+def test_a_byte_order_mark_and_non_ascii_digits_are_handled() -> None:
+    events, decoder = decode(b"\xef\xbb", b"\xbfretry: \xc2\xb2\ndata: x\n\n")
+    assert events == [SseEvent("x")]
+    assert decoder.retry_ms is None
+
+
+def test_a_huge_line_is_decoded_whole_and_an_endless_one_refused() -> None:
+    payload = b"y" * 3_000_000
+    chunks = [b"data: " + payload[:1_000_000], payload[1_000_000:], b"\n\n"]
+    events, _ = decode(*chunks)
+    assert events == [SseEvent(payload.decode())]
+    decoder = SseDecoder()
+    with pytest.raises(ValueError, match="longer than"):
+        for _ in range(20):
+            decoder.feed(b"z" * (MAX_LINE // 16))

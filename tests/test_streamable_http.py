@@ -31,6 +31,8 @@ from tests.upstreams import http_app
 
 pytestmark = pytest.mark.anyio
 
+WAIT = 10.0
+
 HEADERS = {"authorization": "Bearer s3cret"}
 Handler = Callable[[dict[str, Any], dict[str, str]], Awaitable[httpx.Response]]
 INIT_RESULT = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "s"}}
@@ -246,3 +248,68 @@ async def test_concurrent_requests_over_one_real_session() -> None:
             calls = [upstream.request("tools/call", {"name": "echo", "arguments": {"text": str(i)}}) for i in range(20)]
             results = await asyncio.gather(*calls)
     assert [r["content"][0]["text"] for r in results] == [f"alpha: {i}" for i in range(20)]
+
+
+class Forgetful(Script):
+    """An upstream that forgets every session on demand, and holds the next initialize until told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.known: set[str] = set()
+        self.renewing = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def answer(self, method: str, headers: dict[str, str], body: bytes) -> httpx.Response:
+        session = headers.get("mcp-session-id")
+        if method == "POST" and b'"initialize"' in body:
+            if self.sessions:
+                self.renewing.set()
+                await asyncio.wait_for(self.go.wait(), 10)
+            response = await super().answer(method, headers, body)
+            self.known.add(response.headers["mcp-session-id"])
+            return response
+        if method == "POST" and session not in self.known:
+            return httpx.Response(404 if session else 400)
+        return await super().answer(method, headers, body)
+
+
+async def test_requests_during_a_session_renewal_wait_for_it_and_all_succeed() -> None:
+    script = Forgetful()
+    async with scripted(script) as upstream:
+        script.known.clear()  # the upstream restarted
+        first = asyncio.create_task(upstream.request("tools/call", {"name": "a"}))
+        await asyncio.wait_for(script.renewing.wait(), WAIT)
+        second = asyncio.create_task(upstream.request("tools/call", {"name": "b"}))
+        script.go.set()
+        assert list(await asyncio.wait_for(asyncio.gather(first, second), WAIT)) == [{"ok": True}, {"ok": True}]
+    assert script.sessions == 2
+    assert [h.get("mcp-session-id") for m, h in script.received if m.get("method") == "tools/call"][-2:] == ["s2", "s2"]
+
+
+async def test_a_caller_that_gives_up_mid_renewal_does_not_leave_the_session_half_made() -> None:
+    script = Forgetful()
+    async with scripted(script) as upstream:
+        script.known.clear()
+        call = asyncio.create_task(upstream.request("tools/call", {"name": "a"}))
+        await asyncio.wait_for(script.renewing.wait(), WAIT)
+        call.cancel()
+        await asyncio.gather(call, return_exceptions=True)
+        script.go.set()
+        assert await asyncio.wait_for(upstream.request("tools/call", {"name": "b"}), WAIT) == {"ok": True}
+        assert not upstream.lost.is_set()
+
+
+async def test_session_state_is_applied_again_on_a_renewed_session() -> None:
+    script = Forgetful()
+    script.go.set()
+    async with scripted(script) as upstream:
+        await upstream.request("logging/setLevel", {"level": "error"})
+        await upstream.request("resources/subscribe", {"uri": "file:///a"})
+        await upstream.request("resources/subscribe", {"uri": "file:///b"})
+        await upstream.request("resources/unsubscribe", {"uri": "file:///b"})
+        script.known.clear()
+        await asyncio.wait_for(upstream.request("tools/call", {"name": "a"}), WAIT)
+    on_s2 = [(m["method"], m.get("params")) for m, h in script.received if h.get("mcp-session-id") == "s2"]
+    assert ("logging/setLevel", {"level": "error"}) in on_s2
+    assert ("resources/subscribe", {"uri": "file:///a"}) in on_s2
+    assert ("resources/subscribe", {"uri": "file:///b"}) not in on_s2
