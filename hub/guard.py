@@ -46,12 +46,18 @@ class OriginGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-            origin = headers.get("origin")
+            # Only two headers matter here: look them up without decoding the rest.
+            origin: str | None = None
+            host = ""
+            for name, value in scope["headers"]:
+                lowered = name.lower()
+                if lowered == b"origin":
+                    origin = value.decode("latin-1")
+                elif lowered == b"host":
+                    host = value.decode("latin-1")
             if origin is not None and not _allowed(origin.lower(), self.origins):
                 await _refuse(send, 403, f"Forbidden: origin {origin} is not allowed")
                 return
-            host = headers.get("host", "")
             if self.hosts is not None and not _allowed(host.lower(), self.hosts):
                 await _refuse(send, 421, f"Misdirected Request: host {host or '(none)'} is not allowed")
                 return

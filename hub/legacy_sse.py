@@ -23,7 +23,7 @@ from hub.errors import HubError
 from hub.runtime import Hub
 from hub.session import EndReason, Session, SessionBusy, SessionClosed
 from hub.streams import Stream
-from hub.transport import Receive, Scope, Send, respond
+from hub.transport import ClientGone, Receive, Scope, Send, read_body, respond
 
 __all__ = ["LegacySse"]
 
@@ -107,7 +107,10 @@ class LegacySse:
         if connection is None:
             await respond(send, 404, b"unknown session_id")
             return
-        body = await _read_body(receive, self.max_body)
+        try:
+            body = await read_body(receive, self.max_body)
+        except ClientGone:
+            return  # nobody is left to answer
         if body is None:
             await respond(send, 413, b"request body too large")
             return
@@ -170,19 +173,3 @@ def _event(message: Message) -> bytes:
 async def _disconnected(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        event = await receive()
-        if event["type"] == "http.disconnect":
-            return b""
-        chunk = event.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not event.get("more_body", False):
-            return b"".join(chunks)

@@ -140,7 +140,7 @@ class Session:
         )
         self.streams: dict[int, Stream] = {}
         self._next_stream = itertools.count()
-        self.get_stream = self._new_stream(None)
+        self.get_stream = self._new_stream()
         self.persist(self.get_stream)
         self._inbox: asyncio.Queue[_Envelope] = asyncio.Queue(_INBOX_SIZE)
         self._calls: dict[Any, asyncio.Task[None]] = {}
@@ -168,7 +168,7 @@ class Session:
         direct = kind is Kind.REQUEST and self._children is not None
         if not direct and self._inbox.full():
             raise SessionBusy(self.id)
-        stream = self._new_stream(message["id"]) if kind is Kind.REQUEST else None
+        stream = self._new_stream() if kind is Kind.REQUEST else None
         if direct:
             assert self._children is not None and stream is not None
             self._start_call(self._children, message, stream)
@@ -199,10 +199,10 @@ class Session:
         if log_event is not None:
             stream.persist(lambda s, seq, message: log_event(self.id, s.number, seq, message))
 
-    def _new_stream(self, request_id: Any) -> Stream:
+    def _new_stream(self) -> Stream:
         if len(self.streams) > 2 * self.services.max_finished_streams:
             self._prune_streams()  # amortized: not on every request
-        stream = Stream(next(self._next_stream), retain=self.services.stream_events, request_id=request_id)
+        stream = Stream(next(self._next_stream), retain=self.services.stream_events)
         self.streams[stream.number] = stream
         return stream
 

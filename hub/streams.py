@@ -16,7 +16,6 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from connectors.jsonrpc import Message
 
@@ -53,9 +52,8 @@ EventSink = Callable[["Stream", int, Message], None]
 class Stream:
     """One stream of one session."""
 
-    def __init__(self, number: int, *, retain: int = 1000, request_id: Any = None) -> None:
+    def __init__(self, number: int, *, retain: int = 1000) -> None:
         self.number = number
-        self.request_id = request_id
         self.finished_at: float | None = None
         self._retain = retain
         self._events: deque[tuple[int, Message]] = deque(maxlen=retain)

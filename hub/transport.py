@@ -22,7 +22,7 @@ from hub.runtime import Hub
 from hub.session import Session, SessionBusy, SessionClosed
 from hub.streams import EventId, Stream, resumable
 
-__all__ = ["McpEndpoint", "Receive", "Scope", "Send", "respond"]
+__all__ = ["ClientGone", "McpEndpoint", "Receive", "Scope", "Send", "read_body", "respond"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,21 +118,16 @@ class McpEndpoint:
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
         length = headers.get("content-length")
+        too_large = _Reject(413, -32600, f"request body larger than {self.max_body} bytes")
         if length is not None and length.isdigit() and int(length) > self.max_body:
-            raise _Reject(413, -32600, f"request body larger than {self.max_body} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            event = await receive()
-            if event["type"] == "http.disconnect":
-                raise _Reject(400, -32600, "client disconnected")
-            chunk = event.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise _Reject(413, -32600, f"request body larger than {self.max_body} bytes")
-            chunks.append(chunk)
-            if not event.get("more_body", False):
-                return b"".join(chunks)
+            raise too_large
+        try:
+            body = await read_body(receive, self.max_body)
+        except ClientGone:
+            raise _Reject(400, -32600, "client disconnected") from None
+        if body is None:
+            raise too_large
+        return body
 
     # -- POST --------------------------------------------------------------------------------------
 
@@ -354,6 +349,31 @@ async def _with_keepalive(
             with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                 await pending
         await events.aclose()
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was in."""
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """A request's whole body, or ``None`` once it passes ``limit`` bytes.
+
+    Raises:
+        ClientGone: the client disconnected first.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        event = await receive()
+        if event["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = event.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not event.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
