@@ -1,7 +1,8 @@
 """Connectors to upstream MCP servers, and the pool that runs them."""
 
-from connectors.base import CallHooks, Connector
+from connectors.engine import CallHooks, Connector
 from connectors.errors import (
+    CircuitOpen,
     ManifoldError,
     UpstreamBusy,
     UpstreamError,
@@ -9,32 +10,39 @@ from connectors.errors import (
     UpstreamRpcError,
     UpstreamSessionExpired,
     UpstreamTimeout,
+    UpstreamTooLarge,
     UpstreamUnavailable,
 )
-from connectors.pool import ConnectorPool, Listing, PoolLimits, UpstreamState, UpstreamStatus
-from connectors.pool_session import PoolSession
+from connectors.factory import make_connector
+from connectors.limits import PoolLimits
+from connectors.pool import ConnectorPool
 from connectors.spec import UpstreamSpec
-from connectors.sse import SseConnector
-from connectors.streamable_http import StreamableHttpConnector
+from connectors.status import BreakerState, Listing, UpstreamState, UpstreamStatus
+from connectors.transport import Link, Transport
+from connectors.upstream_sessions import UpstreamSessions
 
 __all__ = [
+    "BreakerState",
     "CallHooks",
+    "CircuitOpen",
     "Connector",
     "ConnectorPool",
+    "Link",
     "Listing",
     "ManifoldError",
     "PoolLimits",
-    "PoolSession",
-    "SseConnector",
-    "StreamableHttpConnector",
+    "Transport",
     "UpstreamBusy",
     "UpstreamError",
     "UpstreamProtocolError",
     "UpstreamRpcError",
     "UpstreamSessionExpired",
+    "UpstreamSessions",
     "UpstreamSpec",
     "UpstreamState",
     "UpstreamStatus",
     "UpstreamTimeout",
+    "UpstreamTooLarge",
     "UpstreamUnavailable",
+    "make_connector",
 ]

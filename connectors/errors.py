@@ -1,28 +1,33 @@
 """The error tree shared by the hub and its connectors.
 
 Every error Manifold raises derives from :class:`ManifoldError` and knows the
-JSON-RPC code it is reported with. Dependency errors (httpx, pydantic,
-aiosqlite) are translated at the edge with ``raise ... from exc``::
+JSON-RPC code it is reported with and, for errors that refuse an HTTP request
+outright, the HTTP status. Dependency errors (httpx, pydantic, aiosqlite) are
+translated at the edge with ``raise ... from exc``::
 
     ManifoldError                      -32603  root; anything unexpected
     ├── NotRelayed                     -32601  a server-to-client request with no client to go to
     └── UpstreamError                  -32603  one upstream failed; names it
-        ├── UpstreamUnavailable        -32010  down, circuit open, or would not connect
+        ├── UpstreamUnavailable        -32010  down, or would not connect
+        │   └── CircuitOpen            -32010  failed repeatedly; calls fail at once until the retry time
         ├── UpstreamBusy               -32011  its queue is full or the wait passed its deadline
-        ├── UpstreamTimeout            -32001  no answer within the request timeout
+        ├── UpstreamTimeout            -32001  no answer (nor progress) within the request timeout
         ├── UpstreamProtocolError      -32012  it answered something that is not MCP
+        │   └── UpstreamTooLarge       -32012  a message past the size limit
         ├── UpstreamSessionExpired     -32013  it forgot our session (404); retried once
         └── UpstreamRpcError           (upstream's own code) a JSON-RPC error it sent
 
 The hub's own branch (bad requests, unknown names, session limits) lives in
-``hub.errors`` and derives from the same root.
+``hub.errors`` and derives from the same root; ``hub.errors.to_wire`` is the
+one function that turns any exception into what goes on the wire.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
+    "CircuitOpen",
     "ManifoldError",
     "NotRelayed",
     "UpstreamBusy",
@@ -31,19 +36,34 @@ __all__ = [
     "UpstreamRpcError",
     "UpstreamSessionExpired",
     "UpstreamTimeout",
+    "UpstreamTooLarge",
     "UpstreamUnavailable",
+    "error_code",
 ]
 
 
+def error_code(value: Any, default: int = -32603) -> int:
+    """A JSON-RPC error code from a peer's error object: an integer, or ``default``."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
 class ManifoldError(Exception):
-    """Root of every error Manifold raises; carries its JSON-RPC code."""
+    """Root of every error Manifold raises; carries its JSON-RPC code.
+
+    ``http_status`` is set on errors that refuse the HTTP request itself (a
+    malformed request, an unknown session); an error inside the reply to a
+    valid request travels as a JSON-RPC error with HTTP 200. ``headers`` are
+    HTTP headers such a refusal carries (``Retry-After``, ``Allow``).
+    """
 
     code: int = -32603
+    http_status: ClassVar[int | None] = None
 
-    def __init__(self, message: str, *, data: Any = None) -> None:
+    def __init__(self, message: str, *, data: Any = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.data = data
+        self.headers: dict[str, str] = headers or {}
 
     def to_error(self) -> dict[str, Any]:
         """The JSON-RPC ``error`` object for this exception."""
@@ -72,6 +92,16 @@ class UpstreamUnavailable(UpstreamError):
     code = -32010
 
 
+class CircuitOpen(UpstreamUnavailable):
+    """The upstream failed repeatedly; calls fail at once until ``retry_in`` seconds have passed."""
+
+    def __init__(self, upstream: str, failures: int, retry_in: float) -> None:
+        super().__init__(
+            upstream, f"circuit open after {failures} failures in a row; next try in {max(retry_in, 0.0):.1f}s"
+        )
+        self.retry_in = retry_in
+
+
 class UpstreamBusy(UpstreamError):
     code = -32011
 
@@ -84,6 +114,14 @@ class UpstreamProtocolError(UpstreamError):
     code = -32012
 
 
+class UpstreamTooLarge(UpstreamProtocolError):
+    """The upstream sent a message (or an event) larger than the configured limit."""
+
+    def __init__(self, upstream: str, what: str, limit: int) -> None:
+        super().__init__(upstream, f"{what} larger than the limit of {limit} bytes (maxResultBytes)")
+        self.limit = limit
+
+
 class UpstreamSessionExpired(UpstreamError):
     code = -32013
 
@@ -92,9 +130,8 @@ class UpstreamRpcError(UpstreamError):
     """A JSON-RPC error the upstream returned; passed to the client unchanged."""
 
     def __init__(self, upstream: str, error: dict[str, Any]) -> None:
-        code = error.get("code")
         message = error.get("message")
         super().__init__(upstream, str(message), data=error.get("data"))
-        self.code = code if isinstance(code, int) else -32603
+        self.code = error_code(error.get("code"))
         # The client sees the upstream's own message, not our prefixed one.
         self.message = str(message) if message is not None else "upstream error"

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-__all__ = ["Http1Error", "Http1Pool", "Http1Response"]
+__all__ = ["BodyTooLarge", "Http1Error", "Http1Pool", "Http1Response"]
 
 _PAUSE_AT: Final = 1 << 20  # buffered body bytes before the socket is paused
 _IDLE_MAX: Final = 4.0  # seconds a connection may sit idle and still be reused (servers often close at 5)
@@ -32,6 +32,14 @@ _IDLE_MAX: Final = 4.0  # seconds a connection may sit idle and still be reused 
 
 class Http1Error(Exception):
     """The connection failed or the peer spoke something that is not HTTP/1.1."""
+
+
+class BodyTooLarge(Exception):
+    """A reply body passed the limit its reader set."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"a reply body larger than {limit} bytes")
+        self.limit = limit
 
 
 class Http1Response:
@@ -47,8 +55,27 @@ class Http1Response:
         self._error: Exception | None = None
         self._wake = asyncio.Event()
 
-    async def read(self) -> bytes:
-        return b"".join([chunk async for chunk in self])
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body.
+
+        Raises:
+            BodyTooLarge: it (or its announced length) passed ``limit`` bytes; the connection is closed.
+            Http1Error: the connection broke.
+        """
+        if limit is not None:
+            announced = self.headers.get("content-length", "")
+            if announced.isdigit() and len(announced) < 20 and int(announced) > limit:
+                self.release()
+                raise BodyTooLarge(limit)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in self:
+            size += len(chunk)
+            if limit is not None and size > limit:
+                self.release()
+                raise BodyTooLarge(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while True:

@@ -22,6 +22,7 @@ __all__ = [
     "notification",
     "request",
     "response",
+    "too_deep",
 ]
 
 Message = dict[str, Any]
@@ -97,3 +98,24 @@ def classify(message: Any) -> Kind | None:
     ):
         return Kind.ERROR
     return None
+
+
+def too_deep(body: bytes, value: Any, limit: int) -> bool:
+    """Whether decoded ``value`` (from ``body``) nests arrays and objects more than ``limit`` deep.
+
+    Encoding fails past a depth of about 254, so such input is refused at the door. A body
+    with fewer than ``limit`` brackets cannot be that deep: the common case costs two scans
+    in C and no walk.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            pending.extend((child, depth + 1) for child in item.values() if isinstance(child, dict | list))
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item if isinstance(child, dict | list))
+    return False

@@ -1,12 +1,13 @@
-"""Concurrency caps with a bounded waiting line and a deadline."""
+"""Concurrency caps with a bounded waiting line and a deadline, and the pool's settings for them."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
-__all__ = ["LimitExceeded", "Limiter"]
+__all__ = ["LimitExceeded", "Limiter", "PoolLimits"]
 
 
 class LimitExceeded(Exception):
@@ -29,6 +30,8 @@ class Limiter:
         self._semaphore = asyncio.Semaphore(capacity)
         self._waiting = 0
         self._held = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def in_use(self) -> int:
@@ -37,6 +40,10 @@ class Limiter:
     @property
     def waiting(self) -> int:
         return self._waiting
+
+    async def wait_idle(self) -> None:
+        """Return once no slot is held (at once if none is)."""
+        await self._idle.wait()
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -59,8 +66,23 @@ class Limiter:
         else:
             await self._semaphore.acquire()
         self._held += 1
+        self._idle.clear()
         try:
             yield
         finally:
             self._held -= 1
+            if not self._held:
+                self._idle.set()
             self._semaphore.release()
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """Caps and timings shared by every upstream of a pool."""
+
+    max_in_flight: int = 1024
+    queue_size: int = 512
+    queue_timeout: float = 10.0
+    health_interval: float = 15.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0

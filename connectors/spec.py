@@ -25,7 +25,14 @@ CLIENT_INFO: Final[dict[str, str]] = {"name": "manifold", "version": "0.1.0"}
 
 @dataclass(frozen=True)
 class UpstreamSpec:
-    """One upstream MCP server as the pool sees it."""
+    """One upstream MCP server as the pool sees it.
+
+    ``request_timeout`` is how long a request may go without an answer or a
+    progress notification; progress moves the deadline, up to ``max_total``
+    seconds in all. ``max_message_bytes`` bounds one message (or SSE event)
+    from the upstream. ``max_streams`` bounds the long-lived streams held open
+    to it (GET streams of its upstream sessions).
+    """
 
     name: str
     url: str
@@ -33,5 +40,10 @@ class UpstreamSpec:
     headers: Mapping[str, str] = field(default_factory=dict)
     connect_timeout: float = 10.0
     request_timeout: float = 60.0
-    max_concurrency: int = 16
+    max_total: float = 3600.0
+    max_concurrency: int = 64
+    max_message_bytes: int = 128 * 1024 * 1024
+    max_streams: int = 100
     shared: bool = False
+    breaker_failures: int = 5
+    breaker_cooldown: float = 30.0

@@ -1,4 +1,7 @@
-"""The FastAPI application: the MCP endpoint, health, and the lifespan that runs the hub."""
+"""The ASGI application: the MCP endpoints, health, and the lifespan that runs the hub.
+
+The only module (with ``hub.server``) that knows FastAPI, Starlette or uvicorn.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +12,14 @@ from fastapi import FastAPI, Response
 from starlette.routing import Route
 
 from connectors import jsonrpc
-from hub.config import Config
+from hub.asgi import Receive, Scope, Send
+from hub.config import Config, HubSettings
 from hub.guard import OriginGuard, default_allowed_hosts, default_allowed_origins
 from hub.legacy_sse import LegacySse
 from hub.runtime import Hub
-from hub.transport import McpEndpoint, Receive, Scope, Send
+from hub.transport import McpEndpoint
 
-__all__ = ["create_app"]
+__all__ = ["ManifoldApp", "create_app"]
 
 
 class _Asgi:
@@ -42,9 +46,15 @@ class ManifoldApp:
             async with hub:
                 yield
 
+        def settings() -> HubSettings:
+            return hub.config.hub  # read at use: a reload applies at once
+
+        def accepting() -> bool:
+            return hub.accepting
+
         self.api = FastAPI(title="Manifold", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-        self.mcp = McpEndpoint(hub)
-        legacy = LegacySse(hub, message_path="/messages")
+        self.mcp = McpEndpoint(hub.sessions, hub.events, run=hub.run, settings=settings, accepting=accepting)
+        legacy = LegacySse(hub.sessions, settings=settings, accepting=accepting, stopped=hub.stopped)
         self.api.router.routes.append(Route("/sse", _Asgi(legacy.stream)))
         self.api.router.routes.append(Route("/messages", _Asgi(legacy.messages)))
 
@@ -52,9 +62,13 @@ class ManifoldApp:
         async def health() -> Response:
             return Response(jsonrpc.dumps(hub.health()), media_type="application/json")
 
-        settings = config.hub
-        origins = default_allowed_origins() if settings.allowed_origins is None else settings.allowed_origins
-        hosts = default_allowed_hosts(settings.host) if settings.allowed_hosts is None else settings.allowed_hosts
+        hub_settings = config.hub
+        origins = default_allowed_origins() if hub_settings.allowed_origins is None else hub_settings.allowed_origins
+        hosts = (
+            default_allowed_hosts(hub_settings.host)
+            if hub_settings.allowed_hosts is None
+            else hub_settings.allowed_hosts
+        )
         self._guarded = OriginGuard(self._route, origins=origins, hosts=hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

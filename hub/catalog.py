@@ -5,6 +5,10 @@ is otherwise read-only: lookups are dict hits, pages are slices of prebuilt
 lists. Public names map back to (upstream, original name) through a table;
 nothing ever parses a public name.
 
+An upstream that is down keeps its names (a :class:`Source` that is not
+``listed``): they leave the lists, but a call to one still finds its
+upstream and gets an error that says it is down, not "unknown tool".
+
 Collisions: upstreams are taken in config order, and within one upstream its
 items in the order it listed them. The first claimant of a public name keeps
 it; a later one gets the hashed form of its candidate name (see
@@ -21,11 +25,11 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from connectors.jsonrpc import Message
-from connectors.pool import Listing
+from connectors.status import Listing
 from hub.errors import InvalidParams, UnknownName, UnknownResource
 from hub.names import NAMESPACE_SCHEME, hashed_name, public_name, public_uri
 
-__all__ = ["Catalog", "Entry", "ListKind", "Source"]
+__all__ = ["KINDS", "Catalog", "Entry", "ListKind", "Source", "paginate"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +52,15 @@ class Source:
     name: str
     prefix: str
     listing: Listing
+    listed: bool = True
+    """False for an upstream that is down: its names resolve, its items are not listed."""
 
 
 @dataclass
 class _Build:
     items: dict[ListKind, list[Message]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
+    owners: dict[ListKind, list[str]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
+    """The upstream of each listed item, in the same order."""
     tools: dict[str, Entry] = field(default_factory=dict)
     prompts: dict[str, Entry] = field(default_factory=dict)
     resources: dict[str, Entry] = field(default_factory=dict)
@@ -70,6 +78,7 @@ class Catalog:
         self.version = 0
         self._build = _Build()
         self._prefixes: dict[str, str] = {}
+        self._prefix_of: dict[str, str] = {}
         self._passthrough: list[str] = []
 
     # -- rebuilding --------------------------------------------------------------------------------
@@ -95,10 +104,11 @@ class Catalog:
             for template in listing.resource_templates:
                 if self._claim_uri(build, source, template, "uriTemplate", "resourceTemplates"):
                     counts["resourceTemplates"] += 1
-            build.counts[source.name] = counts
+            build.counts[source.name] = counts if source.listed else dict.fromkeys(KINDS, 0)
         changed = {kind for kind in KINDS if build.items[kind] != self._build.items[kind]}
         self._build = build
         self._prefixes = {s.prefix: s.name for s in sources if s.prefix}
+        self._prefix_of = {s.name: s.prefix for s in sources}
         self._passthrough = [s.name for s in sources if not s.prefix]
         if changed:
             self.version += 1
@@ -127,7 +137,9 @@ class Catalog:
             if name in table:
                 return False
         table[name] = Entry(source.name, original)
-        build.items[kind].append({**item, key: name})
+        if source.listed:
+            build.items[kind].append({**item, key: name})
+            build.owners[kind].append(source.name)
         return True
 
     def _claim_uri(self, build: _Build, source: Source, item: Message, key: str, kind: ListKind) -> bool:
@@ -144,7 +156,9 @@ class Catalog:
                     build.collisions.append(note)
                 return False
             build.resources[uri] = Entry(source.name, original)
-        build.items[kind].append({**item, key: uri})
+        if source.listed:
+            build.items[kind].append({**item, key: uri})
+            build.owners[kind].append(source.name)
         return True
 
     # -- reading -----------------------------------------------------------------------------------
@@ -155,6 +169,10 @@ class Catalog:
 
     def items(self, kind: ListKind) -> list[Message]:
         return self._build.items[kind]
+
+    def owners(self, kind: ListKind) -> list[str]:
+        """The upstream of each item of :meth:`items`, in the same order."""
+        return self._build.owners[kind]
 
     def count(self, upstream: str, kind: ListKind = "tools") -> int:
         return self._build.counts.get(upstream, {}).get(kind, 0)
@@ -173,28 +191,31 @@ class Catalog:
             raise UnknownName(f"unknown prompt: {name}")
         return entry
 
-    def resource(self, uri: str) -> Entry:
+    def resource(self, uri: str, upstreams: frozenset[str] | None = None) -> Entry:
         """The upstream and original URI behind a public URI, listed or expanded from a template.
 
+        ``upstreams``, when given, are the only upstreams the URI may lead to.
+
         Raises:
-            UnknownResource: no upstream owns that URI.
+            UnknownResource: no upstream (of those) owns that URI.
         """
         entry = self._build.resources.get(uri)
-        if entry is not None:
+        if entry is not None and (upstreams is None or entry.upstream in upstreams):
             return entry
         namespace = f"{NAMESPACE_SCHEME}://"
         if uri.startswith(namespace):
             prefix, slash, original = uri[len(namespace) :].partition("/")
             upstream = self._prefixes.get(prefix)
-            if upstream is not None and slash and original:
+            if upstream is not None and slash and original and (upstreams is None or upstream in upstreams):
                 return Entry(upstream, original)
-        elif self._passthrough:
-            return Entry(self._passthrough[0], uri)
+        elif entry is None:
+            for upstream in self._passthrough:
+                if upstreams is None or upstream in upstreams:
+                    return Entry(upstream, uri)
         raise UnknownResource(f"unknown resource: {uri}", data={"uri": uri})
 
     def public_uri_of(self, upstream: str, original: str) -> str:
-        prefix = next((p for p, name in self._prefixes.items() if name == upstream), "")
-        return public_uri(prefix, original)
+        return public_uri(self._prefix_of.get(upstream, ""), original)
 
     def page(self, kind: ListKind, cursor: object = None) -> Message:
         """One page of a list, as the result of ``<kind>/list``.
@@ -202,13 +223,21 @@ class Catalog:
         Raises:
             InvalidParams: the cursor is not one this hub issued for this list.
         """
-        items = self._build.items[kind]
-        start = 0 if cursor is None else _decode_cursor(kind, cursor)
-        end = start + self.page_size
-        result: Message = {kind: items[start:end]}
-        if end < len(items):
-            result["nextCursor"] = _encode_cursor(kind, end)
-        return result
+        return paginate(self._build.items[kind], kind, cursor, self.page_size)
+
+
+def paginate(items: list[Message], kind: ListKind, cursor: object, page_size: int) -> Message:
+    """One page of ``items`` as the result of ``<kind>/list``.
+
+    Raises:
+        InvalidParams: the cursor is not one this hub issued for this list.
+    """
+    start = 0 if cursor is None else _decode_cursor(kind, cursor)
+    end = start + page_size
+    result: Message = {kind: items[start:end]}
+    if end < len(items):
+        result["nextCursor"] = _encode_cursor(kind, end)
+    return result
 
 
 def _encode_cursor(kind: ListKind, offset: int) -> str:

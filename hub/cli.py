@@ -53,9 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(path: str, host: str | None, port: int | None, log_level: str) -> int:
-    import uvicorn
-
     from hub.app import create_app
+    from hub.server import HubServer, server_config
 
     try:
         config = load_config(path)
@@ -64,16 +63,17 @@ def _serve(path: str, host: str | None, port: int | None, log_level: str) -> int
         return 2
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request is noise
-    uvicorn.Server(
-        uvicorn.Config(
-            create_app(config),
-            host=host or config.hub.host,
-            port=config.hub.port if port is None else port,
-            log_level=log_level,
-            lifespan="on",
-        )
-    ).run()
-    return 0
+    app = create_app(config)
+    listen = server_config(
+        app,
+        config.hub,
+        host=host or config.hub.host,
+        port=config.hub.port if port is None else port,
+        log_level=log_level,
+    )
+    server = HubServer(listen, app.hub)
+    server.run()
+    return 0 if server.started else 1
 
 
 def _check(path: str) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -36,6 +36,13 @@ class _Model(BaseModel):
 class Timeouts(_Model):
     connect: Annotated[float, Field(gt=0, le=600)] = 10.0
     request: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    max_total: Annotated[float, Field(gt=0, le=604800)] = 3600.0
+
+    @model_validator(mode="after")
+    def _total_covers_one_request(self) -> Timeouts:
+        if self.max_total < self.request:
+            raise ValueError("maxTotal must be at least request")
+        return self
 
 
 class Reconnect(_Model):
@@ -51,10 +58,21 @@ class UpstreamConfig(_Model):
     headers: dict[str, str] = Field(default_factory=dict)
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$", max_length=64)] | None = None
     timeouts: Timeouts = Timeouts()
-    max_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 16
+    max_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 64
+    max_result_bytes: Annotated[int, Field(ge=1024)] | None = None
+    max_streams: Annotated[int, Field(ge=1, le=100_000)] = 100
     session_mode: Literal["isolated", "shared"] = "isolated"
     disabled: bool = False
     tags: list[str] = Field(default_factory=list)
+
+    @field_validator("headers")
+    @classmethod
+    def _one_line_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if any(c in name or c in text for c in "\r\n\0"):
+                # Named, never shown: the value may be a secret.
+                raise ValueError(f"header {name!r} has a line break or NUL in its name or value")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -69,8 +87,16 @@ class Events(_Model):
 
     retry_ms: Annotated[int, Field(ge=0, le=600_000)] = 1000
     per_stream: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    per_stream_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     max_age: Annotated[float, Field(gt=0)] = 300.0
     max_logged: Annotated[int, Field(ge=0)] = 100_000
+
+
+class Breaker(_Model):
+    """The circuit breaker each upstream has."""
+
+    failures: Annotated[int, Field(ge=1, le=10_000)] = 5
+    cooldown: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
 
 class HubSettings(_Model):
@@ -81,15 +107,24 @@ class HubSettings(_Model):
     separator: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,8}$")] = "__"
     max_name_length: Annotated[int, Field(ge=16, le=128)] = 64
     session_idle_timeout: Annotated[float, Field(gt=0)] = 1800.0
+    unused_session_timeout: Annotated[float, Field(gt=0)] = 60.0
     max_sessions: Annotated[int, Field(ge=1)] = 1000
     storage: str = "manifold.db"
     page_size: Annotated[int, Field(ge=1, le=10_000)] = 100
-    max_in_flight: Annotated[int, Field(ge=1)] = 512
-    queue_size: Annotated[int, Field(ge=0)] = 256
+    max_in_flight: Annotated[int, Field(ge=1)] = 1024
+    queue_size: Annotated[int, Field(ge=0)] = 512
     queue_timeout: Annotated[float, Field(gt=0)] = 10.0
     health_interval: Annotated[float, Field(gt=0)] = 15.0
     reconnect: Reconnect = Reconnect()
+    breaker: Breaker = Breaker()
+    startup_grace: Annotated[float, Field(ge=0, le=600)] = 2.0
+    drain_timeout: Annotated[float, Field(ge=0, le=3600)] = 30.0
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    max_result_bytes: Annotated[int, Field(ge=1024)] = 128 * 1024 * 1024
+    max_json_depth: Annotated[int, Field(ge=8, le=200)] = 64
+    max_header_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    max_headers: Annotated[int, Field(ge=8, le=10_000)] = 100
+    request_read_timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
     client_request_timeout: Annotated[float, Field(gt=0)] = 300.0
     events: Events = Events()
     allowed_origins: list[str] | None = None
@@ -122,8 +157,13 @@ class Config(_Model):
                     headers=dict(server.headers),
                     connect_timeout=server.timeouts.connect,
                     request_timeout=server.timeouts.request,
+                    max_total=server.timeouts.max_total,
                     max_concurrency=server.max_concurrency,
+                    max_message_bytes=server.max_result_bytes or self.hub.max_result_bytes,
+                    max_streams=server.max_streams,
                     shared=server.session_mode == "shared",
+                    breaker_failures=self.hub.breaker.failures,
+                    breaker_cooldown=self.hub.breaker.cooldown,
                 )
             )
         return specs

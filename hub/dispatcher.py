@@ -1,45 +1,25 @@
-"""Maps each MCP method to the handler that serves it.
+"""Maps each MCP method to the handler that serves it, ``initialize`` included.
 
-Handlers see a :class:`RequestContext`, never a session: the legacy session
-actor is one provider of that context, and a stateless request path can be
-another.
+Handlers see a :class:`~hub.context.RequestContext`, never a session: the
+session actor is one provider of that context, and a stateless request path
+can be another. A handler that reaches an upstream asks the caller's catalog
+view which upstream and which original name, then the caller's upstream access.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Final
 
-from connectors.base import CallHooks
 from connectors.jsonrpc import Message
-from connectors.pool_session import PoolSession
-from hub.catalog import Catalog, Entry, ListKind
-from hub.errors import InvalidParams, MethodNotFound
-from hub.tasks import TaskTable
+from connectors.spec import LATEST_VERSION, SUPPORTED_VERSIONS
+from hub.catalog import Entry, ListKind
+from hub.context import RequestContext
+from hub.errors import InvalidParams, InvalidRequest, MethodNotFound
 
-__all__ = ["HANDLERS", "LOG_LEVELS", "RequestContext", "dispatch"]
+__all__ = ["HANDLERS", "LOG_LEVELS", "dispatch", "negotiate"]
 
 LOG_LEVELS: Final = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
-
-
-@dataclass(frozen=True)
-class RequestContext:
-    """Everything a handler may use to serve one request."""
-
-    catalog: Catalog
-    upstreams: PoolSession
-    emit: Callable[[Message], object]
-    hooks: Callable[[str, Message], CallHooks]
-    """Where an upstream's messages for this call go: (upstream name, the call's params) -> hooks."""
-    protocol_version: str
-    client_capabilities: Message
-    subscriptions: set[str]
-    """Public URIs this client is subscribed to."""
-    subscribers: Callable[[str], int]
-    """How many sessions of the hub are subscribed to a public URI."""
-    tasks: TaskTable
-    """This client's tasks: public task id <-> (upstream, the upstream's task id)."""
 
 
 Handler = Callable[[RequestContext, Message], Awaitable[Message]]
@@ -54,7 +34,7 @@ def _string(params: Message, key: str) -> str:
 
 def _list(kind: ListKind) -> Handler:
     async def handle(ctx: RequestContext, params: Message) -> Message:
-        return ctx.catalog.page(kind, params.get("cursor"))
+        return ctx.view.page(kind, params.get("cursor"))
 
     return handle
 
@@ -63,12 +43,43 @@ async def _forward(ctx: RequestContext, entry: Entry, method: str, params: Messa
     return await ctx.upstreams.request(entry.upstream, method, params, hooks=ctx.hooks(entry.upstream, params))
 
 
+def negotiate(requested: str) -> str:
+    """The version to speak with a client that asked for ``requested``: it, or our latest."""
+    return requested if requested in SUPPORTED_VERSIONS else LATEST_VERSION
+
+
+async def _initialize(ctx: RequestContext, params: Message) -> Message:
+    if ctx.handshake is None:
+        raise InvalidRequest("initialize is not part of this protocol era")
+    if ctx.handshake.initialized:
+        raise InvalidRequest("this session is initialized already")
+    requested = params.get("protocolVersion")
+    if not isinstance(requested, str):
+        raise InvalidParams("params.protocolVersion must be a string")
+    version = negotiate(requested)
+    capabilities = params.get("capabilities")
+    client_info = params.get("clientInfo")
+    await ctx.handshake.negotiated(
+        version,
+        client_info if isinstance(client_info, dict) else {},
+        capabilities if isinstance(capabilities, dict) else {},
+    )
+    result: Message = {
+        "protocolVersion": version,
+        "capabilities": ctx.server.capabilities(),
+        "serverInfo": ctx.server.info,
+    }
+    if ctx.server.instructions:
+        result["instructions"] = ctx.server.instructions
+    return result
+
+
 async def _ping(ctx: RequestContext, params: Message) -> Message:
     return {}
 
 
 async def _call_tool(ctx: RequestContext, params: Message) -> Message:
-    entry = ctx.catalog.tool(_string(params, "name"))
+    entry = ctx.view.tool(_string(params, "name"))
     result = await _forward(ctx, entry, "tools/call", {**params, "name": entry.original})
     task = result.get("task")
     if isinstance(task, dict) and isinstance(task.get("taskId"), str):
@@ -113,18 +124,18 @@ async def _list_tasks(ctx: RequestContext, params: Message) -> Message:
 
 
 async def _get_prompt(ctx: RequestContext, params: Message) -> Message:
-    entry = ctx.catalog.prompt(_string(params, "name"))
+    entry = ctx.view.prompt(_string(params, "name"))
     return await _forward(ctx, entry, "prompts/get", {**params, "name": entry.original})
 
 
 async def _read_resource(ctx: RequestContext, params: Message) -> Message:
-    entry = ctx.catalog.resource(_string(params, "uri"))
+    entry = ctx.view.resource(_string(params, "uri"))
     result = await _forward(ctx, entry, "resources/read", {**params, "uri": entry.original})
     contents = result.get("contents")
     if isinstance(contents, list):
         # Contents name the URI the client can read again through the hub.
         result["contents"] = [
-            {**item, "uri": ctx.catalog.public_uri_of(entry.upstream, item["uri"])}
+            {**item, "uri": ctx.view.public_uri_of(entry.upstream, item["uri"])}
             if isinstance(item, dict) and isinstance(item.get("uri"), str)
             else item
             for item in contents
@@ -134,7 +145,7 @@ async def _read_resource(ctx: RequestContext, params: Message) -> Message:
 
 async def _subscribe(ctx: RequestContext, params: Message) -> Message:
     uri = _string(params, "uri")
-    entry = ctx.catalog.resource(uri)
+    entry = ctx.view.resource(uri)
     await _forward(ctx, entry, "resources/subscribe", {**params, "uri": entry.original})
     ctx.subscriptions.add(uri)
     return {}
@@ -142,7 +153,7 @@ async def _subscribe(ctx: RequestContext, params: Message) -> Message:
 
 async def _unsubscribe(ctx: RequestContext, params: Message) -> Message:
     uri = _string(params, "uri")
-    entry = ctx.catalog.resource(uri)
+    entry = ctx.view.resource(uri)
     ctx.subscriptions.discard(uri)
     # A shared upstream session serves every client: keep it subscribed while anyone is.
     if not (ctx.upstreams.is_shared(entry.upstream) and ctx.subscribers(uri) > 0):
@@ -163,10 +174,10 @@ async def _complete(ctx: RequestContext, params: Message) -> Message:
     if not isinstance(ref, dict):
         raise InvalidParams("params.ref must be an object")
     if ref.get("type") == "ref/prompt":
-        entry = ctx.catalog.prompt(_string(ref, "name"))
+        entry = ctx.view.prompt(_string(ref, "name"))
         ref = {**ref, "name": entry.original}
     elif ref.get("type") == "ref/resource":
-        entry = ctx.catalog.resource(_string(ref, "uri"))
+        entry = ctx.view.resource(_string(ref, "uri"))
         ref = {**ref, "uri": entry.original}
     else:
         raise InvalidParams("params.ref.type must be ref/prompt or ref/resource")
@@ -174,6 +185,7 @@ async def _complete(ctx: RequestContext, params: Message) -> Message:
 
 
 HANDLERS: Final[dict[str, Handler]] = {
+    "initialize": _initialize,
     "ping": _ping,
     "tools/list": _list("tools"),
     "tools/call": _call_tool,

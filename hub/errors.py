@@ -1,18 +1,32 @@
 """The hub's branch of the error tree, and the one place exceptions become wire errors.
 
-::
+Each class knows its JSON-RPC code and, when it refuses the HTTP request
+itself, its HTTP status (in brackets)::
 
     ManifoldError                      -32603  (connectors.errors) root
     ├── UpstreamError ...                      (connectors.errors) one upstream failed
     └── HubError                       -32603  the hub refused or failed a request
-        ├── ParseError                 -32700  the body is not JSON
-        ├── InvalidRequest             -32600  not a JSON-RPC 2.0 request we accept
+        ├── ParseError                 -32700  [400] the body is not JSON
+        ├── InvalidRequest             -32600  [400] not a JSON-RPC 2.0 message we accept
+        │   ├── MissingSession         -32600  [400] no Mcp-Session-Id
+        │   ├── BadEventId             -32600  [400] a malformed Last-Event-ID
+        │   └── TooDeep                -32600  [400] JSON nested past the limit
+        ├── SessionNotFound            -32600  [404] unknown, expired or ended session
+        ├── StreamGone                 -32600  [404] the events of that stream are no longer kept
+        ├── StreamConflict             -32600  [409] the session's GET stream is already open
+        ├── MethodNotAllowed           -32600  [405] not GET, POST or DELETE
+        ├── NotAcceptable              -32600  [406] Accept lacks what the reply needs
+        ├── UnsupportedMediaType       -32600  [415] the body is not application/json
+        ├── BodyTooLarge               -32600  [413] the body passed maxBodyBytes
+        ├── RequestTimeout             -32600  [408] the body did not arrive in time
+        ├── UnsupportedVersion         -32022  [400] a protocol version the hub does not speak
         ├── MethodNotFound             -32601  no handler for the method
         ├── InvalidParams              -32602  params missing or of the wrong shape
         │   ├── UnknownName            -32602  no tool or prompt by that public name
         │   └── UnknownResource        -32002  no upstream owns that URI
-        ├── UnsupportedVersion         -32022  a protocol version the hub does not speak
-        ├── SessionLimit               -32000  the hub holds its maximum of sessions
+        ├── SessionLimit               -32000  [503] the hub holds its maximum of sessions
+        ├── SessionBusy                -32000  [503] the session's inbox is full
+        ├── ShuttingDown               -32000  [503] the hub is draining (Retry-After)
         ├── ClientTimeout              -32001  the client did not answer a relayed request in time
         ├── ClientError                (client's own code) the client's error, passed on upstream
         └── ConfigError                        the config file has problems (never on the wire)
@@ -21,25 +35,40 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from connectors.errors import ManifoldError
+from connectors.errors import ManifoldError, error_code
 from connectors.jsonrpc import Message
 
 __all__ = [
+    "BadEventId",
+    "BodyTooLarge",
     "ClientError",
     "ClientTimeout",
     "ConfigError",
     "HubError",
     "InvalidParams",
     "InvalidRequest",
+    "MethodNotAllowed",
     "MethodNotFound",
+    "MissingSession",
+    "NotAcceptable",
     "ParseError",
+    "RequestTimeout",
+    "SessionBusy",
     "SessionLimit",
+    "SessionNotFound",
+    "ShuttingDown",
+    "StreamConflict",
+    "StreamGone",
+    "TooDeep",
     "UnknownName",
     "UnknownResource",
+    "UnsupportedMediaType",
     "UnsupportedVersion",
-    "to_wire_error",
+    "WireError",
+    "to_wire",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,10 +80,72 @@ class HubError(ManifoldError):
 
 class ParseError(HubError):
     code = -32700
+    http_status: ClassVar[int | None] = 400
 
 
 class InvalidRequest(HubError):
     code = -32600
+    http_status: ClassVar[int | None] = 400
+
+
+class MissingSession(InvalidRequest):
+    pass
+
+
+class BadEventId(InvalidRequest):
+    pass
+
+
+class TooDeep(InvalidRequest):
+    pass
+
+
+class SessionNotFound(HubError):
+    code = -32600
+    http_status: ClassVar[int | None] = 404
+
+    def __init__(self, message: str = "Session not found", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+
+
+class StreamGone(HubError):
+    code = -32600
+    http_status: ClassVar[int | None] = 404
+
+
+class StreamConflict(HubError):
+    code = -32600
+    http_status: ClassVar[int | None] = 409
+
+
+class MethodNotAllowed(HubError):
+    code = -32600
+    http_status: ClassVar[int | None] = 405
+
+
+class NotAcceptable(HubError):
+    code = -32600
+    http_status: ClassVar[int | None] = 406
+
+
+class UnsupportedMediaType(HubError):
+    code = -32600
+    http_status: ClassVar[int | None] = 415
+
+
+class BodyTooLarge(HubError):
+    code = -32600
+    http_status: ClassVar[int | None] = 413
+
+
+class RequestTimeout(HubError):
+    code = -32600
+    http_status: ClassVar[int | None] = 408
+
+
+class UnsupportedVersion(HubError):
+    code = -32022
+    http_status: ClassVar[int | None] = 400
 
 
 class MethodNotFound(HubError):
@@ -73,12 +164,22 @@ class UnknownResource(InvalidParams):
     code = -32002  # the spec's "resource not found"
 
 
-class UnsupportedVersion(HubError):
-    code = -32022
-
-
 class SessionLimit(HubError):
     code = -32000
+    http_status: ClassVar[int | None] = 503
+
+
+class SessionBusy(HubError):
+    code = -32000
+    http_status: ClassVar[int | None] = 503
+
+
+class ShuttingDown(HubError):
+    code = -32000
+    http_status: ClassVar[int | None] = 503
+
+    def __init__(self, message: str = "the hub is shutting down; try again shortly", retry_after: int = 2) -> None:
+        super().__init__(message, headers={"retry-after": str(retry_after)})
 
 
 class ClientTimeout(HubError):
@@ -89,9 +190,8 @@ class ClientError(HubError):
     """An error the client answered a relayed request with; passed to the upstream unchanged."""
 
     def __init__(self, error: Message) -> None:
-        code = error.get("code")
         super().__init__(str(error.get("message", "client error")), data=error.get("data"))
-        self.code = code if isinstance(code, int) and not isinstance(code, bool) else -32603
+        self.code = error_code(error.get("code"))
 
 
 class ConfigError(HubError):
@@ -102,10 +202,20 @@ class ConfigError(HubError):
         self.problems = problems
 
 
-def to_wire_error(exc: BaseException) -> Message:
-    """The JSON-RPC ``error`` object for any exception; unexpected ones are logged, not leaked."""
+@dataclass(frozen=True)
+class WireError:
+    """What an exception looks like on the wire."""
+
+    error: Message
+    """The JSON-RPC ``error`` object."""
+    status: int = 200
+    """The HTTP status when the error refuses the HTTP request; 200 inside a reply."""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def to_wire(exc: BaseException) -> WireError:
+    """The wire form of any exception; unexpected ones are logged, not leaked."""
     if isinstance(exc, ManifoldError):
-        return exc.to_error()
+        return WireError(exc.to_error(), exc.http_status or 200, exc.headers)
     logger.error("unexpected error while serving a request", exc_info=exc)
-    error: dict[str, Any] = {"code": -32603, "message": "internal error"}
-    return error
+    return WireError({"code": -32603, "message": "internal error"})

@@ -8,13 +8,15 @@ run of the hub, for a session the store let it take back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
-from connectors.jsonrpc import Message
 from hub.store import EventRow, Store, StoreError
+from hub.streams import Event
 
 __all__ = ["EventLog"]
 
@@ -35,23 +37,35 @@ class EventLog:
         self._store = store
         self._pending: list[EventRow] = []
         self._due = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="event-log")
+        await self._stack.enter_async_context(self._running())
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._stack.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _running(self) -> AsyncIterator[None]:
+        async with asyncio.TaskGroup() as tg:
+            flusher = tg.create_task(self._run(), name="event-log")
+            try:
+                yield
+            finally:
+                flusher.cancel()
         await self.flush()
 
-    def record(self, session_id: str, run: str, stream: int, seq: int, message: Message) -> None:
+    @property
+    def backlog(self) -> int:
+        """Events waiting to be written."""
+        return len(self._pending)
+
+    def record(self, session_id: str, run: str, stream: int, event: Event) -> None:
         """Queue one event for the log; never blocks."""
-        self._pending.append(EventRow(session_id, run, stream, seq, time.time(), message))
+        self._pending.append(EventRow(session_id, run, stream, event.seq, time.time(), event.data))
         if len(self._pending) >= _FLUSH_AT:
             self._due.set()
         if len(self._pending) > _PENDING_MAX:
@@ -70,7 +84,7 @@ class EventLog:
         except StoreError as exc:
             logger.warning("%d events not logged: %s", len(rows), exc)
 
-    async def replay(self, session_id: str, run: str, stream: int, after: int) -> list[tuple[int, dict[str, Any]]]:
+    async def replay(self, session_id: str, run: str, stream: int, after: int) -> list[tuple[int, bytes]]:
         """The logged events of one stream after ``after``."""
         await self.flush()
         try:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from connectors import jsonrpc
-from hub.transport import Receive, Scope, Send, respond
+from hub.asgi import Receive, Scope, Send, respond
 
 __all__ = ["OriginGuard", "default_allowed_hosts", "default_allowed_origins"]
 

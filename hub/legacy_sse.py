@@ -3,8 +3,9 @@
 ``GET /sse`` opens a connection whose first event names the URL to POST
 messages to (``/messages?session_id=...``); every reply and notification of
 the session comes back on that one stream. The session behind it is an
-ordinary session actor: the same catalog, the same upstream sessions, the
-same relays. It ends when the stream closes.
+ordinary session actor: the same dispatch (``initialize`` included), the same
+catalog, upstream sessions and relays. It ends when the stream closes, when
+the session ends, or when the hub drains.
 """
 
 from __future__ import annotations
@@ -13,43 +14,56 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 from urllib.parse import parse_qs
 
 from connectors import jsonrpc
 from connectors.jsonrpc import Kind, Message
-from hub.errors import HubError
-from hub.runtime import Hub
-from hub.session import EndReason, Session, SessionBusy, SessionClosed
+from hub.asgi import Receive, Scope, Send, read_body, respond
+from hub.config import HubSettings
+from hub.errors import HubError, InvalidRequest, ShuttingDown
+from hub.session import EndReason, Session
+from hub.sessions import SessionManager
+from hub.sse import SseWriter, event
 from hub.streams import Stream
-from hub.transport import ClientGone, Receive, Scope, Send, read_body, respond
+from hub.transport import decode_message
 
 __all__ = ["LegacySse"]
 
 logger = logging.getLogger(__name__)
 
 _QUEUE: Final = 1024
-_SSE_HEADERS: Final = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache, no-transform")]
 
 
 @dataclass
 class _Connection:
     id: str
+    session: Session
     out: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(_QUEUE))
     pumps: asyncio.Queue[Stream] = field(default_factory=lambda: asyncio.Queue(_QUEUE))
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    session: Session | None = None
 
 
 class LegacySse:
     """The two endpoints of the legacy transport, as plain ASGI apps."""
 
-    def __init__(self, hub: Hub, *, message_path: str = "/messages") -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        sessions: SessionManager,
+        *,
+        settings: Callable[[], HubSettings],
+        accepting: Callable[[], bool],
+        stopped: asyncio.Event,
+        message_path: str = "/messages",
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.accepting = accepting
+        self.stopped = stopped
         self.message_path = message_path
         self._connections: dict[str, _Connection] = {}
-        self.max_body = hub.config.hub.max_body_bytes
 
     # -- GET /sse ----------------------------------------------------------------------------------
 
@@ -57,31 +71,39 @@ class LegacySse:
         if scope["method"] != "GET":
             await respond(send, 405, b"", [(b"allow", b"GET")])
             return
-        connection = _Connection(secrets.token_hex(16))
-        self._connections[connection.id] = connection
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-        endpoint = f"event: endpoint\ndata: {self.message_path}?session_id={connection.id}\n\n"
-        await send({"type": "http.response.body", "body": endpoint.encode(), "more_body": True})
+        if not self.accepting():
+            error = ShuttingDown()
+            await respond(send, 503, error.message.encode(), [(b"retry-after", b"2")])
+            return
         try:
-            async with asyncio.TaskGroup() as tasks:
-                connection.tasks.add(tasks.create_task(self._write(connection, send)))
-                connection.tasks.add(tasks.create_task(self._start_pumps(connection, tasks)))
-                await _disconnected(receive)
-                for task in connection.tasks:
-                    task.cancel()
+            session = self.sessions.open()
+        except HubError as exc:
+            await respond(send, exc.http_status or 503, exc.message.encode())
+            return
+        connection = _Connection(secrets.token_hex(16), session)
+        self._connections[connection.id] = connection
+        writer = SseWriter(send)
+        await writer.start()
+        await writer.write(f"event: endpoint\ndata: {self.message_path}?session_id={connection.id}\n\n".encode())
+        try:
+            # The open connection keeps the session alive: it counts as a reader of its streams.
+            with session.streams.reading(session.streams.get):
+                async with asyncio.TaskGroup() as tasks:
+                    connection.tasks.add(tasks.create_task(self._write(connection, writer)))
+                    connection.tasks.add(tasks.create_task(self._start_pumps(connection, tasks)))
+                    await _until_over(receive, session, self.stopped)
+                    for task in connection.tasks:
+                        task.cancel()
         finally:
             del self._connections[connection.id]
-            if connection.session is not None:
-                connection.session.readers -= 1
-                connection.session.close(EndReason.DELETED)
-            with contextlib.suppress(Exception):
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            session.close(EndReason.DELETED)
+            await writer.end()
 
-    async def _write(self, connection: _Connection, send: Send) -> None:
+    async def _write(self, connection: _Connection, writer: SseWriter) -> None:
         while True:
             chunk = await connection.out.get()
             try:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await writer.write(chunk)
             except OSError:
                 return  # the client is gone; the disconnect event ends the connection
 
@@ -93,8 +115,9 @@ class LegacySse:
             task.add_done_callback(connection.tasks.discard)
 
     async def _pump(self, connection: _Connection, stream: Stream) -> None:
-        async for _, message in stream.read(0, stream.claim()):
-            await connection.out.put(b"event: message\ndata: " + jsonrpc.dumps(message) + b"\n\n")
+        async with contextlib.aclosing(stream.read(0, stream.claim())) as events:
+            async for item in events:
+                await connection.out.put(event(item.data))
 
     # -- POST /messages ----------------------------------------------------------------------------
 
@@ -107,69 +130,59 @@ class LegacySse:
         if connection is None:
             await respond(send, 404, b"unknown session_id")
             return
+        settings = self.settings()
         try:
-            body = await read_body(receive, self.max_body)
-        except ClientGone:
-            return  # nobody is left to answer
-        if body is None:
-            await respond(send, 413, b"request body too large")
-            return
-        try:
-            message: Any = jsonrpc.loads(body)
-        except ValueError:
-            await respond(send, 400, b"the body is not valid JSON")
-            return
-        kind = jsonrpc.classify(message)
-        if kind is None:
-            await respond(send, 400, b"not a JSON-RPC 2.0 message")
+            body = await read_body(receive, settings.max_body_bytes, settings.request_read_timeout)
+            message = decode_message(body, settings.max_json_depth)
+            kind = jsonrpc.classify(message)
+            if kind is None:
+                raise InvalidRequest("not a JSON-RPC 2.0 message")
+        except HubError as exc:
+            await respond(send, exc.http_status or 400, exc.message.encode())
             return
         await respond(send, 202, b"Accepted")
         await self._accept(connection, kind, message)
 
     async def _accept(self, connection: _Connection, kind: Kind, message: Message) -> None:
-        if kind is Kind.REQUEST and message["method"] == "initialize":
-            await self._initialize(connection, message)
-            return
         session = connection.session
-        if session is None:
-            if kind is Kind.REQUEST:
-                error = {"code": -32600, "message": "initialize first"}
-                await connection.out.put(_event(jsonrpc.error_response(message["id"], error)))
-            return
         try:
+            if kind is Kind.REQUEST and not self.accepting():
+                raise ShuttingDown()
             stream = session.submit(kind, message)
-        except (SessionClosed, SessionBusy) as exc:
+        except HubError as exc:
             if kind is Kind.REQUEST:
-                error = {"code": -32000, "message": f"session unavailable: {type(exc).__name__}"}
-                await connection.out.put(_event(jsonrpc.error_response(message["id"], error)))
+                await connection.out.put(event(jsonrpc.dumps(jsonrpc.error_response(message["id"], exc.to_error()))))
             return
-        if stream is not None:
-            try:
-                connection.pumps.put_nowait(stream)
-            except asyncio.QueueFull:
-                error = {"code": -32000, "message": "too many requests in flight on this connection"}
-                stream.finish(jsonrpc.error_response(message["id"], error))
-
-    async def _initialize(self, connection: _Connection, message: Message) -> None:
-        if connection.session is not None:
-            error = {"code": -32600, "message": "this connection is already initialized"}
-            await connection.out.put(_event(jsonrpc.error_response(message["id"], error)))
+        if stream is None:
+            return
+        if kind is Kind.REQUEST and message["method"] == "initialize" and not session.initialized:
+            # Once initialized, the session's own stream (messages that belong to no request) flows too.
+            connection.pumps.put_nowait(stream)
+            await stream.wait_finished()
+            if session.protocol_version:  # it succeeded
+                connection.pumps.put_nowait(session.streams.get)
             return
         try:
-            session, result = await self.hub.initialize(message.get("params") or {})
-        except HubError as exc:
-            await connection.out.put(_event(jsonrpc.error_response(message["id"], exc.to_error())))
-            return
-        connection.session = session
-        session.readers += 1  # the connection is open: the session stays alive with it
-        await connection.out.put(_event(jsonrpc.response(message["id"], result)))
-        connection.pumps.put_nowait(session.get_stream)
+            connection.pumps.put_nowait(stream)
+        except asyncio.QueueFull:
+            error = {"code": -32000, "message": "too many requests in flight on this connection"}
+            stream.finish(jsonrpc.error_response(message["id"], error))
 
 
-def _event(message: Message) -> bytes:
-    return b"event: message\ndata: " + jsonrpc.dumps(message) + b"\n\n"
+async def _until_over(receive: Receive, session: Session, stopped: asyncio.Event) -> None:
+    """Return when the client disconnects, the session ends, or the hub has drained."""
 
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
 
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+    waits = [
+        asyncio.ensure_future(disconnected()),
+        asyncio.ensure_future(session.ended.wait()),
+        asyncio.ensure_future(stopped.wait()),
+    ]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

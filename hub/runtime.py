@@ -1,9 +1,17 @@
-"""The hub's running parts, wired together: config, pool, catalog and sessions."""
+"""The hub's running parts, wired together: config, pool, catalog, views, sessions, store.
+
+:class:`Hub` is an async context manager run by the app's lifespan. Its
+state is explicit (:class:`HubState`): it starts, is ready, drains (no new
+sessions or requests, calls in flight get ``drainTimeout`` seconds, then
+every stream ends so clients resume on the next start) and closes. A new
+config can be applied while it runs (:meth:`Hub.apply`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import secrets
 from types import TracebackType
@@ -11,22 +19,27 @@ from typing import Any, Final, Self
 
 from connectors import jsonrpc
 from connectors.jsonrpc import Message
-from connectors.pool import ConnectorPool, PoolLimits, UpstreamState
-from connectors.spec import LATEST_VERSION, SUPPORTED_VERSIONS
+from connectors.limits import PoolLimits
+from connectors.pool import ConnectorPool
+from connectors.status import UpstreamState
 from hub.catalog import Catalog, ListKind, Source
 from hub.config import Config
-from hub.errors import InvalidParams
+from hub.context import ServerFacts
 from hub.events import EventLog
-from hub.session import Session, SessionServices, for_client
+from hub.outbound import for_client
+from hub.session import SessionServices
+from hub.session_streams import StreamSettings
 from hub.sessions import SessionManager
 from hub.store import Store
+from hub.views import Views
 
-__all__ = ["SERVER_INFO", "Hub"]
+__all__ = ["SERVER_INFO", "Hub", "HubState"]
 
 logger = logging.getLogger(__name__)
 
 SERVER_INFO: Final[dict[str, str]] = {"name": "manifold", "version": "0.1.0"}
 _REBUILD_DELAY: Final = 0.05
+_STOP_GRACE: Final = 2.0
 _CAPABILITIES: Final[Message] = {
     "tools": {"listChanged": True},
     "prompts": {"listChanged": True},
@@ -42,45 +55,67 @@ _LIST_CHANGED: Final[dict[ListKind, str]] = {
 }
 
 
+class HubState(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+def pool_limits(config: Config) -> PoolLimits:
+    settings = config.hub
+    return PoolLimits(
+        max_in_flight=settings.max_in_flight,
+        queue_size=settings.queue_size,
+        queue_timeout=settings.queue_timeout,
+        health_interval=settings.health_interval,
+        backoff_initial=settings.reconnect.initial_delay,
+        backoff_max=settings.reconnect.max_delay,
+    )
+
+
 class Hub:
     """Everything one running hub holds; an async context manager run by the app's lifespan."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         settings = config.hub
+        self.state = HubState.STARTING
         self.catalog = Catalog(
             separator=settings.separator, max_name_length=settings.max_name_length, page_size=settings.page_size
         )
-        limits = PoolLimits(
-            max_in_flight=settings.max_in_flight,
-            queue_size=settings.queue_size,
-            queue_timeout=settings.queue_timeout,
-            health_interval=settings.health_interval,
-            backoff_initial=settings.reconnect.initial_delay,
-            backoff_max=settings.reconnect.max_delay,
-        )
+        self.views = Views(self.catalog)
         self.pool = ConnectorPool(
-            config.upstream_specs(), limits, on_change=self._upstream_changed, on_shared_message=self._shared_message
+            config.upstream_specs(),
+            pool_limits(config),
+            on_change=self._upstream_changed,
+            on_shared_message=self._shared_message,
         )
         self.run = secrets.token_hex(4)  # names this run of the hub in SSE event ids
         self.store = Store(settings.storage)
         self.events = EventLog(self.store, max_age=settings.events.max_age, max_events=settings.events.max_logged)
+        self.server = ServerFacts(info=SERVER_INFO, capabilities=self.server_capabilities)
         services = SessionServices(
-            pool=self.pool,
-            catalog=self.catalog,
+            open_upstreams=self.pool.open_session,
+            server=self.server,
             run=self.run,
             idle_timeout=settings.session_idle_timeout,
+            unused_timeout=settings.unused_session_timeout,
             ask_timeout=settings.client_request_timeout,
-            stream_events=settings.events.per_stream,
-            stream_retention=settings.events.max_age,
-            log_event=lambda session_id, stream, seq, message: self.events.record(
-                session_id, self.run, stream, seq, message
+            streams=StreamSettings(
+                retain=settings.events.per_stream,
+                retain_bytes=settings.events.per_stream_bytes,
+                retention=settings.events.max_age,
             ),
+            log_event=lambda session_id, stream, event: self.events.record(session_id, self.run, stream, event),
             subscribers=lambda uri: self.sessions.subscribers(uri),
+            record=lambda session: self.sessions.record(session),
         )
         self.sessions = SessionManager(
-            services, store=self.store, events=self.events, max_sessions=settings.max_sessions
+            services, self.views, store=self.store, events=self.events, max_sessions=settings.max_sessions
         )
+        self.stopped = asyncio.Event()
+        """Set once draining has ended every stream (endpoints that hold connections end theirs)."""
         self._rebuild_due: asyncio.TimerHandle | None = None
         self._stack = contextlib.AsyncExitStack()
 
@@ -91,70 +126,103 @@ class Hub:
             await stack.enter_async_context(self.pool)
             await stack.enter_async_context(self.sessions)
             self._stack = stack.pop_all()
-        # Serve a full catalog from the first request when upstreams answer promptly;
-        # a slow or dead one joins later without holding up the rest.
-        specs = self.config.upstream_specs()
-        await self.pool.wait_settled(max((s.connect_timeout for s in specs), default=0) + 1)
+        # Serve a full catalog from the first request when upstreams answer promptly; a slow or
+        # dead one joins later (clients get list_changed) without holding up the port.
+        await self.pool.wait_settled(self.config.hub.startup_grace)
         self._rebuild()
+        self.state = HubState.READY
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self.state = HubState.CLOSED
+        self.stopped.set()
         if self._rebuild_due is not None:
             self._rebuild_due.cancel()
         await self._stack.aclose()
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new sessions and requests are taken (not while draining or closed)."""
+        return self.state is HubState.READY or self.state is HubState.STARTING
+
+    # -- draining ----------------------------------------------------------------------------------
+
+    async def drain(self, time_limit: float | None = None) -> None:
+        """Stop taking new work, let calls in flight finish within ``time_limit`` seconds
+        (``hub.drainTimeout`` by default), end every stream and flush the store."""
+        if self.state is not HubState.READY:
+            return
+        limit = self.config.hub.drain_timeout if time_limit is None else time_limit
+        self.state = HubState.DRAINING
+        self.sessions.stop_accepting()
+        calls = self.sessions.services.calls
+        logger.info("draining: %d calls in flight, %ds to finish", calls.value, limit)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(limit):
+                await calls.wait_zero()
+        if calls.value:
+            logger.warning("draining: %d calls still running after %ds; ending them", calls.value, limit)
+            self.sessions.stop_calls()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_STOP_GRACE):
+                    await calls.wait_zero()
+        self.sessions.release_streams()
+        self.stopped.set()
+        await self.events.flush()
+        logger.info("drained")
+
+    # -- config ------------------------------------------------------------------------------------
+
+    async def apply(self, config: Config) -> None:
+        """Serve ``config`` from now on: upstreams added, removed (calls in flight finish within
+        ``hub.drainTimeout``) and changed (reconnected) without dropping sessions."""
+        old = {spec.name: spec for spec in self.pool.specs}
+        new = {spec.name: spec for spec in config.upstream_specs()}
+        self.config = config
+        deadline = config.hub.drain_timeout
+        await asyncio.gather(
+            *(self.pool.remove(name, deadline) for name in old if name not in new),
+            *(self.pool.update(spec, deadline) for name, spec in new.items() if name in old and old[name] != spec),
+        )
+        for name, spec in new.items():
+            if name not in old:
+                self.pool.add(spec)
+        self._rebuild()
 
     # -- catalog -----------------------------------------------------------------------------------
 
     def _upstream_changed(self, name: str) -> None:
         # Changes that come together (fifty upstreams starting) make one rebuild, not fifty.
         if self._rebuild_due is None:
-            self._rebuild_due = asyncio.get_running_loop().call_later(_REBUILD_DELAY, self._rebuild)
+            with contextlib.suppress(RuntimeError):  # no loop: the pool is being built outside one
+                self._rebuild_due = asyncio.get_running_loop().call_later(_REBUILD_DELAY, self._rebuild)
 
     def _rebuild(self) -> None:
         if self._rebuild_due is not None:
             self._rebuild_due.cancel()
             self._rebuild_due = None
         sources = []
-        for upstream in self.config.enabled():
-            listing = self.pool.status(upstream).listing
-            if listing is not None:
-                sources.append(Source(upstream, self.config.prefix_of(upstream), listing))
-        changed = self.catalog.rebuild(sources)
-        for method in dict.fromkeys(_LIST_CHANGED[kind] for kind in sorted(changed)):
-            self.sessions.broadcast(jsonrpc.notification(method))
+        for name in self.config.enabled():
+            upstream = self.pool.upstream(name)
+            if upstream is not None and upstream.listing is not None:
+                state = upstream.status.state
+                if state is not UpstreamState.REMOVING:
+                    listed = state is UpstreamState.UP
+                    sources.append(Source(name, self.config.prefix_of(name), upstream.listing, listed))
+        changed = self.views.changed(self.catalog.rebuild(sources))
+        for rule, kinds in changed.items():
+            for method in dict.fromkeys(_LIST_CHANGED[kind] for kind in sorted(kinds)):
+                self.sessions.broadcast(jsonrpc.notification(method), rule)
 
-    def _shared_message(self, upstream: str, message: Message) -> None:
-        # What a shared upstream session says outside any call concerns every client using it.
+    def _shared_message(self, upstream: str, key: str, message: Message) -> None:
+        # What a shared upstream session says outside any call concerns the clients of its key.
         out = for_client(self.catalog, upstream, message)
         if out["method"] == "notifications/resources/updated":
-            self.sessions.notify_subscribers(out["params"].get("uri", ""), out)
+            self.sessions.notify_subscribers(out["params"].get("uri", ""), out, key)
         elif out["method"] == "notifications/message":
-            self.sessions.broadcast(out)
-
-    # -- sessions ----------------------------------------------------------------------------------
-
-    async def initialize(self, params: Message) -> tuple[Session, Message]:
-        """Open a session for an ``initialize`` request; returns it and the result to send.
-
-        Raises:
-            InvalidParams: the request lacks a protocol version.
-            SessionLimit: no room for another session.
-        """
-        requested = params.get("protocolVersion")
-        if not isinstance(requested, str):
-            raise InvalidParams("params.protocolVersion must be a string")
-        version = requested if requested in SUPPORTED_VERSIONS else LATEST_VERSION
-        capabilities = params.get("capabilities")
-        client_info = params.get("clientInfo")
-        session = await self.sessions.create(
-            protocol_version=version,
-            client_info=client_info if isinstance(client_info, dict) else {},
-            client_capabilities=capabilities if isinstance(capabilities, dict) else {},
-        )
-        result = {"protocolVersion": version, "capabilities": self.server_capabilities(), "serverInfo": SERVER_INFO}
-        return session, result
+            self.sessions.broadcast_key(out, key)
 
     def server_capabilities(self) -> Message:
         """What the hub declares to clients at initialize."""
@@ -169,7 +237,11 @@ class Hub:
     def health(self) -> dict[str, Any]:
         """Liveness and per-upstream state, as served by ``GET /health``."""
         upstreams = []
-        for status in self.pool.statuses():
+        for name in self.pool.names:
+            upstream = self.pool.upstream(name)
+            if upstream is None:
+                continue
+            status = upstream.status
             upstreams.append(
                 {
                     "name": status.name,
@@ -181,11 +253,17 @@ class Hub:
                     "resources": self.catalog.count(status.name, "resources"),
                     "lastError": status.last_error,
                     "since": status.since,
+                    "reconnects": status.reconnects,
+                    "breaker": upstream.breaker.snapshot(),
+                    "inFlight": upstream.limiter.in_use,
+                    "waiting": upstream.limiter.waiting,
                     "server": {k: status.server_info.get(k) for k in ("name", "version") if k in status.server_info},
                 }
             )
         up = sum(u["state"] == UpstreamState.UP.value for u in upstreams)
         state = "ok" if up == len(upstreams) else ("degraded" if up else "down")
+        if self.state is HubState.DRAINING:
+            state = "draining"
         return {
             "status": state,
             "server": SERVER_INFO,

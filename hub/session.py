@@ -1,102 +1,132 @@
-"""The session actor: one asyncio task that owns one client session.
+"""The session actor: one asyncio task that owns one client session of the session era.
 
 Everything that changes a session's state runs in its actor. Requests run
 as child tasks of the actor, so a slow call never holds up the next message;
 ``notifications/cancelled`` cancels the child, which cancels the upstream
 request. The actor's alarm is the idle deadline, moved by every message; when
 it passes with no call in flight and no stream being read, the session
-expires: its upstream sessions are closed and its id is forgotten.
+expires: its upstream sessions are closed and its id is forgotten. A session
+that was opened and never used expires after the shorter ``unused_timeout``.
 
-The session also relays what its upstream sessions send: server-to-client
-requests go to the client on the stream of the call they belong to (or the
-GET stream) under a hub id that names the upstream, and the client's answer
-goes back to the upstream that asked.
+The session provides each request's :class:`~hub.context.RequestContext`:
+its upstream sessions, its view of the catalog, its streams
+(:mod:`hub.session_streams`) and its relay of server-to-client requests
+(:mod:`hub.relay`). ``initialize`` is one request like the others: the
+dispatcher negotiates and calls back :meth:`Session.negotiated`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import itertools
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
 
 from connectors import jsonrpc
-from connectors.base import CallHooks
+from connectors.engine import CallHooks
 from connectors.jsonrpc import Kind, Message
-from connectors.pool import ConnectorPool
-from hub.catalog import Catalog
-from hub.dispatcher import RequestContext, dispatch
-from hub.errors import ClientError, ClientTimeout, MethodNotFound, to_wire_error
-from hub.streams import EventId, Stream, resumable
+from connectors.upstream_sessions import UpstreamSessions
+from hub.context import ANONYMOUS, Caller, RequestContext, ServerFacts
+from hub.dispatcher import dispatch
+from hub.errors import InvalidRequest, SessionBusy, SessionNotFound, ShuttingDown, to_wire
+from hub.outbound import for_client
+from hub.relay import RELAYED_CAPABILITIES, Relay
+from hub.session_streams import SessionStreams, StreamSettings
+from hub.streams import Event, Stream, resumable
 from hub.tasks import TaskTable
+from hub.views import CatalogView
 
-__all__ = ["EndReason", "Session", "SessionBusy", "SessionClosed", "SessionServices", "SessionState", "for_client"]
+__all__ = ["CallCount", "EndReason", "Session", "SessionServices", "SessionState", "UpstreamOpener"]
 
 logger = logging.getLogger(__name__)
 
 _INBOX_SIZE: Final = 1024
-_RELAYED_CAPABILITIES: Final = ("roots", "sampling", "elicitation")
-_CAPABILITY_OF: Final = {
-    "sampling/createMessage": "sampling",
-    "elicitation/create": "elicitation",
-    "roots/list": "roots",
-}
-
-
-def for_client(catalog: Catalog, upstream: str, message: Message) -> Message:
-    """An upstream's notification as a client should see it: the upstream named, URIs public."""
-    method = message["method"]
-    params = message.get("params")
-    if not isinstance(params, dict):
-        return message
-    if method == "notifications/message":
-        logger_name = params.get("logger")
-        params = {**params, "logger": f"{upstream}/{logger_name}" if logger_name else upstream}
-    elif method == "notifications/resources/updated" and isinstance(params.get("uri"), str):
-        params = {**params, "uri": catalog.public_uri_of(upstream, params["uri"])}
-    else:
-        return message
-    return {**message, "params": params}
 
 
 class SessionState(enum.Enum):
-    STARTING = "starting"
+    STARTING = "starting"  # the actor runs; initialize has not completed
     ACTIVE = "active"
     CLOSED = "closed"
 
 
 class EndReason(enum.Enum):
-    DELETED = "deleted"  # the client said DELETE
+    DELETED = "deleted"  # the client said DELETE (or its legacy stream closed)
     EXPIRED = "expired"  # the idle alarm went off
     SHUTDOWN = "shutdown"  # the hub is stopping; the session may be taken back after a restart
 
 
-class SessionClosed(Exception):
-    """The session has ended; its id answers 404 from now on."""
+class UpstreamOpener(Protocol):
+    """Opens a client's upstream sessions (the pool's ``open_session``)."""
+
+    def __call__(
+        self,
+        *,
+        capabilities: Message | None = None,
+        on_message: Callable[[str, Message], None] | None = None,
+        on_request: Callable[[str, Message], Awaitable[Message]] | None = None,
+        key: str = "",
+    ) -> UpstreamSessions: ...
 
 
-class SessionBusy(Exception):
-    """The session's inbox is full."""
+class CallCount:
+    """Calls in flight across every session; the drain waits for it to reach zero."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._zero = asyncio.Event()
+        self._zero.set()
+
+    def up(self) -> None:
+        self.value += 1
+        self._zero.clear()
+
+    def down(self) -> None:
+        self.value -= 1
+        if self.value <= 0:
+            self._zero.set()
+
+    async def wait_zero(self) -> None:
+        await self._zero.wait()
 
 
 @dataclass(frozen=True)
 class SessionServices:
     """What every session of one hub shares."""
 
-    pool: ConnectorPool
-    catalog: Catalog
+    open_upstreams: UpstreamOpener
+    server: ServerFacts
     run: str
     idle_timeout: float
+    unused_timeout: float = 60.0
     ask_timeout: float = 300.0
-    stream_events: int = 1000
-    stream_retention: float = 300.0
-    max_finished_streams: int = 64
-    log_event: Callable[[str, int, int, Message], None] | None = None
+    streams: StreamSettings = field(default_factory=StreamSettings)
+    log_event: Callable[[str, int, Event], None] | None = None
     subscribers: Callable[[str], int] | None = None
+    record: Callable[[Session], Awaitable[None]] | None = None
+    calls: CallCount = field(default_factory=CallCount)
+
+
+class _NotYet:
+    """The upstream access of a session whose initialize has not completed."""
+
+    async def request(
+        self, upstream: str, method: str, params: Message | None = None, *, hooks: CallHooks | None = None
+    ) -> Message:
+        raise InvalidRequest("initialize first")
+
+    def is_shared(self, upstream: str) -> bool:
+        return False
+
+    async def notify_all(self, method: str, params: Message | None = None) -> None:
+        return None
+
+    async def set_log_level(self, level: str) -> None:
+        raise InvalidRequest("initialize first")
+
+
+_NOT_YET: Final = _NotYet()
 
 
 @dataclass(frozen=True)
@@ -114,43 +144,66 @@ class Session:
         self,
         session_id: str,
         services: SessionServices,
+        view: CatalogView,
         *,
-        protocol_version: str,
-        client_info: Message,
-        client_capabilities: Message,
+        caller: Caller = ANONYMOUS,
+        created: float = 0.0,
     ) -> None:
         self.id = session_id
-        self.protocol_version = protocol_version
-        self.client_info = client_info
-        self.client_capabilities = client_capabilities
+        self.caller = caller
+        self.view = view
+        self.created = created
+        self.services = services
+        self.protocol_version = ""
+        self.client_info: Message = {}
+        self.client_capabilities: Message = {}
         self.state = SessionState.STARTING
         self.end_reason = EndReason.EXPIRED
-        self.initialized = False
+        self.used = False  # a request other than initialize came, or a stream was read
         self.ended = asyncio.Event()
         self.subscriptions: set[str] = set()
         self.tasks = TaskTable()
-        self.readers = 0  # connections reading one of this session's streams right now
-        self.get_streams_open = 0
-        self.get_stream_served = False
-        self.services = services
-        self.upstreams = services.pool.open_session(
-            capabilities={k: v for k, v in client_capabilities.items() if k in _RELAYED_CAPABILITIES},
-            on_message=self._upstream_message,
-            on_request=self._upstream_request,
-        )
-        self.streams: dict[int, Stream] = {}
-        self._next_stream = itertools.count()
-        self.get_stream = self._new_stream()
-        self.persist(self.get_stream)
+        log_event = services.log_event
+        log = None if log_event is None else (lambda stream, event: log_event(self.id, stream, event))
+        self.streams = SessionStreams(services.run, services.streams, log)
+        self.relay = Relay({}, services.ask_timeout)
+        self.upstreams: UpstreamSessions | None = None
         self._inbox: asyncio.Queue[_Envelope] = asyncio.Queue(_INBOX_SIZE)
         self._calls: dict[Any, asyncio.Task[None]] = {}
-        self._asks: dict[str, asyncio.Future[Message]] = {}
-        self._ask_ids = itertools.count(1)
         self._last_activity = 0.0
         self._children: asyncio.TaskGroup | None = None
         self._background: set[asyncio.Task[None]] = set()
 
+    # -- the handshake -----------------------------------------------------------------------------
+
+    @property
+    def initialized(self) -> bool:
+        return bool(self.protocol_version)
+
+    async def negotiated(self, version: str, client_info: Message, capabilities: Message) -> None:
+        """Settle what initialize agreed, open the upstream access, and record the session."""
+        self.adopt(version, client_info, capabilities)
+        if self.services.record is not None:
+            await self.services.record(self)
+
+    def adopt(self, version: str, client_info: Message, capabilities: Message) -> None:
+        """Take on a negotiated version and client facts (a new handshake, or a record taken back)."""
+        self.protocol_version = version
+        self.client_info = client_info
+        self.client_capabilities = capabilities
+        self.relay.client_capabilities = capabilities
+        self.upstreams = self.services.open_upstreams(
+            capabilities={k: v for k, v in capabilities.items() if k in RELAYED_CAPABILITIES},
+            on_message=self._upstream_message,
+            on_request=self._upstream_request,
+            key=self.caller.tenant,
+        )
+
     # -- called from the transport -----------------------------------------------------------------
+
+    @property
+    def calls_in_flight(self) -> int:
+        return len(self._calls)
 
     def submit(self, kind: Kind, message: Message) -> Stream | None:
         """Hand one client message to the session; a request gets the stream its reply will go on.
@@ -159,22 +212,29 @@ class Session:
         the inbox); everything else goes through the inbox, in order.
 
         Raises:
-            SessionClosed: the session has ended.
+            SessionNotFound: the session has ended.
             SessionBusy: the actor's inbox is full.
         """
         if self.state is SessionState.CLOSED:
-            raise SessionClosed(self.id)
+            raise SessionNotFound()
         self._last_activity = asyncio.get_running_loop().time()
+        if kind is Kind.REQUEST and message["method"] != "initialize":
+            self.used = True
         direct = kind is Kind.REQUEST and self._children is not None
         if not direct and self._inbox.full():
-            raise SessionBusy(self.id)
-        stream = self._new_stream() if kind is Kind.REQUEST else None
+            raise SessionBusy("session busy: too many messages queued")
+        stream = self.streams.open() if kind is Kind.REQUEST else None
         if direct:
             assert self._children is not None and stream is not None
             self._start_call(self._children, message, stream)
         else:
             self._inbox.put_nowait(_Envelope(kind, message, stream))
         return stream
+
+    def touch(self) -> None:
+        """A client read one of the session's streams: it is in use."""
+        self.used = True
+        self._last_activity = asyncio.get_running_loop().time()
 
     def close(self, reason: EndReason = EndReason.DELETED) -> None:
         """Ask the actor to end the session (DELETE, or the hub shutting down)."""
@@ -188,47 +248,26 @@ class Session:
 
     def send(self, message: Message) -> bool:
         """Send a message that belongs to no request on the GET stream (kept for replay if none is open)."""
-        return self.get_stream.push(message)
+        return self.streams.get.push(message)
 
-    def event_id(self, stream: Stream, seq: int) -> str:
-        return str(EventId(self.services.run, stream.number, seq))
-
-    def persist(self, stream: Stream) -> None:
-        """Log the stream's events, so they can be replayed after a restart."""
-        log_event = self.services.log_event
-        if log_event is not None:
-            stream.persist(lambda s, seq, message: log_event(self.id, s.number, seq, message))
-
-    def _new_stream(self) -> Stream:
-        if len(self.streams) > 2 * self.services.max_finished_streams:
-            self._prune_streams()  # amortized: not on every request
-        stream = Stream(next(self._next_stream), retain=self.services.stream_events)
-        self.streams[stream.number] = stream
-        return stream
-
-    def _prune_streams(self) -> None:
-        # Finished streams are kept a while for clients that come back with Last-Event-ID.
-        services = self.services
-        finished = sorted((s.finished_at, n) for n, s in self.streams.items() if s.finished_at is not None)
-        cutoff = time.monotonic() - services.stream_retention
-        excess = len(finished) - services.max_finished_streams
-        for index, (finished_at, number) in enumerate(finished):
-            if finished_at < cutoff or index < excess:
-                del self.streams[number]
+    def stop_calls(self) -> None:
+        """End every call in flight with an error saying the hub is shutting down (drain ran out)."""
+        for task in self._calls.values():
+            task.cancel(msg="drain")
 
     # -- the actor ---------------------------------------------------------------------------------
 
     async def run(self, on_end: Callable[[Session], Awaitable[None]]) -> None:
         """The actor loop; returns when the session ends for any reason."""
         loop = asyncio.get_running_loop()
-        idle = self.services.idle_timeout
         self._last_activity = loop.time()
-        self.state = SessionState.ACTIVE
+        if self.state is SessionState.STARTING and self.initialized:
+            self.state = SessionState.ACTIVE
         try:
             async with asyncio.TaskGroup() as children:
                 self._children = children
                 try:
-                    await self._serve_inbox(children, loop, idle)
+                    await self._serve_inbox(children, loop)
                 finally:
                     # No call may start on a task group that is closing.
                     self.state = SessionState.CLOSED
@@ -240,30 +279,36 @@ class Session:
             raise
         finally:
             self.state = SessionState.CLOSED
-            self._drain()
-            for stream in self.streams.values():
-                stream.finish()
+            self._drain_inbox()
+            self.streams.finish_all()
             try:
-                await self.upstreams.aclose()
+                if self.upstreams is not None:
+                    await self.upstreams.aclose()
             finally:
                 try:
                     await on_end(self)
                 finally:
                     self.ended.set()
 
-    async def _serve_inbox(self, children: asyncio.TaskGroup, loop: asyncio.AbstractEventLoop, idle: float) -> None:
-        while self.state is SessionState.ACTIVE:
+    def _deadline(self) -> float:
+        timeout = (
+            self.services.idle_timeout if self.used else min(self.services.unused_timeout, self.services.idle_timeout)
+        )
+        return self._last_activity + timeout
+
+    async def _serve_inbox(self, children: asyncio.TaskGroup, loop: asyncio.AbstractEventLoop) -> None:
+        while self.state is not SessionState.CLOSED:
             try:
                 # The alarm: the idle deadline, moved by every message (requests move it
                 # without waking the actor; it looks again when the old deadline passes).
-                async with asyncio.timeout_at(self._last_activity + idle):
+                async with asyncio.timeout_at(self._deadline()):
                     envelope = await self._inbox.get()
             except TimeoutError:
-                if self._calls or self._asks or self.readers:
+                if self._calls or len(self.relay) or self.streams.readers:
                     self._last_activity = loop.time()
-                if self._last_activity + idle > loop.time():
+                if self._deadline() > loop.time():
                     continue
-                logger.info("session %s expired after %.0fs idle", self.id, idle)
+                logger.info("session %s expired (%s)", self.id, "idle" if self.used else "never used")
                 return
             self._last_activity = loop.time()
             if envelope.kind is None:
@@ -271,7 +316,7 @@ class Session:
                 return
             self._handle(children, envelope)
 
-    def _drain(self) -> None:
+    def _drain_inbox(self) -> None:
         # Requests that arrived after the end get an answer instead of silence.
         while not self._inbox.empty():
             envelope = self._inbox.get_nowait()
@@ -287,11 +332,7 @@ class Session:
         elif envelope.kind is Kind.NOTIFICATION:
             self._notified(children, message)
         else:
-            future = self._asks.get(message["id"])
-            if future is not None and not future.done():
-                future.set_result(message)
-            else:
-                logger.debug("session %s: a reply to no question (%r)", self.id, message.get("id"))
+            self.relay.answer(message)
 
     def _start_call(self, children: asyncio.TaskGroup, message: Message, stream: Stream) -> None:
         key = message["id"]
@@ -301,9 +342,11 @@ class Session:
             return
         task = children.create_task(self._serve(message, stream))
         self._calls[key] = task
+        self.services.calls.up()
         task.add_done_callback(lambda done: self._forget(key, done))
 
     def _forget(self, key: Any, task: asyncio.Task[None]) -> None:
+        self.services.calls.down()
         if self._calls.get(key) is task:
             del self._calls[key]
 
@@ -311,37 +354,52 @@ class Session:
         method = message["method"]
         params = message.get("params") or {}
         if method == "notifications/initialized":
-            self.initialized = True
+            if self.initialized:
+                self.state = SessionState.ACTIVE
         elif method == "notifications/cancelled":
             task = self._calls.get(params.get("requestId"))
             if task is not None:
                 logger.debug("session %s: cancelling request %r", self.id, params.get("requestId"))
                 task.cancel()
-        elif method == "notifications/roots/list_changed":
+        elif method == "notifications/roots/list_changed" and self.upstreams is not None:
             task = children.create_task(self.upstreams.notify_all(method, message.get("params")))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _serve(self, message: Message, stream: Stream) -> None:
-        ctx = RequestContext(
-            catalog=self.services.catalog,
-            upstreams=self.upstreams,
-            emit=stream.push,
-            hooks=lambda upstream, params: self._hooks(stream, upstream, params),
+    def _context(self, stream: Stream) -> RequestContext:
+        services = self.services
+        return RequestContext(
+            caller=self.caller,
+            era="session",
             protocol_version=self.protocol_version,
             client_capabilities=self.client_capabilities,
+            view=self.view,
+            upstreams=self.upstreams or _NOT_YET,
+            emit=stream.push,
+            hooks=lambda upstream, params: self._hooks(stream, upstream, params),
             subscriptions=self.subscriptions,
-            subscribers=self.services.subscribers or (lambda uri: 0),
+            subscribers=services.subscribers or (lambda uri: 0),
             tasks=self.tasks,
+            server=services.server,
+            handshake=self,
         )
+
+    async def _serve(self, message: Message, stream: Stream) -> None:
         request_id = message["id"]
+        if not self.initialized and message["method"] not in ("initialize", "ping"):
+            error = {"code": -32600, "message": "initialize first"}
+            stream.finish(jsonrpc.error_response(request_id, error))
+            return
         try:
-            result = await dispatch(ctx, message["method"], message.get("params") or {})
-        except asyncio.CancelledError:
+            result = await dispatch(self._context(stream), message["method"], message.get("params") or {})
+        except asyncio.CancelledError as exc:
+            if exc.args == ("drain",):
+                stream.finish(jsonrpc.error_response(request_id, ShuttingDown().to_error()))
+                return  # the hub cut the call short; the client still gets its one response
             stream.finish()  # a cancelled request gets no response
             raise
         except Exception as exc:
-            stream.finish(jsonrpc.error_response(request_id, to_wire_error(exc)))
+            stream.finish(jsonrpc.error_response(request_id, to_wire(exc).error))
         else:
             stream.finish(jsonrpc.response(request_id, result))
 
@@ -356,10 +414,10 @@ class Session:
                 stream.push(jsonrpc.notification("notifications/progress", update))
 
         async def request(message: Message) -> Message:
-            return await self.ask(upstream, message, stream)
+            return await self.relay.ask(upstream, message, stream)
 
         def notify(message: Message) -> None:
-            stream.push(self.tasks.notification(upstream, for_client(self.services.catalog, upstream, message)))
+            stream.push(self.tasks.notification(upstream, for_client(self.view.catalog, upstream, message)))
 
         interrupted = None
         if resumable(self.protocol_version):
@@ -371,55 +429,10 @@ class Session:
         return CallHooks(progress=progress, request=request, message=notify, interrupted=interrupted)
 
     def _upstream_message(self, upstream: str, message: Message) -> None:
-        out = self.tasks.notification(upstream, for_client(self.services.catalog, upstream, message))
+        out = self.tasks.notification(upstream, for_client(self.view.catalog, upstream, message))
         if out["method"] == "notifications/resources/updated" and out["params"].get("uri") not in self.subscriptions:
             return
         self.send(out)
 
     async def _upstream_request(self, upstream: str, message: Message) -> Message:
-        return await self.ask(upstream, message, self.get_stream)
-
-    async def ask(self, upstream: str, message: Message, stream: Stream) -> Message:
-        """Relay a server-to-client request to this client and return its answer.
-
-        Raises:
-            MethodNotFound: the client did not declare the capability the request needs.
-            ClientError: the client answered with an error.
-            ClientTimeout: the client did not answer in time.
-        """
-        method = message["method"]
-        params = message.get("params")
-        self._require_capability(method, params if isinstance(params, dict) else {})
-        hub_id = f"{upstream}:{next(self._ask_ids)}"
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._asks[hub_id] = future
-        stream.push(jsonrpc.request(hub_id, method, params))
-        try:
-            async with asyncio.timeout(self.services.ask_timeout):
-                reply = await future
-        except TimeoutError:
-            stream.push(jsonrpc.notification("notifications/cancelled", {"requestId": hub_id, "reason": "timeout"}))
-            raise ClientTimeout(f"the client did not answer {method} within {self.services.ask_timeout:g}s") from None
-        except asyncio.CancelledError:
-            reason = {"requestId": hub_id, "reason": "cancelled by the upstream"}
-            stream.push(jsonrpc.notification("notifications/cancelled", reason))
-            raise
-        finally:
-            del self._asks[hub_id]
-        if "error" in reply:
-            raise ClientError(reply["error"])
-        result = reply.get("result")
-        return result if isinstance(result, dict) else {}
-
-    def _require_capability(self, method: str, params: Message) -> None:
-        capability = _CAPABILITY_OF.get(method)
-        if capability is None:
-            raise MethodNotFound(f"{method} is not relayed to clients")
-        declared = self.client_capabilities.get(capability)
-        if not isinstance(declared, dict):
-            raise MethodNotFound(f"the client did not declare the {capability} capability")
-        if capability == "elicitation":
-            mode = params.get("mode", "form")
-            # An empty elicitation capability means form mode only.
-            if (declared and mode not in declared) or (not declared and mode != "form"):
-                raise MethodNotFound(f"the client does not support {mode} elicitation")
+        return await self.relay.ask(upstream, message, self.streams.get)

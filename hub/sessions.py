@@ -1,4 +1,9 @@
-"""The session manager: creates, finds, restores and ends session actors, within a cap."""
+"""The session manager: opens, finds, restores and ends session actors, within a cap.
+
+At the cap, a session that was opened and never used makes room (the oldest
+such): a client that floods ``initialize`` cannot lock others out. Sessions
+that have been used are never evicted; beyond them the cap answers 503.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,17 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import Final, Self
 
 from connectors.jsonrpc import Message
-from hub.errors import SessionLimit
+from hub.context import ANONYMOUS, Caller
+from hub.errors import SessionLimit, ShuttingDown
 from hub.events import EventLog
-from hub.session import EndReason, Session, SessionServices
+from hub.session import EndReason, Session, SessionServices, SessionState
 from hub.store import SessionRecord, Store, StoreError
+from hub.views import ViewRule, Views
 
 __all__ = ["SessionManager"]
 
@@ -29,40 +36,57 @@ _SESSION_ID: Final = re.compile(r"^[0-9a-f]{32}$")
 class SessionManager:
     """Owns every session actor; an async context manager run by the app's lifespan."""
 
-    def __init__(self, services: SessionServices, *, store: Store, events: EventLog | None, max_sessions: int) -> None:
+    def __init__(
+        self,
+        services: SessionServices,
+        views: Views,
+        *,
+        store: Store,
+        events: EventLog | None,
+        max_sessions: int,
+    ) -> None:
         self.max_sessions = max_sessions
         self.idle_timeout = services.idle_timeout
         self.services = services
+        self.views = views
         self._store = store
         self._events = events
         self._sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._tg = asyncio.TaskGroup()
-        self._keeper: asyncio.Task[None] | None = None
-        self._open = False
+        self._tg: asyncio.TaskGroup | None = None
+        self._accepting = False
+        self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
         await self._store.prune(time.time() - self.idle_timeout)
-        await self._tg.__aenter__()
-        self._open = True
-        self._keeper = self._tg.create_task(self._keep_records(), name="session-records")
+        await self._stack.enter_async_context(self._running())
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._open = False
-        with contextlib.suppress(StoreError):
-            await self._store.touch(list(self._sessions))
-        if self._keeper is not None:
-            self._keeper.cancel()
-        for session in list(self._sessions.values()):
-            session.close(EndReason.SHUTDOWN)
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=_SHUTDOWN_DEADLINE)
-            for task in pending:
-                task.cancel()
-        await self._tg.__aexit__(None, None, None)
+        await self._stack.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _running(self) -> AsyncIterator[None]:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            self._accepting = True
+            keeper = tg.create_task(self._keep_records(), name="session-records")
+            try:
+                yield
+            finally:
+                self._accepting = False
+                with contextlib.suppress(StoreError):
+                    await self._store.touch(list(self._sessions))
+                keeper.cancel()
+                for session in list(self._sessions.values()):
+                    session.close(EndReason.SHUTDOWN)
+                if self._tasks:
+                    _, pending = await asyncio.wait(self._tasks, timeout=_SHUTDOWN_DEADLINE)
+                    for task in pending:
+                        task.cancel()
+        self._tg = None
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -75,32 +99,39 @@ class SessionManager:
         while True:
             await asyncio.sleep(self.idle_timeout / 3)
             try:
-                await self._store.touch(list(self._sessions))
+                await self._store.touch([s.id for s in self._sessions.values() if s.initialized])
             except StoreError as exc:
                 logger.warning("%s", exc)
 
-    async def create(self, *, protocol_version: str, client_info: Message, client_capabilities: Message) -> Session:
-        """Start a new session actor and record it.
+    # -- opening and ending ------------------------------------------------------------------------
+
+    def stop_accepting(self) -> None:
+        """No new sessions from now on (the hub is draining)."""
+        self._accepting = False
+
+    def open(self, caller: Caller = ANONYMOUS, rule: ViewRule | None = None) -> Session:
+        """Start a new session actor; it is recorded once its ``initialize`` succeeds.
 
         Raises:
-            SessionLimit: the hub already holds ``max_sessions`` sessions, or is shutting down.
+            SessionLimit: the hub holds ``max_sessions`` sessions in use.
+            ShuttingDown: the hub is draining.
         """
-        now = time.time()
-        record = SessionRecord(secrets.token_hex(16), protocol_version, client_info, client_capabilities, now, now)
-        session = self._start_session(record)
-        try:
-            await self._store.save(record)
-        except StoreError as exc:
-            logger.warning("session %s will not survive a restart: %s", record.id, exc)
-        return session
+        return self._start(secrets.token_hex(16), caller, rule, None)
 
-    async def restore(self, session_id: str) -> Session | None:
+    def discard(self, session: Session) -> None:
+        """End a session whose initialize failed; it never existed for the client."""
+        session.close(EndReason.EXPIRED)
+
+    async def restore(
+        self, session_id: str, caller: Caller = ANONYMOUS, rule: ViewRule | None = None
+    ) -> Session | None:
         """Take back a session a previous run of the hub recorded, if it has not expired.
 
         Raises:
             SessionLimit: there is no room for it.
+            ShuttingDown: the hub is draining.
         """
-        if not self._open or not _SESSION_ID.match(session_id):
+        if not self._accepting or not _SESSION_ID.match(session_id):
             return None
         try:
             record = await self._store.load(session_id)
@@ -117,32 +148,57 @@ class SessionManager:
                 await self._store.delete(session_id)
             return None
         logger.info("session %s restored from the store", session_id)
-        return self._start_session(record)
+        return self._start(record.id, caller, rule, record)
 
-    def _start_session(self, record: SessionRecord) -> Session:
-        if not self._open:
-            raise SessionLimit("the hub is shutting down")
-        if len(self._sessions) >= self.max_sessions:
+    def _start(self, session_id: str, caller: Caller, rule: ViewRule | None, record: SessionRecord | None) -> Session:
+        if not self._accepting or self._tg is None:
+            raise ShuttingDown()
+        if len(self._sessions) >= self.max_sessions and not self._evict_unused():
             raise SessionLimit(f"the hub holds its maximum of {self.max_sessions} sessions; try again later")
         session = Session(
-            record.id,
+            session_id,
             self.services,
-            protocol_version=record.protocol_version,
-            client_info=record.client_info,
-            client_capabilities=record.client_capabilities,
+            self.views.view(rule) if rule is not None else self.views.view(),
+            caller=caller,
+            created=record.created if record is not None else time.time(),
         )
-        self._sessions[record.id] = session
-        task = self._tg.create_task(session.run(self._ended), name=f"session-{record.id[:8]}")
+        if record is not None:
+            session.adopt(record.protocol_version, record.client_info, record.client_capabilities)
+            session.used = True
+        self._sessions[session_id] = session
+        task = self._tg.create_task(session.run(self._ended), name=f"session-{session_id[:8]}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        logger.info(
-            "session %s opened (%s, %s)", record.id, record.protocol_version, record.client_info.get("name", "?")
-        )
         return session
+
+    def _evict_unused(self) -> bool:
+        for session in self._sessions.values():  # oldest first: dicts keep insertion order
+            if not session.used and session.state is not SessionState.CLOSED:
+                logger.info("session %s never used; closed to make room", session.id)
+                session.close(EndReason.EXPIRED)
+                del self._sessions[session.id]
+                return True
+        return False
+
+    async def record(self, session: Session) -> None:
+        """Write a session's record (after its initialize), so a restarted hub can take it back."""
+        now = time.time()
+        record = SessionRecord(
+            session.id, session.protocol_version, session.client_info, session.client_capabilities, session.created, now
+        )
+        try:
+            await self._store.save(record)
+        except StoreError as exc:
+            logger.warning("session %s will not survive a restart: %s", session.id, exc)
+        logger.info(
+            "session %s opened (%s, %s)", session.id, session.protocol_version, session.client_info.get("name", "?")
+        )
 
     async def _ended(self, session: Session) -> None:
         if self._sessions.get(session.id) is session:
             del self._sessions[session.id]
+        if not session.initialized:
+            return
         logger.info("session %s closed (%s)", session.id, session.end_reason.value)
         if session.end_reason is not EndReason.SHUTDOWN:
             try:
@@ -152,17 +208,48 @@ class SessionManager:
             if self._events is not None:
                 await self._events.forget(session.id)
 
+    # -- finding and telling -----------------------------------------------------------------------
+
     def get(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)
 
-    def broadcast(self, message: Message) -> int:
-        """Send a message to every session's GET stream; returns how many took it."""
-        return sum(session.send(message) for session in list(self._sessions.values()))
+    @property
+    def calls_in_flight(self) -> int:
+        return sum(session.calls_in_flight for session in self._sessions.values())
+
+    def stop_calls(self) -> None:
+        for session in self._sessions.values():
+            session.stop_calls()
+
+    def release_streams(self) -> None:
+        """End every connection reading a session's stream (clients resume on the next start)."""
+        for session in self._sessions.values():
+            session.streams.release_all()
+
+    def broadcast(self, message: Message, rule: ViewRule | None = None) -> int:
+        """Send a message to the GET stream of every session (under ``rule``); returns how many took it."""
+        return sum(
+            session.send(message)
+            for session in list(self._sessions.values())
+            if session.initialized and (rule is None or session.view.rule == rule)
+        )
+
+    def broadcast_key(self, message: Message, key: str) -> int:
+        """Send a message to every session whose shared upstream sessions are ``key``'s."""
+        return sum(
+            session.send(message)
+            for session in list(self._sessions.values())
+            if session.initialized and session.caller.tenant == key
+        )
 
     def subscribers(self, uri: str) -> int:
         """How many sessions are subscribed to a public resource URI."""
         return sum(uri in session.subscriptions for session in self._sessions.values())
 
-    def notify_subscribers(self, uri: str, message: Message) -> int:
-        """Send a message to the GET stream of every session subscribed to ``uri``."""
-        return sum(session.send(message) for session in list(self._sessions.values()) if uri in session.subscriptions)
+    def notify_subscribers(self, uri: str, message: Message, key: str | None = None) -> int:
+        """Send a message to the GET stream of every session subscribed to ``uri`` (of ``key``)."""
+        return sum(
+            session.send(message)
+            for session in list(self._sessions.values())
+            if uri in session.subscriptions and (key is None or session.caller.tenant == key)
+        )

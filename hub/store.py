@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS events (
     stream INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     created REAL NOT NULL,
-    message TEXT NOT NULL,
+    message BLOB NOT NULL,
     PRIMARY KEY (session_id, run, stream, seq)
 );
 CREATE INDEX IF NOT EXISTS events_created ON events (created);
@@ -70,7 +70,8 @@ class EventRow:
     stream: int
     seq: int
     created: float
-    message: dict[str, Any]
+    data: bytes
+    """The event's JSON message, as written to clients."""
 
 
 class Store:
@@ -164,13 +165,13 @@ class Store:
         try:
             await self.db.executemany(
                 "INSERT OR REPLACE INTO events VALUES (?, ?, ?, ?, ?, ?)",
-                [(r.session_id, r.run, r.stream, r.seq, r.created, jsonrpc.dumps(r.message).decode()) for r in rows],
+                [(r.session_id, r.run, r.stream, r.seq, r.created, r.data) for r in rows],
             )
             await self.db.commit()
         except aiosqlite.Error as exc:
             raise StoreError(f"cannot write the event log: {exc}") from exc
 
-    async def events_after(self, session_id: str, run: str, stream: int, seq: int) -> list[tuple[int, dict[str, Any]]]:
+    async def events_after(self, session_id: str, run: str, stream: int, seq: int) -> list[tuple[int, bytes]]:
         """The logged events of one stream after ``seq``, in order. Raises: StoreError."""
         try:
             async with self.db.execute(
@@ -181,7 +182,8 @@ class Store:
                 rows = await cursor.fetchall()
         except aiosqlite.Error as exc:
             raise StoreError(f"cannot read the event log: {exc}") from exc
-        return [(row[0], jsonrpc.loads(row[1])) for row in rows]
+        # Rows written by earlier versions hold text.
+        return [(row[0], row[1] if isinstance(row[1], bytes) else str(row[1]).encode()) for row in rows]
 
     async def prune_events(self, created_before: float, keep: int) -> int:
         """Drop events older than ``created_before`` and all but the newest ``keep``. Raises: StoreError."""

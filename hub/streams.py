@@ -1,12 +1,13 @@
-"""The SSE streams of a session: numbered events, a bounded replay buffer, one live reader.
+"""One SSE stream of a session: numbered events, a bounded replay buffer, one live reader.
 
 A stream's events are numbered from 1; event ids are ``<run>-<stream>-<seq>``,
 where ``run`` names this run of the hub, so ids stay unique across restarts.
-Stream 0 is the session's GET stream; every request answered over SSE gets
-the next number. A reader reads from a position and may be replaced by a new
-reader resuming from its ``Last-Event-ID``: events produced while nobody is
-connected wait in the buffer, so a dropped connection loses nothing that
-still fits in it.
+Each event is encoded once, when it is added, and kept as bytes: every reader
+and the store's log write those bytes. A reader reads from a position and may
+be replaced by a new reader resuming from its ``Last-Event-ID``: events
+produced while nobody is connected wait in the buffer, so a dropped
+connection loses nothing that still fits in it (``retain`` events and
+``retain_bytes`` bytes; the newest event is always kept).
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
+from typing import Final, NamedTuple
 
+from connectors import jsonrpc
 from connectors.jsonrpc import Message
 
-__all__ = ["EventId", "Stream", "resumable"]
+__all__ = ["Event", "EventId", "EventSink", "Stream", "resumable"]
+
+_MAX_NUMBER_DIGITS: Final = 18  # more than any stream or sequence number of a real run
 
 
 def resumable(version: str) -> bool:
@@ -38,29 +43,41 @@ class EventId:
 
     @classmethod
     def parse(cls, text: str) -> EventId | None:
+        """The id, or None when ``text`` is not one this hub could have made."""
         run, _, rest = text.strip().partition("-")
         stream, _, seq = rest.partition("-")
-        if not run or not (stream + seq).isascii() or not stream.isdigit() or not seq.isdigit():
+        if not run or len(run) > 64 or not (stream + seq).isascii() or not stream.isdigit() or not seq.isdigit():
+            return None
+        if len(stream) > _MAX_NUMBER_DIGITS or len(seq) > _MAX_NUMBER_DIGITS:
             return None
         return cls(run, int(stream), int(seq))
 
 
-EventSink = Callable[["Stream", int, Message], None]
+class Event(NamedTuple):
+    seq: int
+    data: bytes
+    reply: bool
+    """Whether this is the response that ends a request's stream."""
+
+
+EventSink = Callable[["Stream", Event], None]
 """Told of every event of a stream once it is persistent (the store's write-behind log)."""
 
 
 class Stream:
     """One stream of one session."""
 
-    def __init__(self, number: int, *, retain: int = 1000) -> None:
+    def __init__(self, number: int, *, retain: int = 1000, retain_bytes: int = 16 * 1024 * 1024) -> None:
         self.number = number
         self.finished_at: float | None = None
-        self._retain = retain
-        self._events: deque[tuple[int, Message]] = deque(maxlen=retain)
+        self._retain_bytes = retain_bytes
+        self._events: deque[Event] = deque(maxlen=retain)
+        self._bytes = 0
         self._seq = 0
         self._wake = asyncio.Event()
         self._reader = 0
         self._sink: EventSink | None = None
+        self._finished: asyncio.Event | None = None
 
     @property
     def finished(self) -> bool:
@@ -70,33 +87,55 @@ class Stream:
     def last_seq(self) -> int:
         return self._seq
 
+    @property
+    def persistent(self) -> bool:
+        return self._sink is not None
+
     def persist(self, sink: EventSink) -> None:
         """From now on, tell ``sink`` of every event, starting with those already buffered."""
+        if self._sink is not None:
+            return
         self._sink = sink
-        for seq, message in self._events:
-            sink(self, seq, message)
+        for event in self._events:
+            sink(self, event)
 
     def push(self, message: Message) -> bool:
         """Add an event; False once the stream is finished. Never blocks: the oldest event makes room."""
         if self.finished_at is not None:
             return False
-        self._append(message)
+        self._append(jsonrpc.dumps(message), False)
         return True
 
     def finish(self, message: Message | None = None) -> None:
-        """Add the last event (if any) and end the stream after it."""
+        """Add the last event (if any: the reply) and end the stream after it."""
         if self.finished_at is not None:
             return
         if message is not None:
-            self._append(message)
+            self._append(jsonrpc.dumps(message), True)
         self.finished_at = time.monotonic()
         self._wake.set()
+        if self._finished is not None:
+            self._finished.set()
 
-    def _append(self, message: Message) -> None:
+    async def wait_finished(self) -> None:
+        """Return once the stream has ended (without reading it)."""
+        if self.finished_at is None:
+            if self._finished is None:
+                self._finished = asyncio.Event()
+            await self._finished.wait()
+
+    def _append(self, data: bytes, reply: bool) -> None:
         self._seq += 1
-        self._events.append((self._seq, message))
+        events = self._events
+        if len(events) == events.maxlen:
+            self._bytes -= len(events[0].data)
+        event = Event(self._seq, data, reply)
+        events.append(event)
+        self._bytes += len(data)
+        while self._bytes > self._retain_bytes and len(events) > 1:
+            self._bytes -= len(events.popleft().data)
         if self._sink is not None:
-            self._sink(self, self._seq, message)
+            self._sink(self, event)
         self._wake.set()
 
     def release(self, claim: int | None = None) -> None:
@@ -111,16 +150,17 @@ class Stream:
         self._wake.set()
         return self._reader
 
-    async def read(self, after: int, claim: int) -> AsyncGenerator[tuple[int, Message], None]:
+    async def read(self, after: int, claim: int) -> AsyncGenerator[Event, None]:
         """Events after ``after``, then live ones, until the stream ends or another reader claims it."""
         cursor = after
+        events = self._events
         while claim == self._reader:
-            if self._events and self._events[-1][0] > cursor:
+            if events and events[-1].seq > cursor:
                 # Seqs in the buffer are contiguous, so the next one is found by arithmetic; events
                 # evicted before anyone read them are gone, and reading goes on from the oldest kept.
-                seq, message = self._events[max(cursor + 1 - self._events[0][0], 0)]
-                cursor = seq
-                yield seq, message
+                event = events[max(cursor + 1 - events[0].seq, 0)]
+                cursor = event.seq
+                yield event
                 continue
             if self.finished_at is not None:
                 return

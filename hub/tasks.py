@@ -3,11 +3,13 @@
 Task ids are the upstream's; two upstreams may use the same one, so the hub
 shows each task under a public id made from the upstream's name and the
 original id, and keeps a table back. Task objects pass through otherwise
-unchanged.
+unchanged. The table is bounded: past ``capacity`` tasks the oldest is
+forgotten (its id then answers as unknown).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Final
 
 from connectors.jsonrpc import Message
@@ -16,14 +18,19 @@ from hub.errors import InvalidParams
 __all__ = ["RELATED_TASK", "TaskTable"]
 
 RELATED_TASK: Final = "io.modelcontextprotocol/related-task"
+CAPACITY: Final = 4096
 
 
 class TaskTable:
     """Public task id <-> (upstream, the upstream's task id), for one client session."""
 
-    def __init__(self) -> None:
-        self._by_public: dict[str, tuple[str, str]] = {}
+    def __init__(self, capacity: int = CAPACITY) -> None:
+        self.capacity = capacity
+        self._by_public: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._by_original: dict[tuple[str, str], str] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_public)
 
     def public_id(self, upstream: str, original: str) -> str:
         key = (upstream, original)
@@ -32,6 +39,9 @@ class TaskTable:
             public = f"{upstream}:{original}"
             self._by_original[key] = public
             self._by_public[public] = key
+            if len(self._by_public) > self.capacity:
+                _, oldest = self._by_public.popitem(last=False)
+                del self._by_original[oldest]
         return public
 
     def find(self, public: str) -> tuple[str, str]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from connectors.pool import Listing
+from connectors.status import Listing
 from hub.catalog import Catalog, Entry, Source
 from hub.errors import InvalidParams, UnknownName, UnknownResource
 

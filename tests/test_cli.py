@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hub.cli import main
-from tests.conftest import reserve_port, run_hub, serve
+from tests.servers import reserve_port, run_hub, serve
 from tests.upstreams import http_app, sse_app
 
 pytestmark = pytest.mark.anyio

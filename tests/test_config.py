@@ -51,7 +51,7 @@ def test_a_server_with_only_a_url_gets_the_default_settings() -> None:
     assert server.headers == {}
     assert server.prefix is None
     assert (server.timeouts.connect, server.timeouts.request) == (10.0, 60.0)
-    assert server.max_concurrency == 16
+    assert server.max_concurrency == 64
     assert server.session_mode == "isolated"
     assert server.disabled is False
     assert config.prefix_of("alpha") == "alpha"

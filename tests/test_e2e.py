@@ -3,38 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from typing import Any
 
-import httpx
 import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from hub.runtime import Hub
-from tests.conftest import reserve_port, run_hub, serve
-from tests.upstreams import Probe, http_app, sse_app
+from tests.servers import reserve_port, run_hub, serve, two_upstreams
+from tests.upstreams import Probe, http_app
+from tests.wire import RawClient
 
 pytestmark = pytest.mark.anyio
 
 WAIT = 10.0
-
-
-@asynccontextmanager
-async def two_upstreams(
-    probe_a: Probe | None = None, probe_b: Probe | None = None, **modes: Any
-) -> AsyncIterator[tuple[str, Hub]]:
-    """A hub in front of 'alpha' (Streamable HTTP) and 'beta' (legacy SSE)."""
-    async with AsyncExitStack() as stack:
-        alpha = await stack.enter_async_context(serve(http_app("alpha", probe_a)))
-        beta = await stack.enter_async_context(serve(sse_app("beta", probe_b)))
-        servers = {
-            "alpha": {"url": f"{alpha}/mcp", **modes},
-            "beta": {"url": f"{beta}/sse", "type": "sse", **modes},
-        }
-        yield await stack.enter_async_context(run_hub(servers))
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
@@ -177,51 +160,3 @@ async def test_unknown_tool_is_an_error_that_names_it() -> None:
             await client.call_tool("alpha__nope", {})
     assert caught.value.error.code == -32602
     assert "alpha__nope" in caught.value.error.message
-
-
-class RawClient:
-    """A bare JSON-RPC client over httpx, to see exactly what goes over the wire."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.http = httpx.AsyncClient(timeout=WAIT, trust_env=False)
-        self.headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-        self.next_id = 100
-
-    async def __aenter__(self) -> RawClient:
-        params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
-        response = await self.http.post(self.url, json=_request(0, "initialize", params), headers=self.headers)
-        response.raise_for_status()
-        self.headers["mcp-session-id"] = response.headers["mcp-session-id"]
-        self.headers["mcp-protocol-version"] = "2025-11-25"
-        await self.http.post(
-            self.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=self.headers
-        )
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.http.delete(self.url, headers=self.headers)
-        await self.http.aclose()
-
-    async def stream(self, method: str, params: dict[str, Any], request_id: int | None = None) -> list[dict[str, Any]]:
-        """Every message the hub sends back for one request, in order."""
-        if request_id is None:
-            self.next_id += 1
-            request_id = self.next_id
-        response = await self.http.post(self.url, json=_request(request_id, method, params), headers=self.headers)
-        response.raise_for_status()
-        if response.headers["content-type"].startswith("application/json"):
-            return [response.json()]
-        import json
-
-        return [
-            json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:") and line[5:].strip()
-        ]
-
-    async def call(self, tool: str, arguments: dict[str, Any], request_id: int | None = None) -> dict[str, Any]:
-        events = await self.stream("tools/call", {"name": tool, "arguments": arguments}, request_id)
-        return events[-1]
-
-
-def _request(request_id: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}

@@ -6,9 +6,9 @@ import httpx
 import pytest
 
 from hub.guard import default_allowed_hosts
-from tests.conftest import run_hub, serve
-from tests.test_transport import HEADERS, INIT, rpc
+from tests.servers import run_hub, serve
 from tests.upstreams import http_app
+from tests.wire import HEADERS, INIT, rpc
 
 pytestmark = pytest.mark.anyio
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from connectors.http1 import Http1Error, Http1Pool
-from tests.conftest import START_DEADLINE, _Server, asgi_body, asgi_lifespan, reserve_port, serve
+from tests.servers import START_DEADLINE, _Server, asgi_body, asgi_lifespan, reserve_port, serve
 
 pytestmark = pytest.mark.anyio
 

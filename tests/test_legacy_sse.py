@@ -12,7 +12,7 @@ from mcp import Client
 from mcp.client import ClientRequestContext
 from mcp.client.sse import sse_client
 
-from tests.test_e2e import two_upstreams
+from tests.servers import two_upstreams
 
 pytestmark = pytest.mark.anyio
 

@@ -20,9 +20,9 @@ import pytest
 from mcp import Client
 from mcp.client import ClientRequestContext
 
-from tests.conftest import reserve_port, run_hub, serve
-from tests.test_e2e import RawClient
+from tests.servers import reserve_port, run_hub, serve
 from tests.upstreams import http_app
+from tests.wire import RawClient
 
 pytestmark = pytest.mark.anyio
 

@@ -12,9 +12,11 @@ import httpx
 import pytest
 
 from connectors.errors import UpstreamBusy, UpstreamUnavailable
-from connectors.pool import ConnectorPool, PoolLimits, UpstreamState
+from connectors.limits import PoolLimits
+from connectors.pool import ConnectorPool
 from connectors.spec import UpstreamSpec
-from tests.conftest import reserve_port, serve
+from connectors.status import UpstreamState
+from tests.servers import reserve_port, serve
 from tests.upstreams import Probe, http_app
 
 pytestmark = pytest.mark.anyio
@@ -126,7 +128,7 @@ async def test_an_upstream_restart_is_invisible_to_callers() -> None:
 
 
 async def test_a_refused_log_level_does_not_spoil_the_upstream_session() -> None:
-    from tests.test_streamable_http import Script, reply
+    from tests.scripted import Script, reply
 
     async def refuse_levels(message: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
         if message["method"] == "logging/setLevel":

@@ -11,7 +11,7 @@ import pytest
 from mcp import Client
 from mcp.client import ClientRequestContext
 
-from tests.test_e2e import two_upstreams
+from tests.servers import two_upstreams
 from tests.upstreams import Probe
 
 pytestmark = pytest.mark.anyio

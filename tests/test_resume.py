@@ -14,10 +14,9 @@ import mcp_types as types
 import pytest
 from mcp import Client
 
-from tests.conftest import run_hub, serve
-from tests.test_e2e import RawClient, two_upstreams
-from tests.test_transport import initialize
+from tests.servers import run_hub, serve, two_upstreams
 from tests.upstreams import Probe, http_app
+from tests.wire import RawClient, initialize
 
 pytestmark = pytest.mark.anyio
 

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from hub.store import SessionRecord, Store
-from tests.conftest import run_hub, serve
-from tests.test_transport import HEADERS, initialize, rpc
+from tests.servers import run_hub, serve
 from tests.upstreams import http_app
+from tests.wire import HEADERS, initialize, rpc
 
 pytestmark = pytest.mark.anyio
 
@@ -77,7 +77,7 @@ async def test_a_session_idle_past_its_timeout_is_not_taken_back(tmp_path: Path)
 
 
 async def test_a_session_ends_even_when_an_upstream_never_accepts_a_notification() -> None:
-    from tests.test_streamable_http import Script, reply
+    from tests.scripted import Script, reply
 
     class Stuck(Script):
         async def answer(self, method: str, headers: dict[str, str], body: bytes) -> httpx.Response:

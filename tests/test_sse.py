@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 import pytest
 
+from connectors.engine import Connector
 from connectors.errors import UpstreamUnavailable
 from connectors.spec import UpstreamSpec
-from connectors.sse import SseConnector
-from tests.conftest import serve
+from tests.scripted import connected
+from tests.servers import serve
 from tests.upstreams import sse_app
 
 pytestmark = pytest.mark.anyio
@@ -22,8 +24,7 @@ pytestmark = pytest.mark.anyio
 async def test_concurrent_requests_are_routed_by_id_over_one_stream() -> None:
     async with (
         serve(sse_app("beta")) as url,
-        httpx.AsyncClient(timeout=httpx.Timeout(5, read=None)) as http,
-        SseConnector(UpstreamSpec(name="beta", url=f"{url}/sse", transport="sse"), http) as upstream,
+        connected(UpstreamSpec(name="beta", url=f"{url}/sse", transport="sse")) as upstream,
     ):
         assert upstream.server_info["name"] == "beta"
         calls = [upstream.request("tools/call", {"name": "echo", "arguments": {"text": str(i)}}) for i in range(20)]
@@ -61,9 +62,9 @@ class ScriptedStream:
         self.events.put_nowait(b"event: message\ndata: " + json.dumps(message).encode() + b"\n\n")
 
 
-def scripted(script: ScriptedStream, connect: float = 5.0) -> SseConnector:
+def scripted(script: ScriptedStream, connect: float = 5.0) -> AbstractAsyncContextManager[Connector]:
     spec = UpstreamSpec(name="old", url="http://127.0.0.1:1/sse", transport="sse", connect_timeout=connect)
-    return SseConnector(spec, httpx.AsyncClient(transport=httpx.MockTransport(script)))
+    return connected(spec, httpx.AsyncClient(transport=httpx.MockTransport(script)))
 
 
 async def test_a_dropped_stream_fails_waiting_requests_at_once() -> None:
@@ -75,7 +76,7 @@ async def test_a_dropped_stream_fails_waiting_requests_at_once() -> None:
         script.events.put_nowait(None)
         with pytest.raises(UpstreamUnavailable, match="connection lost"):
             await asyncio.wait_for(call, 5)
-        assert upstream.lost.is_set()
+        assert upstream.is_lost
         with pytest.raises(UpstreamUnavailable):
             await upstream.request("ping")
 

@@ -1,22 +1,15 @@
-"""The Streamable HTTP connector against scripted upstreams and a real SDK server, all on real sockets.
-
-A :class:`Script` is a tiny ASGI upstream served by uvicorn on 127.0.0.1: it
-answers ``initialize``, records every message with its headers, and hands
-the rest to a handler that returns the reply to send.
-"""
+"""The Streamable HTTP transport under the engine, against scripted upstreams and a real SDK server."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 
-from connectors.base import CallHooks
+from connectors.engine import CallHooks
 from connectors.errors import (
     UpstreamProtocolError,
     UpstreamRpcError,
@@ -25,70 +18,13 @@ from connectors.errors import (
     UpstreamUnavailable,
 )
 from connectors.spec import UpstreamSpec
-from connectors.streamable_http import StreamableHttpConnector
-from tests.conftest import asgi_body, asgi_lifespan, reserve_port, serve
+from tests.scripted import Script, connected, reply, scripted
+from tests.servers import reserve_port, serve
 from tests.upstreams import http_app
 
 pytestmark = pytest.mark.anyio
 
 WAIT = 10.0
-
-HEADERS = {"authorization": "Bearer s3cret"}
-Handler = Callable[[dict[str, Any], dict[str, str]], Awaitable[httpx.Response]]
-INIT_RESULT = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "s"}}
-
-
-class Script:
-    """A scripted upstream (an ASGI app): answers initialize, records every message, delegates the rest."""
-
-    def __init__(self, handler: Handler | None = None, *, init_result: dict[str, Any] = INIT_RESULT) -> None:
-        self.handler = handler
-        self.init_result = init_result
-        self.received: list[tuple[dict[str, Any], dict[str, str]]] = []
-        self.sessions = 0
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await asgi_lifespan(receive, send)
-            return
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        response = await self.answer(scope["method"], headers, await asgi_body(receive))
-        raw_headers = [(k.encode(), v.encode()) for k, v in response.headers.items()]
-        await send({"type": "http.response.start", "status": response.status_code, "headers": raw_headers})
-        await send({"type": "http.response.body", "body": response.content})
-
-    async def answer(self, method: str, headers: dict[str, str], body: bytes) -> httpx.Response:
-        if method == "DELETE":
-            return httpx.Response(200)
-        if method == "GET":
-            return httpx.Response(405)
-        message = json.loads(body)
-        self.received.append((message, headers))
-        if message.get("method") == "initialize":
-            self.sessions += 1
-            session = {"mcp-session-id": f"s{self.sessions}"}
-            return httpx.Response(200, json=reply(message, self.init_result), headers=session)
-        if "id" not in message:
-            return httpx.Response(202)
-        if self.handler is None:
-            return httpx.Response(200, json=reply(message, {"ok": True}))
-        return await self.handler(message, headers)
-
-    def methods(self) -> list[str]:
-        return [m.get("method", "response") for m, _ in self.received]
-
-
-def reply(message: dict[str, Any], result: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": message["id"], "result": result}
-
-
-@asynccontextmanager
-async def scripted(script: Script) -> AsyncIterator[StreamableHttpConnector]:
-    """A connector to ``script`` served on 127.0.0.1, entered."""
-    async with serve(script) as url, httpx.AsyncClient(timeout=httpx.Timeout(5, read=None), trust_env=False) as http:
-        spec = UpstreamSpec(name="up", url=f"{url}/mcp", headers=HEADERS)
-        async with StreamableHttpConnector(spec, http) as upstream:
-            yield upstream
 
 
 async def test_handshake_then_session_and_version_headers_on_every_request() -> None:
@@ -233,18 +169,17 @@ async def test_an_unreachable_upstream_is_unavailable() -> None:
     closed = reserve_port()
     spec = UpstreamSpec(name="up", url=f"http://127.0.0.1:{closed.getsockname()[1]}/mcp")
     try:
-        async with httpx.AsyncClient(trust_env=False) as http:
-            with pytest.raises(UpstreamUnavailable, match=r"upstream 'up'.*Connection refused"):
-                async with StreamableHttpConnector(spec, http):
-                    pass
+        with pytest.raises(UpstreamUnavailable, match=r"upstream 'up'.*Connection refused"):
+            async with connected(spec):
+                pass
     finally:
         closed.close()
 
 
 async def test_concurrent_requests_over_one_real_session() -> None:
-    async with serve(http_app("alpha")) as url, httpx.AsyncClient() as http:
+    async with serve(http_app("alpha")) as url:
         spec = UpstreamSpec(name="alpha", url=f"{url}/mcp")
-        async with StreamableHttpConnector(spec, http) as upstream:
+        async with connected(spec) as upstream:
             calls = [upstream.request("tools/call", {"name": "echo", "arguments": {"text": str(i)}}) for i in range(20)]
             results = await asyncio.gather(*calls)
     assert [r["content"][0]["text"] for r in results] == [f"alpha: {i}" for i in range(20)]
@@ -296,7 +231,7 @@ async def test_a_caller_that_gives_up_mid_renewal_does_not_leave_the_session_hal
         await asyncio.gather(call, return_exceptions=True)
         script.go.set()
         assert await asyncio.wait_for(upstream.request("tools/call", {"name": "b"}), WAIT) == {"ok": True}
-        assert not upstream.lost.is_set()
+        assert not upstream.is_lost
 
 
 async def test_session_state_is_applied_again_on_a_renewed_session() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from hub.streams import EventId, Stream
@@ -23,5 +25,5 @@ async def test_a_reader_resumes_after_its_position_and_only_its_own_disconnect_e
     new = stream.claim()
     stream.release(old)  # a stale connection going away must not end the new reader
     stream.finish({"n": "end"})
-    seen = [message["n"] async for _, message in stream.read(1, new)]
+    seen = [json.loads(event.data)["n"] async for event in stream.read(1, new)]
     assert seen == [1, 2, "end"]

@@ -11,14 +11,11 @@ import httpx
 import pytest
 
 from hub.runtime import Hub
-from tests.conftest import run_hub, serve
+from tests.servers import run_hub, serve
 from tests.upstreams import http_app
+from tests.wire import HEADERS, INIT, WAIT, initialize, next_data, rpc
 
 pytestmark = pytest.mark.anyio
-
-WAIT = 10.0
-HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-INIT = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}
 
 
 @asynccontextmanager
@@ -29,19 +26,6 @@ async def hub_with_alpha(**settings: Any) -> AsyncIterator[tuple[str, Hub, httpx
         httpx.AsyncClient(timeout=WAIT, trust_env=False) as http,
     ):
         yield url, hub, http
-
-
-async def initialize(http: httpx.AsyncClient, url: str, version: str = "2025-11-25") -> dict[str, str]:
-    response = await http.post(url, json=rpc(1, "initialize", {**INIT, "protocolVersion": version}), headers=HEADERS)
-    assert response.status_code == 200, response.text
-    return {**HEADERS, "mcp-session-id": response.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
-
-
-def rpc(request_id: Any, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
-    if params is not None:
-        message["params"] = params
-    return message
 
 
 async def test_initialize_negotiates_a_version_and_opens_a_session() -> None:
@@ -193,20 +177,14 @@ async def test_one_get_stream_per_session_and_list_changed_arrives_on_it() -> No
             assert second.status_code == 409
             hub.sessions.broadcast({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
             lines = stream.aiter_lines()
-            data = await asyncio.wait_for(_next_data(lines), WAIT)
+            data = await asyncio.wait_for(next_data(lines), WAIT)
             assert data == '{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}'
-
-
-async def _next_data(lines: Any) -> str:
-    async for line in lines:
-        if line.startswith("data: ") and line[6:].strip():
-            return str(line[6:])
-    raise AssertionError("stream ended")
 
 
 async def test_the_session_cap_answers_503() -> None:
     async with hub_with_alpha(maxSessions=1) as (url, _, http):
-        await initialize(http, url)
+        headers = await initialize(http, url)
+        assert (await http.post(url, json=rpc(2, "ping"), headers=headers)).status_code == 200  # in use
         refused = await http.post(url, json=rpc(1, "initialize", INIT), headers=HEADERS)
         assert refused.status_code == 503
         assert "maximum of 1 sessions" in refused.json()["error"]["message"]
@@ -220,7 +198,8 @@ async def test_an_idle_session_expires_and_then_answers_404() -> None:
         )
         assert call.json()["result"]["content"][0]["text"] == "alpha: x"
         session = hub.sessions.get(headers["mcp-session-id"])
-        assert session is not None and session.upstreams.open_upstreams == ["alpha"]
+        assert session is not None and session.upstreams is not None
+        assert session.upstreams.open_upstreams == ["alpha"]
         await asyncio.wait_for(session.ended.wait(), WAIT)
         assert session.upstreams.open_upstreams == []
         assert len(hub.sessions) == 0

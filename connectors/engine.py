@@ -1,24 +1,24 @@
-"""The transport-independent half of an upstream connector.
+"""The JSON-RPC engine of one upstream session, over any transport.
 
 A connector is one upstream MCP session. It performs the ``initialize``
 handshake, multiplexes many concurrent requests over that session, routes
 every response to its waiter by id and every progress notification to its
-call by token, and hands other notifications up. Subclasses only move bytes.
+call by token (moving the call's deadline), answers the requests the upstream
+sends, and hands other notifications up. A session the upstream forgot is
+opened again once, transparently. It knows no HTTP: a
+:class:`~connectors.transport.Transport` moves the bytes.
 """
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
-
-import httpx
+from typing import Any, Final, Self
 
 from connectors import jsonrpc
 from connectors.errors import (
@@ -32,13 +32,14 @@ from connectors.errors import (
 )
 from connectors.jsonrpc import Kind, Message
 from connectors.spec import CLIENT_INFO, LATEST_VERSION, SUPPORTED_VERSIONS, UpstreamSpec
+from connectors.transport import Transport
 
 __all__ = ["CallHooks", "Connector", "MessageHandler", "ProgressHandler", "RequestHandler"]
 
 logger = logging.getLogger(__name__)
 
 MessageHandler = Callable[[Message], None]
-"""Receives upstream notifications that belong to no call (list_changed, log messages)."""
+"""Receives upstream notifications that belong to no call (log messages, resource updates)."""
 
 ProgressHandler = Callable[[Message], None]
 """Receives the params of a ``notifications/progress``, with the caller's own token restored."""
@@ -61,30 +62,58 @@ class CallHooks:
     """The upstream closed the call's reply stream before replying (it polls); the connector resumes it."""
 
 
-_CANCEL_DEADLINE = 2.0
+_CANCEL_DEADLINE: Final = 2.0
+_NEVER_CANCELLED: Final = frozenset({"initialize"})  # the spec forbids cancelling these
 
 
-class Connector(abc.ABC):
-    """One upstream MCP session; an async context manager entered and exited by one task."""
+class _Deadline:
+    """A request's deadline: ``limit`` seconds of silence, moved by progress, never past ``give_up``."""
+
+    __slots__ = ("give_up", "limit", "moved", "scope")
+
+    def __init__(self, scope: asyncio.Timeout, limit: float, give_up: float) -> None:
+        self.scope = scope
+        self.limit = limit
+        self.give_up = give_up
+        self.moved = False
+
+    def move(self) -> None:
+        when = min(asyncio.get_running_loop().time() + self.limit, self.give_up)
+        current = self.scope.when()
+        if current is not None and when > current:
+            self.scope.reschedule(when)
+            self.moved = True
+
+
+@dataclass
+class _Call:
+    future: asyncio.Future[Message]
+    hooks: CallHooks | None
+    deadline: _Deadline | None
+
+
+class Connector:
+    """One upstream MCP session over ``transport``; an async context manager entered and exited by one task."""
 
     def __init__(
         self,
         spec: UpstreamSpec,
-        http: httpx.AsyncClient,
+        transport: Transport,
         *,
         capabilities: Message | None = None,
         on_message: MessageHandler | None = None,
         on_request: RequestHandler | None = None,
+        on_list_changed: MessageHandler | None = None,
     ) -> None:
         self.spec = spec
-        self._http = http
+        self.transport = transport
         self._capabilities = capabilities or {}
         self._on_message = on_message
         self._on_request = on_request
+        self._on_list_changed = on_list_changed
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Message]] = {}
-        self._hooks: dict[int, CallHooks] = {}
-        self._progress: dict[str, tuple[Any, ProgressHandler]] = {}
+        self._pending: dict[int, _Call] = {}
+        self._progress: dict[str, tuple[Any, ProgressHandler | None, _Call]] = {}
         self._answering: dict[Any, asyncio.Task[None]] = {}
         self._generation = 0
         self._reinit: asyncio.Task[None] | None = None
@@ -92,21 +121,22 @@ class Connector(abc.ABC):
         # Session-scoped requests to repeat on a new upstream session (the level, subscriptions).
         self._session_state: dict[tuple[str, str], Message] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
-        self.lost = asyncio.Event()
+        self.lost_event = asyncio.Event()
         self.lost_reason = ""
         self.protocol_version = ""
         self.server_info: Message = {}
         self.server_capabilities: Message = {}
         self.instructions: str | None = None
+        self.last_used = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         try:
             async with asyncio.timeout(self.spec.connect_timeout):
-                await self._open()
+                await self.transport.open(self)
                 await self._handshake()
-                await self._opened()
+                await self.transport.opened()
             self._session_ready.set()
         except TimeoutError:
             await self._shutdown()
@@ -127,32 +157,12 @@ class Connector(abc.ABC):
         if self._side_tasks:
             await asyncio.gather(*self._side_tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
-            await self._close()
-        self._mark_lost("closed")
+            await self.transport.close()
+        self.lost("closed")
 
-    # -- what subclasses provide -------------------------------------------------------------------
-
-    @abc.abstractmethod
-    async def _open(self) -> None:
-        """Open whatever the transport needs before the handshake."""
-
-    @abc.abstractmethod
-    async def _send(self, message: Message) -> None:
-        """Send one message; replies may be delivered before this returns.
-
-        Raises:
-            UpstreamError: the message could not be delivered.
-        """
-
-    @abc.abstractmethod
-    async def _close(self) -> None:
-        """Release the transport; called once, by the task that opened it."""
-
-    def _on_session_reset(self) -> None:  # noqa: B027 - optional hook
-        """Forget transport session state before a fresh handshake."""
-
-    async def _opened(self) -> None:  # noqa: B027 - optional hook
-        """Start whatever runs beside requests once a session (first or renewed) is open."""
+    @property
+    def is_lost(self) -> bool:
+        return self.lost_event.is_set()
 
     # -- requests ----------------------------------------------------------------------------------
 
@@ -167,28 +177,38 @@ class Connector(abc.ABC):
         """Send a request and return its ``result``.
 
         Progress, requests and notifications the upstream sends while serving
-        it go to ``hooks`` (when they can be told apart from unrelated ones).
-        A session the upstream has forgotten (HTTP 404) is re-initialized once
-        and the request retried. Cancelling the caller cancels the upstream
-        request with ``notifications/cancelled``.
+        it go to ``hooks`` (when they can be told apart from unrelated ones);
+        each progress notification moves the deadline by the request timeout,
+        up to the spec's ``max_total``. A session the upstream has forgotten
+        (HTTP 404) is re-initialized once and the request retried. Cancelling
+        the caller cancels the upstream request with ``notifications/cancelled``.
 
         Raises:
             UpstreamRpcError: the upstream answered with a JSON-RPC error.
-            UpstreamTimeout: no answer within ``time_limit`` seconds (default: the spec's request timeout).
+            UpstreamTimeout: no answer in time (the upstream is told to cancel).
             UpstreamError: the upstream could not be reached or spoke nonsense.
         """
-        limit = self.spec.request_timeout if time_limit is None else time_limit
+        spec = self.spec
+        limit = spec.request_timeout if time_limit is None else time_limit
+        loop = asyncio.get_running_loop()
+        self.last_used = loop.time()
+        deadline: _Deadline | None = None
         try:
-            async with asyncio.timeout(limit):
+            async with asyncio.timeout(limit) as scope:
+                deadline = _Deadline(scope, limit, loop.time() + max(spec.max_total, limit))
                 await self._session_ready.wait()  # not while the session is being initialized again
                 generation = self._generation
                 try:
-                    result = await self._call(method, params, hooks)
+                    result = await self._call(method, params, hooks, deadline)
                 except UpstreamSessionExpired:
                     await self._reinitialize(generation)
-                    result = await self._call(method, params, hooks)
+                    result = await self._call(method, params, hooks, deadline)
         except TimeoutError:
-            raise UpstreamTimeout(self.spec.name, f"no answer to {method} within {limit:g}s") from None
+            if deadline is not None and deadline.moved:
+                reason = f"{method} made no progress for {limit:g}s, or passed the {spec.max_total:g}s maximum"
+            else:
+                reason = f"no answer to {method} within {limit:g}s"
+            raise UpstreamTimeout(spec.name, reason) from None
         self._remember(method, params)
         return result
 
@@ -200,7 +220,7 @@ class Connector(abc.ABC):
         """
         try:
             async with asyncio.timeout(self.spec.request_timeout):
-                await self._send(jsonrpc.notification(method, params))
+                await self.transport.send(jsonrpc.notification(method, params))
         except TimeoutError:
             raise UpstreamTimeout(self.spec.name, f"{method} not accepted in time") from None
 
@@ -213,33 +233,31 @@ class Connector(abc.ABC):
         elif method == "resources/unsubscribe":
             self._session_state.pop(("resources/subscribe", uri), None)
 
-    async def _call(self, method: str, params: Message | None, hooks: CallHooks | None) -> Message:
-        if self.lost.is_set():
+    async def _call(
+        self, method: str, params: Message | None, hooks: CallHooks | None, deadline: _Deadline | None
+    ) -> Message:
+        if self.lost_event.is_set():
             raise UpstreamUnavailable(self.spec.name, f"connection lost ({self.lost_reason})")
         request_id = next(self._ids)
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
-        if hooks is not None:
-            self._hooks[request_id] = hooks
+        call = _Call(asyncio.get_running_loop().create_future(), hooks, deadline)
+        self._pending[request_id] = call
         token_key: str | None = None
         if params is not None:
             meta = params.get("_meta")
             if isinstance(meta, dict) and "progressToken" in meta:
                 # Our own token upstream: two clients' tokens may be equal; ours never are.
                 token_key = f"p{request_id}"
-                if hooks is not None and hooks.progress is not None:
-                    self._progress[token_key] = (meta["progressToken"], hooks.progress)
+                self._progress[token_key] = (meta["progressToken"], hooks.progress if hooks else None, call)
                 params = {**params, "_meta": {**meta, "progressToken": token_key}}
         try:
-            await self._send(jsonrpc.request(request_id, method, params))
-            reply = await future
+            await self.transport.send(jsonrpc.request(request_id, method, params))
+            reply = await call.future
         except asyncio.CancelledError:
-            if not future.done():
+            if not call.future.done() and method not in _NEVER_CANCELLED:
                 await self._cancel_upstream(request_id)
             raise
         finally:
             self._pending.pop(request_id, None)
-            self._hooks.pop(request_id, None)
             if token_key is not None:
                 self._progress.pop(token_key, None)
         if "error" in reply:
@@ -253,8 +271,10 @@ class Connector(abc.ABC):
         # Runs while the caller is being cancelled: bounded, and never raises.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_CANCEL_DEADLINE):
-                await self.notify(
-                    "notifications/cancelled", {"requestId": request_id, "reason": "cancelled by the client"}
+                await self.transport.send(
+                    jsonrpc.notification(
+                        "notifications/cancelled", {"requestId": request_id, "reason": "cancelled by the client"}
+                    )
                 )
 
     # -- handshake ---------------------------------------------------------------------------------
@@ -262,11 +282,8 @@ class Connector(abc.ABC):
     async def _handshake(self) -> None:
         result = await self._call(
             "initialize",
-            {
-                "protocolVersion": LATEST_VERSION,
-                "capabilities": self._capabilities,
-                "clientInfo": CLIENT_INFO,
-            },
+            {"protocolVersion": LATEST_VERSION, "capabilities": self._capabilities, "clientInfo": CLIENT_INFO},
+            None,
             None,
         )
         version = result.get("protocolVersion")
@@ -289,10 +306,10 @@ class Connector(abc.ABC):
         opens a fresh one.
         """
         if generation == self._generation and (self._reinit is None or self._reinit.done()):
-            self._reinit = self._spawn(self._renew())
+            self._reinit = self.spawn(self._renew())
         if self._reinit is not None and not self._reinit.done():
             await asyncio.shield(self._reinit)
-        if self.lost.is_set():
+        if self.lost_event.is_set():
             raise UpstreamUnavailable(self.spec.name, f"connection lost ({self.lost_reason})")
 
     async def _renew(self) -> None:
@@ -300,13 +317,13 @@ class Connector(abc.ABC):
         self._session_ready.clear()
         try:
             async with asyncio.timeout(self.spec.connect_timeout):
-                self._on_session_reset()
+                self.transport.reset()
                 self.protocol_version = ""
                 await self._handshake()
                 self._generation += 1
-                await self._opened()
+                await self.transport.opened()
         except BaseException as exc:
-            self._mark_lost(f"could not open a new session: {getattr(exc, 'message', None) or type(exc).__name__}")
+            self.lost(f"could not open a new session: {getattr(exc, 'message', None) or type(exc).__name__}")
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
@@ -314,50 +331,97 @@ class Connector(abc.ABC):
             self._session_ready.set()
         for (method, _), params in list(self._session_state.items()):
             try:
-                await self._call(method, params, None)
+                await self._call(method, params, None, None)
             except UpstreamError as exc:
                 logger.warning("upstream %s refused %s on its new session: %s", self.spec.name, method, exc)
 
-    # -- incoming ----------------------------------------------------------------------------------
+    # -- the link its transport delivers through ---------------------------------------------------
 
-    def _deliver(self, message: Any, via: int | None = None) -> None:
+    def deliver(self, message: Any, via: int | None = None) -> None:
         """Route one message from the upstream; ``via`` is the request whose reply stream carried it."""
         kind = jsonrpc.classify(message)
-        hooks = self._hooks.get(via) if via is not None else None
         if kind is Kind.RESPONSE or kind is Kind.ERROR:
-            future = self._pending.get(message["id"])
-            if future is not None and not future.done():
-                future.set_result(message)
+            call = self._pending.get(message["id"])
+            if call is not None and not call.future.done():
+                call.future.set_result(message)
         elif kind is Kind.NOTIFICATION:
-            method = message["method"]
-            if method == "notifications/progress":
-                self._deliver_progress(message.get("params") or {})
-            elif method == "notifications/cancelled":
-                task = self._answering.get((message.get("params") or {}).get("requestId"))
-                if task is not None:
-                    task.cancel()
-            elif hooks is not None and hooks.message is not None:
-                hooks.message(message)
-            elif self._on_message is not None:
-                self._on_message(message)
+            self._notified(message, via)
         elif kind is Kind.REQUEST:
+            via_call = self._pending.get(via) if via is not None else None
+            hooks = via_call.hooks if via_call is not None else None
             handler = hooks.request if hooks is not None and hooks.request is not None else self._on_request
             key = message["id"]
-            task = self._spawn(self._answer(message, handler))
+            task = self.spawn(self._answer(message, handler))
             self._answering[key] = task
             task.add_done_callback(lambda done: self._answered(key, done))
         else:
             logger.warning("upstream %s sent a message that is not JSON-RPC 2.0", self.spec.name)
 
+    def _notified(self, message: Message, via: int | None) -> None:
+        method = message["method"]
+        params = message.get("params") or {}
+        if method == "notifications/progress":
+            entry = self._progress.get(str(params.get("progressToken")))
+            if entry is not None:
+                token, handler, call = entry
+                if call.deadline is not None:
+                    call.deadline.move()
+                if handler is not None:
+                    handler({**params, "progressToken": token})
+        elif method == "notifications/cancelled":
+            task = self._answering.get(params.get("requestId"))
+            if task is not None:
+                task.cancel()
+        elif method.endswith("/list_changed"):
+            # Whatever stream it came on, it concerns the catalog, not one call.
+            if self._on_list_changed is not None:
+                self._on_list_changed(message)
+        else:
+            via_call = self._pending.get(via) if via is not None else None
+            hooks = via_call.hooks if via_call is not None else None
+            if hooks is not None and hooks.message is not None:
+                hooks.message(message)
+            elif self._on_message is not None:
+                self._on_message(message)
+
+    def awaiting(self, request_id: int) -> bool:
+        call = self._pending.get(request_id)
+        return call is not None and not call.future.done()
+
+    def interrupted(self, request_id: int) -> None:
+        call = self._pending.get(request_id)
+        if call is not None and call.hooks is not None and call.hooks.interrupted is not None:
+            call.hooks.interrupted()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending)
+
+    @property
+    def listening_wanted(self) -> bool:
+        return any(method == "resources/subscribe" for method, _ in self._session_state)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+        return task
+
+    def lost(self, reason: str) -> None:
+        """The session is gone: wake every waiter with a clear error."""
+        if self.lost_event.is_set():
+            return
+        self.lost_reason = reason
+        self.lost_event.set()
+        for call in self._pending.values():
+            if not call.future.done():
+                call.future.set_exception(UpstreamUnavailable(self.spec.name, f"connection lost ({reason})"))
+
+    # -- answering the upstream's requests ---------------------------------------------------------
+
     def _answered(self, key: Any, task: asyncio.Task[None]) -> None:
         if self._answering.get(key) is task:
             del self._answering[key]
-
-    def _deliver_progress(self, params: Message) -> None:
-        entry = self._progress.get(str(params.get("progressToken")))
-        if entry is not None:
-            token, handler = entry
-            handler({**params, "progressToken": token})
 
     async def _answer(self, message: Message, handler: RequestHandler | None) -> None:
         method = message["method"]
@@ -377,22 +441,7 @@ class Connector(abc.ABC):
             logger.exception("answering %s from upstream %s failed", method, self.spec.name)
             reply = jsonrpc.error_response(message["id"], {"code": -32603, "message": "internal error"})
         try:
-            await self._send(reply)
-        except UpstreamError as exc:
-            logger.warning("could not answer %s: %s", method, exc)
-
-    def _spawn(self, coro: Any) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self._side_tasks.add(task)
-        task.add_done_callback(self._side_tasks.discard)
-        return task
-
-    def _mark_lost(self, reason: str) -> None:
-        """The session is gone: wake every waiter with a clear error."""
-        if self.lost.is_set():
-            return
-        self.lost_reason = reason
-        self.lost.set()
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(UpstreamUnavailable(self.spec.name, f"connection lost ({reason})"))
+            async with asyncio.timeout(self.spec.request_timeout):
+                await self.transport.send(reply)
+        except (UpstreamError, TimeoutError) as exc:
+            logger.warning("could not answer %s of upstream %s: %s", method, self.spec.name, exc)

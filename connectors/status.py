@@ -1,0 +1,50 @@
+"""What the pool reports about an upstream: its state, what it offers, its breaker."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+from connectors.jsonrpc import Message
+
+__all__ = ["BreakerState", "Listing", "UpstreamState", "UpstreamStatus"]
+
+
+class UpstreamState(enum.Enum):
+    CONNECTING = "connecting"
+    UP = "up"
+    DOWN = "down"
+    REMOVING = "removing"
+
+
+class BreakerState(enum.Enum):
+    CLOSED = "closed"  # calls go through
+    OPEN = "open"  # calls fail at once until the retry time
+    HALF_OPEN = "half-open"  # one trial call decides
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What one upstream offers, as it sent it."""
+
+    tools: tuple[Message, ...] = ()
+    prompts: tuple[Message, ...] = ()
+    resources: tuple[Message, ...] = ()
+    resource_templates: tuple[Message, ...] = ()
+
+
+@dataclass(frozen=True)
+class UpstreamStatus:
+    """A snapshot of one upstream's health."""
+
+    name: str
+    transport: str
+    state: UpstreamState = UpstreamState.CONNECTING
+    latency_ms: float | None = None
+    last_error: str | None = None
+    server_info: Message = field(default_factory=dict)
+    capabilities: Message = field(default_factory=dict)
+    listing: Listing | None = None
+    since: float = field(default_factory=time.time)
+    reconnects: int = 0
