@@ -44,12 +44,13 @@ class Plan:
     first_calls: int
     progress_calls: int
     farm: tuple[int, int]  # upstreams, tools each
+    slow: tuple[int, int]  # sessions, milliseconds per call
     list_calls: int
     sessions: tuple[int, ...]
 
 
-FULL = Plan(3000, 8.0, 2, (1, 8, 32), (1, 8, 32), 20, 10, (50, 100), 50, (1000, 10000))
-SMOKE = Plan(150, 3.0, 1, (1, 8), (1,), 3, 2, (5, 20), 5, (50, 100))
+FULL = Plan(3000, 8.0, 2, (1, 8, 32), (1, 8, 32), 20, 10, (50, 100), (32, 100), 50, (1000, 10000))
+SMOKE = Plan(150, 3.0, 1, (1, 8), (1,), 3, 2, (5, 20), (8, 20), 5, (50, 100))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -92,8 +93,10 @@ class Bench:
     def target(self, through_hub: bool) -> tuple[str, str]:
         return (self.hub, "bench__") if through_hub else (self.direct, "")
 
-    async def httpx_round(self, through_hub: bool, sessions: int) -> tuple[Round, float, float, float]:
-        """One bounded round of echo calls; returns it and the CPU the hub, upstream and client spent."""
+    async def httpx_round(
+        self, through_hub: bool, sessions: int, tool: str = "echo", arguments: dict[str, Any] | None = None
+    ) -> tuple[Round, float, float, float]:
+        """One bounded round of calls; returns it and the CPU the hub, upstream and client spent."""
         url, prefix = self.target(through_hub)
         limits = httpx.Limits(max_connections=sessions * 2, max_keepalive_connections=sessions * 2)
         async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as http:
@@ -101,7 +104,7 @@ class Bench:
             latencies: list[float] = []
             budget = [self.plan.calls]
             deadline = time.monotonic() + self.plan.seconds
-            params = {"name": f"{prefix}echo", "arguments": {"text": "hello"}}
+            params = {"name": f"{prefix}{tool}", "arguments": arguments or {"text": "hello"}}
 
             async def worker(session: RpcSession) -> None:
                 while budget[0] > 0 and time.monotonic() < deadline:
@@ -167,6 +170,24 @@ class Bench:
                 direct.append(await self.sdk_round(False, level))
                 hub.append(await self.sdk_round(True, level))
             out[f"sdk_{level}"] = {"direct": summarize(direct), "hub": summarize(hub)}
+        return out
+
+    async def slow_tool(self) -> dict[str, Any]:
+        """32 sessions each calling a 100 ms tool: the share of the ideal (32 / 0.1 s) each target reaches.
+
+        The hub runs on its default caps, so this shows whether they queue an ordinary workload.
+        """
+        sessions, millis = self.plan.slow
+        ideal = sessions / (millis / 1000)
+        direct: list[Round] = []
+        hub: list[Round] = []
+        for _ in range(self.plan.rounds):
+            direct.append((await self.httpx_round(False, sessions, "slow", {"ms": millis}))[0])
+            hub.append((await self.httpx_round(True, sessions, "slow", {"ms": millis}))[0])
+        out: dict[str, Any] = {"sessions": sessions, "ms": millis, "ideal_calls_per_s": ideal}
+        for label, rounds in (("direct", direct), ("hub", hub)):
+            summary = summarize(rounds)
+            out[label] = {**summary, "share_of_ideal": round(summary["calls_per_s"] / ideal, 3)}
         return out
 
     async def first_call(self) -> dict[str, float]:
@@ -272,8 +293,21 @@ def catalog_scale(plan: Plan, work: Path) -> dict[str, Any]:
     with running(farm, [base + i for i in range(count)], work / "farm.log"):
         started = time.perf_counter()
         with running(hub_command(config, work, "catalog"), [hub_port], work / "catalog-hub.log") as hub:
-            startup = time.perf_counter() - started  # the hub listens once its lifespan has the catalog
-            return asyncio.run(_list_tools(plan, f"http://127.0.0.1:{hub_port}", count * tools, startup, hub.pid))
+            listening = time.perf_counter() - started
+            base = f"http://127.0.0.1:{hub_port}"
+            startup = asyncio.run(_until_full(base, count * tools, started))
+            result = asyncio.run(_list_tools(plan, base, count * tools, startup, hub.pid))
+            return {**result, "startup_to_listening_s": round(listening, 3)}
+
+
+async def _until_full(base: str, expected: int, started: float, deadline: float = 30.0) -> float:
+    """Seconds from the hub's spawn until its catalog holds every tool (polled, at most ``deadline``)."""
+    async with httpx.AsyncClient(timeout=5, trust_env=False) as http:
+        while time.perf_counter() - started < deadline:
+            if (await http.get(f"{base}/health")).json()["tools"] >= expected:
+                break
+            await asyncio.sleep(0.01)
+    return time.perf_counter() - started
 
 
 async def _list_tools(plan: Plan, base: str, expected: int, startup: float, pid: int) -> dict[str, Any]:
@@ -323,9 +357,9 @@ def main(argv: list[str] | None = None) -> int:
             "port": hub_port,
             "storage": str(work / "hub.db"),
             "maxSessions": max(plan.sessions) + 100,
-            "maxInFlight": 1024,
         },
-        "mcpServers": {"bench": {"url": f"http://127.0.0.1:{up_port}/mcp", "maxConcurrency": 64}},
+        # Default caps: the slow-tool round shows whether they queue an ordinary workload.
+        "mcpServers": {"bench": {"url": f"http://127.0.0.1:{up_port}/mcp"}},
     }
     results: dict[str, Any] = {"plan": asdict(plan), "machine": _machine(), "date": time.strftime("%Y-%m-%d")}
     with (
@@ -335,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(plan, f"http://127.0.0.1:{up_port}/mcp", f"http://127.0.0.1:{hub_port}/mcp", hub.pid, up.pid)
         results["hub_rss_mb_at_start"] = round(resident_mb(hub.pid), 1)
         results["echo"] = asyncio.run(bench.throughput())
+        results["slow_tool"] = asyncio.run(bench.slow_tool())
         results["hub_rss_mb_after_calls"] = round(resident_mb(hub.pid), 1)
         results["first_call"] = asyncio.run(bench.first_call())
         results["progress"] = asyncio.run(bench.progress())
@@ -386,6 +421,15 @@ def render(results: dict[str, Any]) -> str:
                     f"upstream {entry['upstream_cpu_ms_per_call']} ms, client {entry['client_cpu_ms_per_call']} ms",
                 )
             )
+    slow = results["slow_tool"]
+    rows.append(
+        (
+            f"slow tool, {slow['sessions']} sessions x {slow['ms']} ms: calls/s (share of ideal)",
+            f"{slow['direct']['calls_per_s']} ({slow['direct']['share_of_ideal']:.0%})",
+            f"{slow['hub']['calls_per_s']} ({slow['hub']['share_of_ideal']:.0%})",
+            f"ideal {slow['ideal_calls_per_s']:g}",
+        )
+    )
     first, progress = results["first_call"], results["progress"]
     rows.append(
         (
@@ -418,7 +462,7 @@ def render(results: dict[str, Any]) -> str:
             f"catalog: start-up to {catalog['tools_in_catalog_at_start']} tools, s",
             "-",
             f"{catalog['startup_to_full_catalog_s']}",
-            f"{catalog['upstreams']} upstreams",
+            f"{catalog['upstreams']} upstreams; listening after {catalog['startup_to_listening_s']} s",
         )
     )
     rows.append(

@@ -15,12 +15,12 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Final, Self
 
 from connectors import jsonrpc
+from connectors.calls import Call, CallHooks, Deadline, MessageHandler, ProgressHandler, RequestHandler
 from connectors.errors import (
     ManifoldError,
     UpstreamError,
@@ -38,58 +38,8 @@ __all__ = ["CallHooks", "Connector", "MessageHandler", "ProgressHandler", "Reque
 
 logger = logging.getLogger(__name__)
 
-MessageHandler = Callable[[Message], None]
-"""Receives upstream notifications that belong to no call (log messages, resource updates)."""
-
-ProgressHandler = Callable[[Message], None]
-"""Receives the params of a ``notifications/progress``, with the caller's own token restored."""
-
-RequestHandler = Callable[[Message], Awaitable[Message]]
-"""Answers a server-to-client request (sampling, elicitation, roots): returns its result.
-
-Raises ManifoldError (or anything) to answer with an error instead.
-"""
-
-
-@dataclass(frozen=True)
-class CallHooks:
-    """Where the messages an upstream sends while serving one call go."""
-
-    progress: ProgressHandler | None = None
-    request: RequestHandler | None = None
-    message: MessageHandler | None = None
-    interrupted: Callable[[], None] | None = None
-    """The upstream closed the call's reply stream before replying (it polls); the connector resumes it."""
-
-
 _CANCEL_DEADLINE: Final = 2.0
 _NEVER_CANCELLED: Final = frozenset({"initialize"})  # the spec forbids cancelling these
-
-
-class _Deadline:
-    """A request's deadline: ``limit`` seconds of silence, moved by progress, never past ``give_up``."""
-
-    __slots__ = ("give_up", "limit", "moved", "scope")
-
-    def __init__(self, scope: asyncio.Timeout, limit: float, give_up: float) -> None:
-        self.scope = scope
-        self.limit = limit
-        self.give_up = give_up
-        self.moved = False
-
-    def move(self) -> None:
-        when = min(asyncio.get_running_loop().time() + self.limit, self.give_up)
-        current = self.scope.when()
-        if current is not None and when > current:
-            self.scope.reschedule(when)
-            self.moved = True
-
-
-@dataclass
-class _Call:
-    future: asyncio.Future[Message]
-    hooks: CallHooks | None
-    deadline: _Deadline | None
 
 
 class Connector:
@@ -112,8 +62,8 @@ class Connector:
         self._on_request = on_request
         self._on_list_changed = on_list_changed
         self._ids = itertools.count(1)
-        self._pending: dict[int, _Call] = {}
-        self._progress: dict[str, tuple[Any, ProgressHandler | None, _Call]] = {}
+        self._pending: dict[int, Call] = {}
+        self._progress: dict[str, tuple[Any, ProgressHandler | None, Call]] = {}
         self._answering: dict[Any, asyncio.Task[None]] = {}
         self._generation = 0
         self._reinit: asyncio.Task[None] | None = None
@@ -192,10 +142,10 @@ class Connector:
         limit = spec.request_timeout if time_limit is None else time_limit
         loop = asyncio.get_running_loop()
         self.last_used = loop.time()
-        deadline: _Deadline | None = None
+        deadline: Deadline | None = None
         try:
             async with asyncio.timeout(limit) as scope:
-                deadline = _Deadline(scope, limit, loop.time() + max(spec.max_total, limit))
+                deadline = Deadline(scope, limit, loop.time() + max(spec.max_total, limit))
                 await self._session_ready.wait()  # not while the session is being initialized again
                 generation = self._generation
                 try:
@@ -234,12 +184,12 @@ class Connector:
             self._session_state.pop(("resources/subscribe", uri), None)
 
     async def _call(
-        self, method: str, params: Message | None, hooks: CallHooks | None, deadline: _Deadline | None
+        self, method: str, params: Message | None, hooks: CallHooks | None, deadline: Deadline | None
     ) -> Message:
         if self.lost_event.is_set():
             raise UpstreamUnavailable(self.spec.name, f"connection lost ({self.lost_reason})")
         request_id = next(self._ids)
-        call = _Call(asyncio.get_running_loop().create_future(), hooks, deadline)
+        call = Call(asyncio.get_running_loop().create_future(), hooks, deadline)
         self._pending[request_id] = call
         token_key: str | None = None
         if params is not None:

@@ -104,7 +104,7 @@ def _health(url: str, as_json: bool) -> int:
     if as_json:
         print(jsonrpc.dumps(report).decode())
     else:
-        rows = [["UPSTREAM", "TRANSPORT", "STATE", "LATENCY", "TOOLS", "LAST ERROR"]]
+        rows = [["UPSTREAM", "TRANSPORT", "STATE", "BREAKER", "LATENCY", "TOOLS", "LAST ERROR"]]
         for upstream in report["upstreams"]:
             latency = upstream.get("latencyMs")
             rows.append(
@@ -112,6 +112,7 @@ def _health(url: str, as_json: bool) -> int:
                     upstream["name"],
                     upstream["transport"],
                     upstream["state"],
+                    _breaker(upstream.get("breaker") or {}),
                     "-" if latency is None else f"{latency:.1f} ms",
                     str(upstream["tools"]),
                     upstream.get("lastError") or "",
@@ -122,6 +123,13 @@ def _health(url: str, as_json: bool) -> int:
         for note in report.get("collisions", []):
             print(f"collision: {note}")
     return 0 if report.get("status") == "ok" else 1
+
+
+def _breaker(breaker: dict[str, Any]) -> str:
+    state = str(breaker.get("state", "-"))
+    if state == "open" and "retryInS" in breaker:
+        return f"open ({breaker.get('failures', 0)} failures, retry in {breaker['retryInS']}s)"
+    return state
 
 
 class _Client:

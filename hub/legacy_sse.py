@@ -24,7 +24,8 @@ from connectors.jsonrpc import Kind, Message
 from hub.asgi import Receive, Scope, Send, read_body, respond
 from hub.config import HubSettings
 from hub.errors import HubError, InvalidRequest, ShuttingDown
-from hub.session import EndReason, Session
+from hub.session import Session
+from hub.session_services import EndReason
 from hub.sessions import SessionManager
 from hub.sse import SseWriter, event
 from hub.streams import Stream
@@ -146,8 +147,6 @@ class LegacySse:
     async def _accept(self, connection: _Connection, kind: Kind, message: Message) -> None:
         session = connection.session
         try:
-            if kind is Kind.REQUEST and not self.accepting():
-                raise ShuttingDown()
             stream = session.submit(kind, message)
         except HubError as exc:
             if kind is Kind.REQUEST:

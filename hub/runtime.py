@@ -27,7 +27,7 @@ from hub.config import Config
 from hub.context import ServerFacts
 from hub.events import EventLog
 from hub.outbound import for_client
-from hub.session import SessionServices
+from hub.session_services import SessionServices
 from hub.session_streams import StreamSettings
 from hub.sessions import SessionManager
 from hub.store import Store

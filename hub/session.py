@@ -18,115 +18,31 @@ dispatcher negotiates and calls back :meth:`Session.negotiated`.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from dataclasses import dataclass
+from typing import Any, Final
 
 from connectors import jsonrpc
 from connectors.engine import CallHooks
 from connectors.jsonrpc import Kind, Message
 from connectors.upstream_sessions import UpstreamSessions
-from hub.context import ANONYMOUS, Caller, RequestContext, ServerFacts
+from hub.context import ANONYMOUS, Caller, RequestContext
 from hub.dispatcher import dispatch
-from hub.errors import InvalidRequest, SessionBusy, SessionNotFound, ShuttingDown, to_wire
+from hub.errors import SessionBusy, SessionNotFound, ShuttingDown, to_wire
 from hub.outbound import for_client
 from hub.relay import RELAYED_CAPABILITIES, Relay
-from hub.session_streams import SessionStreams, StreamSettings
-from hub.streams import Event, Stream, resumable
+from hub.session_services import NOT_YET, EndReason, SessionServices, SessionState
+from hub.session_streams import SessionStreams
+from hub.streams import Stream, resumable
 from hub.tasks import TaskTable
 from hub.views import CatalogView
 
-__all__ = ["CallCount", "EndReason", "Session", "SessionServices", "SessionState", "UpstreamOpener"]
+__all__ = ["Session"]
 
 logger = logging.getLogger(__name__)
 
 _INBOX_SIZE: Final = 1024
-
-
-class SessionState(enum.Enum):
-    STARTING = "starting"  # the actor runs; initialize has not completed
-    ACTIVE = "active"
-    CLOSED = "closed"
-
-
-class EndReason(enum.Enum):
-    DELETED = "deleted"  # the client said DELETE (or its legacy stream closed)
-    EXPIRED = "expired"  # the idle alarm went off
-    SHUTDOWN = "shutdown"  # the hub is stopping; the session may be taken back after a restart
-
-
-class UpstreamOpener(Protocol):
-    """Opens a client's upstream sessions (the pool's ``open_session``)."""
-
-    def __call__(
-        self,
-        *,
-        capabilities: Message | None = None,
-        on_message: Callable[[str, Message], None] | None = None,
-        on_request: Callable[[str, Message], Awaitable[Message]] | None = None,
-        key: str = "",
-    ) -> UpstreamSessions: ...
-
-
-class CallCount:
-    """Calls in flight across every session; the drain waits for it to reach zero."""
-
-    def __init__(self) -> None:
-        self.value = 0
-        self._zero = asyncio.Event()
-        self._zero.set()
-
-    def up(self) -> None:
-        self.value += 1
-        self._zero.clear()
-
-    def down(self) -> None:
-        self.value -= 1
-        if self.value <= 0:
-            self._zero.set()
-
-    async def wait_zero(self) -> None:
-        await self._zero.wait()
-
-
-@dataclass(frozen=True)
-class SessionServices:
-    """What every session of one hub shares."""
-
-    open_upstreams: UpstreamOpener
-    server: ServerFacts
-    run: str
-    idle_timeout: float
-    unused_timeout: float = 60.0
-    ask_timeout: float = 300.0
-    streams: StreamSettings = field(default_factory=StreamSettings)
-    log_event: Callable[[str, int, Event], None] | None = None
-    subscribers: Callable[[str], int] | None = None
-    record: Callable[[Session], Awaitable[None]] | None = None
-    calls: CallCount = field(default_factory=CallCount)
-
-
-class _NotYet:
-    """The upstream access of a session whose initialize has not completed."""
-
-    async def request(
-        self, upstream: str, method: str, params: Message | None = None, *, hooks: CallHooks | None = None
-    ) -> Message:
-        raise InvalidRequest("initialize first")
-
-    def is_shared(self, upstream: str) -> bool:
-        return False
-
-    async def notify_all(self, method: str, params: Message | None = None) -> None:
-        return None
-
-    async def set_log_level(self, level: str) -> None:
-        raise InvalidRequest("initialize first")
-
-
-_NOT_YET: Final = _NotYet()
 
 
 @dataclass(frozen=True)
@@ -374,7 +290,7 @@ class Session:
             protocol_version=self.protocol_version,
             client_capabilities=self.client_capabilities,
             view=self.view,
-            upstreams=self.upstreams or _NOT_YET,
+            upstreams=self.upstreams or NOT_YET,
             emit=stream.push,
             hooks=lambda upstream, params: self._hooks(stream, upstream, params),
             subscriptions=self.subscriptions,

@@ -112,9 +112,11 @@ class SessionStreams:
         return self._get_open > 0
 
     def release_all(self) -> None:
-        """End every connection reading these streams; the streams go on for clients to resume."""
+        """End every connection reading an unfinished stream (it goes on, for clients to resume);
+        readers of finished streams still deliver what is left and end by themselves."""
         for stream in self._streams.values():
-            stream.release()
+            if not stream.finished:
+                stream.release()
 
     def finish_all(self) -> None:
         for stream in self._streams.values():

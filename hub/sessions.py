@@ -21,7 +21,8 @@ from connectors.jsonrpc import Message
 from hub.context import ANONYMOUS, Caller
 from hub.errors import SessionLimit, ShuttingDown
 from hub.events import EventLog
-from hub.session import EndReason, Session, SessionServices, SessionState
+from hub.session import Session
+from hub.session_services import EndReason, SessionServices, SessionState
 from hub.store import SessionRecord, Store, StoreError
 from hub.views import ViewRule, Views
 
@@ -131,8 +132,10 @@ class SessionManager:
             SessionLimit: there is no room for it.
             ShuttingDown: the hub is draining.
         """
-        if not self._accepting or not _SESSION_ID.match(session_id):
+        if not _SESSION_ID.match(session_id):
             return None
+        if not self._accepting:
+            raise ShuttingDown()  # come back after the restart, when the session can be taken back
         try:
             record = await self._store.load(session_id)
         except StoreError as exc:

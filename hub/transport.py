@@ -171,9 +171,9 @@ class McpEndpoint:
     async def _message(
         self, headers: dict[str, str], kind: Kind, message: Message, receive: Receive, send: Send
     ) -> None:
-        if kind is Kind.REQUEST and not self.accepting():
-            raise ShuttingDown()
         if kind is Kind.REQUEST and message["method"] == "initialize" and SESSION_HEADER not in headers:
+            if not self.accepting():
+                raise ShuttingDown()  # a draining hub takes no new sessions; existing ones finish their work
             await self._initialize(message, send)
             return
         session = await self._session(headers)

@@ -163,6 +163,32 @@ def build_upstream(name: str, probe: Probe | None = None) -> MCPServer:
         await ctx.session.send_tool_list_changed()
         return "grown"
 
+    @server.tool()
+    async def grow_here(ctx: Context) -> str:
+        """Add a tool and say the list changed on this call's own reply stream."""
+
+        def grown_here() -> str:
+            return "I am new too"
+
+        server.add_tool(grown_here, name="grown_here", description="Added at run time.")
+        changed = types.ToolListChangedNotification(method="notifications/tools/list_changed")
+        await ctx.session.send_notification(changed, related_request_id=ctx.request_id)
+        return "grown here"
+
+    @server.tool()
+    def big(megabytes: float) -> str:
+        """A text result of ``megabytes`` MB (the SDK sends it twice: content and structured content)."""
+        return "b" * int(megabytes * 1_000_000)
+
+    @server.tool()
+    async def tick(ctx: Context, seconds: float, every: float = 0.1) -> str:
+        """Report progress every ``every`` seconds for ``seconds`` seconds, then finish."""
+        steps = max(int(seconds / every), 1)
+        for step in range(1, steps + 1):
+            await asyncio.sleep(every)
+            await ctx.report_progress(step, steps)
+        return f"ticked {steps} times"
+
     @server.completion()  # type: ignore[no-untyped-call]
     async def complete(ref: Any, argument: Any, context: Any) -> types.Completion | None:
         if isinstance(ref, types.PromptReference) and ref.name == "greet":

@@ -1,0 +1,62 @@
+"""What belongs to one request of the engine: the hooks its upstream's messages go to, its deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from connectors.jsonrpc import Message
+
+__all__ = ["Call", "CallHooks", "Deadline", "MessageHandler", "ProgressHandler", "RequestHandler"]
+
+MessageHandler = Callable[[Message], None]
+"""Receives upstream notifications that belong to no call (log messages, resource updates)."""
+
+ProgressHandler = Callable[[Message], None]
+"""Receives the params of a ``notifications/progress``, with the caller's own token restored."""
+
+RequestHandler = Callable[[Message], Awaitable[Message]]
+"""Answers a server-to-client request (sampling, elicitation, roots): returns its result.
+
+Raises ManifoldError (or anything) to answer with an error instead.
+"""
+
+
+@dataclass(frozen=True)
+class CallHooks:
+    """Where the messages an upstream sends while serving one call go."""
+
+    progress: ProgressHandler | None = None
+    request: RequestHandler | None = None
+    message: MessageHandler | None = None
+    interrupted: Callable[[], None] | None = None
+    """The upstream closed the call's reply stream before replying (it polls); the connector resumes it."""
+
+
+class Deadline:
+    """A request's deadline: ``limit`` seconds of silence, moved by progress, never past ``give_up``."""
+
+    __slots__ = ("give_up", "limit", "moved", "scope")
+
+    def __init__(self, scope: asyncio.Timeout, limit: float, give_up: float) -> None:
+        self.scope = scope
+        self.limit = limit
+        self.give_up = give_up
+        self.moved = False
+
+    def move(self) -> None:
+        when = min(asyncio.get_running_loop().time() + self.limit, self.give_up)
+        current = self.scope.when()
+        if current is not None and when > current:
+            self.scope.reschedule(when)
+            self.moved = True
+
+
+@dataclass
+class Call:
+    """One request awaiting its reply."""
+
+    future: asyncio.Future[Message]
+    hooks: CallHooks | None
+    deadline: Deadline | None
