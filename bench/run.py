@@ -294,9 +294,9 @@ def catalog_scale(plan: Plan, work: Path) -> dict[str, Any]:
         started = time.perf_counter()
         with running(hub_command(config, work, "catalog"), [hub_port], work / "catalog-hub.log") as hub:
             listening = time.perf_counter() - started
-            base = f"http://127.0.0.1:{hub_port}"
-            startup = asyncio.run(_until_full(base, count * tools, started))
-            result = asyncio.run(_list_tools(plan, base, count * tools, startup, hub.pid))
+            hub_url = f"http://127.0.0.1:{hub_port}"
+            startup = asyncio.run(_until_full(hub_url, count * tools, started))
+            result = asyncio.run(_list_tools(plan, hub_url, count * tools, startup, hub.pid))
             return {**result, "startup_to_listening_s": round(listening, 3)}
 
 

@@ -1,4 +1,4 @@
-"""What belongs to one request of the engine: the hooks its upstream's messages go to, its deadline."""
+"""What the engine keeps per request (hooks, deadline) and per upstream session (state to repeat)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from connectors.jsonrpc import Message
 
-__all__ = ["Call", "CallHooks", "Deadline", "MessageHandler", "ProgressHandler", "RequestHandler"]
+__all__ = ["Call", "CallHooks", "Deadline", "MessageHandler", "ProgressHandler", "RequestHandler", "SessionState"]
 
 MessageHandler = Callable[[Message], None]
 """Receives upstream notifications that belong to no call (log messages, resource updates)."""
@@ -60,3 +60,26 @@ class Call:
     future: asyncio.Future[Message]
     hooks: CallHooks | None
     deadline: Deadline | None
+
+
+class SessionState:
+    """Session-scoped requests to repeat on a new upstream session: the log level, the subscriptions."""
+
+    def __init__(self) -> None:
+        self._requests: dict[tuple[str, str], Message] = {}
+
+    def remember(self, method: str, params: Message | None) -> None:
+        uri = str((params or {}).get("uri", ""))
+        if method == "logging/setLevel":
+            self._requests[(method, "")] = params or {}
+        elif method == "resources/subscribe":
+            self._requests[(method, uri)] = params or {}
+        elif method == "resources/unsubscribe":
+            self._requests.pop(("resources/subscribe", uri), None)
+
+    def requests(self) -> list[tuple[str, Message]]:
+        return [(method, params) for (method, _), params in self._requests.items()]
+
+    @property
+    def subscribed(self) -> bool:
+        return any(method == "resources/subscribe" for method, _ in self._requests)

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from connectors import jsonrpc
-from connectors.calls import Call, CallHooks, Deadline, MessageHandler, ProgressHandler, RequestHandler
+from connectors.calls import Call, CallHooks, Deadline, MessageHandler, ProgressHandler, RequestHandler, SessionState
 from connectors.errors import (
     ManifoldError,
     UpstreamError,
@@ -68,8 +68,7 @@ class Connector:
         self._generation = 0
         self._reinit: asyncio.Task[None] | None = None
         self._session_ready = asyncio.Event()
-        # Session-scoped requests to repeat on a new upstream session (the level, subscriptions).
-        self._session_state: dict[tuple[str, str], Message] = {}
+        self._session_state = SessionState()
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.lost_event = asyncio.Event()
         self.lost_reason = ""
@@ -159,7 +158,7 @@ class Connector:
             else:
                 reason = f"no answer to {method} within {limit:g}s"
             raise UpstreamTimeout(spec.name, reason) from None
-        self._remember(method, params)
+        self._session_state.remember(method, params)
         return result
 
     async def notify(self, method: str, params: Message | None = None) -> None:
@@ -173,15 +172,6 @@ class Connector:
                 await self.transport.send(jsonrpc.notification(method, params))
         except TimeoutError:
             raise UpstreamTimeout(self.spec.name, f"{method} not accepted in time") from None
-
-    def _remember(self, method: str, params: Message | None) -> None:
-        uri = str((params or {}).get("uri", ""))
-        if method == "logging/setLevel":
-            self._session_state[(method, "")] = params or {}
-        elif method == "resources/subscribe":
-            self._session_state[(method, uri)] = params or {}
-        elif method == "resources/unsubscribe":
-            self._session_state.pop(("resources/subscribe", uri), None)
 
     async def _call(
         self, method: str, params: Message | None, hooks: CallHooks | None, deadline: Deadline | None
@@ -199,11 +189,18 @@ class Connector:
                 token_key = f"p{request_id}"
                 self._progress[token_key] = (meta["progressToken"], hooks.progress if hooks else None, call)
                 params = {**params, "_meta": {**meta, "progressToken": token_key}}
+            elif method == "tools/call" and deadline is not None:
+                # Asked for even when the client did not: an upstream's progress keeps a long call alive.
+                token_key = f"p{request_id}"
+                self._progress[token_key] = (None, None, call)
+                params = {**params, "_meta": {**(meta if isinstance(meta, dict) else {}), "progressToken": token_key}}
         try:
             await self.transport.send(jsonrpc.request(request_id, method, params))
             reply = await call.future
         except asyncio.CancelledError:
-            if not call.future.done() and method not in _NEVER_CANCELLED:
+            # The future is cancelled too when the caller was waiting on it: only a reply means done.
+            replied = call.future.done() and not call.future.cancelled()
+            if not replied and method not in _NEVER_CANCELLED:
                 await self._cancel_upstream(request_id)
             raise
         finally:
@@ -279,7 +276,7 @@ class Connector:
             return
         finally:
             self._session_ready.set()
-        for (method, _), params in list(self._session_state.items()):
+        for method, params in self._session_state.requests():
             try:
                 await self._call(method, params, None, None)
             except UpstreamError as exc:
@@ -349,7 +346,7 @@ class Connector:
 
     @property
     def listening_wanted(self) -> bool:
-        return any(method == "resources/subscribe" for method, _ in self._session_state)
+        return self._session_state.subscribed
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)

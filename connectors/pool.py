@@ -134,12 +134,15 @@ class ConnectorPool:
         upstream.supervisor = self.start(Supervisor(upstream, self.limits, self._report).run())
         self._changed(spec.name)
 
-    async def remove(self, name: str, deadline: float) -> None:
+    async def remove(self, name: str, deadline: float, *, replacing: bool = False) -> None:
         """Stop serving an upstream: new calls are refused, calls in flight get ``deadline`` seconds."""
         upstream = self._upstreams.get(name)
         if upstream is None:
             return
-        self._report(upstream, replace(upstream.status, state=UpstreamState.REMOVING))
+        if replacing:
+            upstream.status = replace(upstream.status, state=UpstreamState.REMOVING)  # no list change
+        else:
+            self._report(upstream, replace(upstream.status, state=UpstreamState.REMOVING))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(deadline):
                 await upstream.limiter.wait_idle()
@@ -159,8 +162,9 @@ class ConnectorPool:
         if self._upstreams.get(name) is upstream:
             del self._upstreams[name]
         await upstream.clients.aclose()
-        self._changed(name)
-        logger.info("upstream %s removed", name)
+        if not replacing:
+            self._changed(name)
+        logger.info("upstream %s %s", name, "closed for its new settings" if replacing else "removed")
 
     async def update(self, spec: UpstreamSpec, deadline: float) -> None:
         """Serve ``spec`` in place of the upstream of that name (it reconnects); adds it when new."""
@@ -168,8 +172,11 @@ class ConnectorPool:
         if current is not None and current.spec == spec:
             return
         if current is not None:
-            await self.remove(spec.name, deadline)
+            await self.remove(spec.name, deadline, replacing=True)
         self.add(spec)
+        if current is not None:
+            # Its names stay known (and listed) while it reconnects: a changed timeout is no list change.
+            self._upstreams[spec.name].listing = current.listing
 
     # -- facts -------------------------------------------------------------------------------------
 

@@ -1,10 +1,11 @@
-"""The config file admins edit, and the process settings around it.
+"""Loading the config file admins edit: expansion, validation, and the checks across sections.
 
-The file uses the ``mcpServers`` shape MCP clients already know, plus a
-``hub`` section. It is validated in full before anything starts: every
+The file uses the ``mcpServers`` shape MCP clients already know, plus the
+``hub``, ``auth``, ``tenants`` and ``audit`` sections (:mod:`hub.schema`,
+:mod:`hub.access`). It is validated in full before anything starts: every
 problem is reported with its JSON path, and a file with any problem is
 refused whole. ``${VAR}`` and ``${VAR:-default}`` in upstream urls and
-headers are expanded from the environment. A loaded config is immutable.
+headers (and tenants' upstream headers) are expanded from the environment.
 """
 
 from __future__ import annotations
@@ -14,174 +15,25 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic.alias_generators import to_camel
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import ValidationError
 
-from connectors.spec import UpstreamSpec
 from hub.errors import ConfigError
+from hub.schema import Config, HubSettings, ProcessSettings, Timeouts, UpstreamConfig
 
-__all__ = ["Config", "HubSettings", "ProcessSettings", "Timeouts", "UpstreamConfig", "load_config", "parse_config"]
+__all__ = [
+    "Config",
+    "HubSettings",
+    "ProcessSettings",
+    "Timeouts",
+    "UpstreamConfig",
+    "exposure_problem",
+    "load_config",
+    "parse_config",
+]
 
-_NAME = r"^[A-Za-z0-9_.-]+$"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
-
-
-class Timeouts(_Model):
-    connect: Annotated[float, Field(gt=0, le=600)] = 10.0
-    request: Annotated[float, Field(gt=0, le=86400)] = 60.0
-    max_total: Annotated[float, Field(gt=0, le=604800)] = 3600.0
-
-    @model_validator(mode="after")
-    def _total_covers_one_request(self) -> Timeouts:
-        if self.max_total < self.request:
-            raise ValueError("maxTotal must be at least request")
-        return self
-
-
-class Reconnect(_Model):
-    initial_delay: Annotated[float, Field(gt=0, le=3600)] = 0.5
-    max_delay: Annotated[float, Field(gt=0, le=3600)] = 30.0
-
-
-class UpstreamConfig(_Model):
-    """One entry of ``mcpServers``."""
-
-    url: str
-    type: Literal["streamable-http", "http", "sse"] = "streamable-http"
-    headers: dict[str, str] = Field(default_factory=dict)
-    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$", max_length=64)] | None = None
-    timeouts: Timeouts = Timeouts()
-    max_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 64
-    max_result_bytes: Annotated[int, Field(ge=1024)] | None = None
-    max_streams: Annotated[int, Field(ge=1, le=100_000)] = 100
-    session_mode: Literal["isolated", "shared"] = "isolated"
-    disabled: bool = False
-    tags: list[str] = Field(default_factory=list)
-
-    @field_validator("headers")
-    @classmethod
-    def _one_line_headers(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, text in value.items():
-            if any(c in name or c in text for c in "\r\n\0"):
-                # Named, never shown: the value may be a secret.
-                raise ValueError(f"header {name!r} has a line break or NUL in its name or value")
-        return value
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
-
-
-class Events(_Model):
-    """Replay of SSE streams for clients that reconnect with ``Last-Event-ID``."""
-
-    retry_ms: Annotated[int, Field(ge=0, le=600_000)] = 1000
-    per_stream: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
-    per_stream_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
-    max_age: Annotated[float, Field(gt=0)] = 300.0
-    max_logged: Annotated[int, Field(ge=0)] = 100_000
-
-
-class Breaker(_Model):
-    """The circuit breaker each upstream has."""
-
-    failures: Annotated[int, Field(ge=1, le=10_000)] = 5
-    cooldown: Annotated[float, Field(gt=0, le=3600)] = 30.0
-
-
-class HubSettings(_Model):
-    """The ``hub`` section."""
-
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 8765
-    separator: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,8}$")] = "__"
-    max_name_length: Annotated[int, Field(ge=16, le=128)] = 64
-    session_idle_timeout: Annotated[float, Field(gt=0)] = 1800.0
-    unused_session_timeout: Annotated[float, Field(gt=0)] = 60.0
-    max_sessions: Annotated[int, Field(ge=1)] = 1000
-    storage: str = "manifold.db"
-    page_size: Annotated[int, Field(ge=1, le=10_000)] = 100
-    max_in_flight: Annotated[int, Field(ge=1)] = 1024
-    queue_size: Annotated[int, Field(ge=0)] = 512
-    queue_timeout: Annotated[float, Field(gt=0)] = 10.0
-    health_interval: Annotated[float, Field(gt=0)] = 15.0
-    reconnect: Reconnect = Reconnect()
-    breaker: Breaker = Breaker()
-    startup_grace: Annotated[float, Field(ge=0, le=600)] = 2.0
-    drain_timeout: Annotated[float, Field(ge=0, le=3600)] = 30.0
-    max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
-    max_result_bytes: Annotated[int, Field(ge=1024)] = 128 * 1024 * 1024
-    max_json_depth: Annotated[int, Field(ge=8, le=200)] = 64
-    max_header_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
-    max_headers: Annotated[int, Field(ge=8, le=10_000)] = 100
-    request_read_timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
-    client_request_timeout: Annotated[float, Field(gt=0)] = 300.0
-    events: Events = Events()
-    allowed_origins: list[str] | None = None
-    allowed_hosts: list[str] | None = None
-
-
-class Config(_Model):
-    """A whole, valid config file."""
-
-    hub: HubSettings = HubSettings()
-    mcp_servers: dict[Annotated[str, Field(pattern=_NAME)], UpstreamConfig] = Field(default_factory=dict)
-
-    def prefix_of(self, name: str) -> str:
-        prefix = self.mcp_servers[name].prefix
-        return name if prefix is None else prefix
-
-    def enabled(self) -> list[str]:
-        """Names of the upstreams to serve, in file order."""
-        return [name for name, server in self.mcp_servers.items() if not server.disabled]
-
-    def upstream_specs(self) -> list[UpstreamSpec]:
-        specs = []
-        for name in self.enabled():
-            server = self.mcp_servers[name]
-            specs.append(
-                UpstreamSpec(
-                    name=name,
-                    url=server.url,
-                    transport="sse" if server.type == "sse" else "streamable-http",
-                    headers=dict(server.headers),
-                    connect_timeout=server.timeouts.connect,
-                    request_timeout=server.timeouts.request,
-                    max_total=server.timeouts.max_total,
-                    max_concurrency=server.max_concurrency,
-                    max_message_bytes=server.max_result_bytes or self.hub.max_result_bytes,
-                    max_streams=server.max_streams,
-                    shared=server.session_mode == "shared",
-                    breaker_failures=self.hub.breaker.failures,
-                    breaker_cooldown=self.hub.breaker.cooldown,
-                )
-            )
-        return specs
-
-
-class ProcessSettings(BaseSettings):
-    """Settings of the process, from ``MANIFOLD_*`` variables or a ``.env`` file."""
-
-    model_config = SettingsConfigDict(env_prefix="MANIFOLD_", env_file=".env", extra="ignore")
-
-    config: Path = Path("manifold.json")
-    host: str | None = None
-    port: int | None = None
-    url: str = "http://127.0.0.1:8765"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-
-
-# -- loading ---------------------------------------------------------------------------------------
 
 
 def _path(loc: Iterable[Any]) -> str:
@@ -212,23 +64,28 @@ def _expand(value: str, path: str, env: dict[str, str], problems: list[str]) -> 
 def _expand_env(raw: Any, env: dict[str, str], problems: list[str]) -> set[str]:
     """Expand ``${VAR}`` in upstream urls and headers in place; return the paths that failed."""
     failed: set[str] = set()
+    targets: list[tuple[dict[str, Any], str, str]] = []
     servers = raw.get("mcpServers") if isinstance(raw, dict) else None
-    if not isinstance(servers, dict):
-        return failed
-    for key, server in servers.items():
+    for key, server in servers.items() if isinstance(servers, dict) else []:
         if not isinstance(server, dict):
             continue
-        targets: list[tuple[dict[str, Any], str, str]] = [(server, "url", _path(["mcpServers", key, "url"]))]
+        targets.append((server, "url", _path(["mcpServers", key, "url"])))
         headers = server.get("headers")
         if isinstance(headers, dict):
             targets += [(headers, h, _path(["mcpServers", key, "headers", h])) for h in headers]
-        for container, field, path in targets:
-            value = container.get(field)
-            if isinstance(value, str):
-                before = len(problems)
-                container[field] = _expand(value, path, env, problems)
-                if len(problems) > before:
-                    failed.add(path)
+    tenants = raw.get("tenants") if isinstance(raw, dict) else None
+    for key, tenant in tenants.items() if isinstance(tenants, dict) else []:
+        per_upstream = tenant.get("headers") if isinstance(tenant, dict) else None
+        for upstream, headers in per_upstream.items() if isinstance(per_upstream, dict) else []:
+            if isinstance(headers, dict):
+                targets += [(headers, h, _path(["tenants", key, "headers", upstream, h])) for h in headers]
+    for container, field, path in targets:
+        value = container.get(field)
+        if isinstance(value, str):
+            before = len(problems)
+            container[field] = _expand(value, path, env, problems)
+            if len(problems) > before:
+                failed.add(path)
     return failed
 
 
@@ -266,6 +123,7 @@ def parse_config(raw: Any, env: dict[str, str] | None = None) -> Config:
                 problems.append(f"{path}: {_message(error)}")
     if config is not None:
         problems += _prefix_clashes(config)
+        problems += _dangling_names(config)
     if problems:
         raise ConfigError(problems)
     assert config is not None
@@ -285,6 +143,42 @@ def _prefix_clashes(config: Config) -> list[str]:
         else:
             owners[prefix] = name
     return problems
+
+
+def _dangling_names(config: Config) -> list[str]:
+    """Tenants that name upstreams that do not exist, and credentials that name tenants that do not."""
+    problems = []
+    for name, tenant in config.tenants.items():
+        for index, upstream in enumerate(tenant.upstreams or []):
+            if upstream not in config.mcp_servers:
+                problems.append(
+                    f"{_path(['tenants', name, 'upstreams', index])}: no upstream {upstream!r} in mcpServers"
+                )
+        for upstream in tenant.headers:
+            if upstream not in config.mcp_servers:
+                problems.append(
+                    f"{_path(['tenants', name, 'headers', upstream])}: no upstream {upstream!r} in mcpServers"
+                )
+    if config.auth is not None:
+        for index, key in enumerate(config.auth.api_keys):
+            if key.tenant not in config.tenants:
+                path = _path(["auth", "apiKeys", index, "tenant"])
+                problems.append(f"{path}: no tenant {key.tenant!r} in tenants")
+    return problems
+
+
+def exposure_problem(config: Config, host: str) -> str | None:
+    """Why the hub must not listen on ``host`` with this config, or None when it may."""
+    from hub.guard import is_loopback
+
+    if is_loopback(host) or config.auth_enabled or config.hub.allow_anonymous:
+        return None
+    return (
+        f"refusing to listen on {host} without authentication: anyone who can reach it could use every "
+        "upstream. Add API keys (manifold keys new --name NAME --tenant TENANT prints one and the entry "
+        'for "auth": {"apiKeys": [...]}) or a JWT issuer to the config, or set "hub": {"allowAnonymous": true} '
+        "if that is what you want."
+    )
 
 
 def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Config:

@@ -26,10 +26,14 @@ Era = Literal["session", "stateless"]
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is asking: a principal (an API key's name, a token's issuer and subject) and its tenant."""
+    """Who is asking: a principal (an API key's name, a token's issuer and subject) and its tenant.
+
+    The anonymous caller (no auth configured) has empty names.
+    """
 
     principal: str = ""
     tenant: str = ""
+    admin: bool = False
 
 
 ANONYMOUS = Caller()

@@ -24,6 +24,9 @@ itself, its HTTP status (in brackets)::
         ├── InvalidParams              -32602  params missing or of the wrong shape
         │   ├── UnknownName            -32602  no tool or prompt by that public name
         │   └── UnknownResource        -32002  no upstream owns that URI
+        ├── Unauthorized               -32030  [401] no credential, or a bad one (WWW-Authenticate)
+        ├── Forbidden                  -32031  [403] a good credential that may not do this
+        ├── RateLimited                -32029  [429] a tenant's or principal's limit (Retry-After)
         ├── SessionLimit               -32000  [503] the hub holds its maximum of sessions
         ├── SessionBusy                -32000  [503] the session's inbox is full
         ├── ShuttingDown               -32000  [503] the hub is draining (Retry-After)
@@ -47,6 +50,7 @@ __all__ = [
     "ClientError",
     "ClientTimeout",
     "ConfigError",
+    "Forbidden",
     "HubError",
     "InvalidParams",
     "InvalidRequest",
@@ -55,6 +59,7 @@ __all__ = [
     "MissingSession",
     "NotAcceptable",
     "ParseError",
+    "RateLimited",
     "RequestTimeout",
     "SessionBusy",
     "SessionLimit",
@@ -63,6 +68,7 @@ __all__ = [
     "StreamConflict",
     "StreamGone",
     "TooDeep",
+    "Unauthorized",
     "UnknownName",
     "UnknownResource",
     "UnsupportedMediaType",
@@ -162,6 +168,29 @@ class UnknownName(InvalidParams):
 
 class UnknownResource(InvalidParams):
     code = -32002  # the spec's "resource not found"
+
+
+class Unauthorized(HubError):
+    """The request carries no credential or a bad one; ``headers`` hold the ``WWW-Authenticate`` challenge."""
+
+    code = -32030
+    http_status: ClassVar[int | None] = 401
+
+
+class Forbidden(HubError):
+    code = -32031
+    http_status: ClassVar[int | None] = 403
+
+
+class RateLimited(HubError):
+    """A limit of the caller's tenant or principal; says which and when to try again."""
+
+    code = -32029
+    http_status: ClassVar[int | None] = 429
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        seconds = max(1, int(retry_after + 0.999))
+        super().__init__(message, data={"retryAfter": seconds}, headers={"retry-after": str(seconds)})
 
 
 class SessionLimit(HubError):

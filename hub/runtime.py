@@ -30,7 +30,7 @@ from hub.outbound import for_client
 from hub.session_services import SessionServices
 from hub.session_streams import StreamSettings
 from hub.sessions import SessionManager
-from hub.store import Store
+from hub.storage import open_store
 from hub.views import Views
 
 __all__ = ["SERVER_INFO", "Hub", "HubState"]
@@ -92,7 +92,7 @@ class Hub:
             on_shared_message=self._shared_message,
         )
         self.run = secrets.token_hex(4)  # names this run of the hub in SSE event ids
-        self.store = Store(settings.storage)
+        self.store = open_store(settings.storage)
         self.events = EventLog(self.store, max_age=settings.events.max_age, max_events=settings.events.max_logged)
         self.server = ServerFacts(info=SERVER_INFO, capabilities=self.server_capabilities)
         services = SessionServices(
@@ -209,7 +209,9 @@ class Hub:
             if upstream is not None and upstream.listing is not None:
                 state = upstream.status.state
                 if state is not UpstreamState.REMOVING:
-                    listed = state is UpstreamState.UP
+                    # Down: names known, not listed. Connecting with an earlier listing (new settings):
+                    # listed as it was, until it is up or down.
+                    listed = state is UpstreamState.UP or state is UpstreamState.CONNECTING
                     sources.append(Source(name, self.config.prefix_of(name), upstream.listing, listed))
         changed = self.views.changed(self.catalog.rebuild(sources))
         for rule, kinds in changed.items():

@@ -6,7 +6,7 @@ import asyncio
 import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Final, Protocol
 
 from connectors.engine import CallHooks
 from connectors.jsonrpc import Message
@@ -16,10 +16,7 @@ from hub.errors import InvalidRequest
 from hub.session_streams import StreamSettings
 from hub.streams import Event
 
-if TYPE_CHECKING:
-    from hub.session import Session
-
-__all__ = ["NOT_YET", "CallCount", "EndReason", "SessionServices", "SessionState", "UpstreamOpener"]
+__all__ = ["NOT_YET", "CallCount", "EndReason", "Negotiated", "SessionServices", "SessionState", "UpstreamOpener"]
 
 
 class SessionState(enum.Enum):
@@ -45,6 +42,25 @@ class UpstreamOpener(Protocol):
         on_request: Callable[[str, Message], Awaitable[Message]] | None = None,
         key: str = "",
     ) -> UpstreamSessions: ...
+
+
+class Negotiated(Protocol):
+    """A session whose initialize has settled what is recorded of it."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def protocol_version(self) -> str: ...
+
+    @property
+    def client_info(self) -> Message: ...
+
+    @property
+    def client_capabilities(self) -> Message: ...
+
+    @property
+    def created(self) -> float: ...
 
 
 class CallCount:
@@ -81,7 +97,7 @@ class SessionServices:
     streams: StreamSettings = field(default_factory=StreamSettings)
     log_event: Callable[[str, int, Event], None] | None = None
     subscribers: Callable[[str], int] | None = None
-    record: Callable[[Session], Awaitable[None]] | None = None
+    record: Callable[[Negotiated], Awaitable[None]] | None = None
     calls: CallCount = field(default_factory=CallCount)
 
 

@@ -22,7 +22,7 @@ from hub.context import ANONYMOUS, Caller
 from hub.errors import SessionLimit, ShuttingDown
 from hub.events import EventLog
 from hub.session import Session
-from hub.session_services import EndReason, SessionServices, SessionState
+from hub.session_services import EndReason, Negotiated, SessionServices, SessionState
 from hub.store import SessionRecord, Store, StoreError
 from hub.views import ViewRule, Views
 
@@ -183,7 +183,7 @@ class SessionManager:
                 return True
         return False
 
-    async def record(self, session: Session) -> None:
+    async def record(self, session: Negotiated) -> None:
         """Write a session's record (after its initialize), so a restarted hub can take it back."""
         now = time.time()
         record = SessionRecord(

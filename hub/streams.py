@@ -91,6 +91,10 @@ class Stream:
     def persistent(self) -> bool:
         return self._sink is not None
 
+    def buffered(self) -> list[Event]:
+        """The events still kept for replay, oldest first."""
+        return list(self._events)
+
     def persist(self, sink: EventSink) -> None:
         """From now on, tell ``sink`` of every event, starting with those already buffered."""
         if self._sink is not None:

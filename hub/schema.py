@@ -1,0 +1,200 @@
+"""The config file's schema: one model per section, validated in full by pydantic.
+
+Keys are camelCase in the file (``maxConcurrency``), unknown keys are errors,
+and a loaded config is immutable. Loading, ``${VAR}`` expansion and the
+checks across sections live in :mod:`hub.config`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connectors.spec import UpstreamSpec
+from hub.access import AuditConfig, AuthConfig, TenantConfig
+
+__all__ = ["Breaker", "Config", "Events", "HubSettings", "ProcessSettings", "Reconnect", "Timeouts", "UpstreamConfig"]
+
+_NAME = r"^[A-Za-z0-9_.-]+$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class Timeouts(_Model):
+    connect: Annotated[float, Field(gt=0, le=600)] = 10.0
+    request: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    max_total: Annotated[float, Field(gt=0, le=604800)] = 3600.0
+
+    @model_validator(mode="after")
+    def _total_covers_one_request(self) -> Timeouts:
+        if self.max_total < self.request:
+            raise ValueError("maxTotal must be at least request")
+        return self
+
+
+class Reconnect(_Model):
+    initial_delay: Annotated[float, Field(gt=0, le=3600)] = 0.5
+    max_delay: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
+class UpstreamConfig(_Model):
+    """One entry of ``mcpServers``."""
+
+    url: str
+    type: Literal["streamable-http", "http", "sse"] = "streamable-http"
+    headers: dict[str, str] = Field(default_factory=dict)
+    prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$", max_length=64)] | None = None
+    timeouts: Timeouts = Timeouts()
+    max_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 64
+    max_result_bytes: Annotated[int, Field(ge=1024)] | None = None
+    max_streams: Annotated[int, Field(ge=1, le=100_000)] = 100
+    session_mode: Literal["isolated", "shared"] = "isolated"
+    disabled: bool = False
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("headers")
+    @classmethod
+    def _one_line_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if any(c in name or c in text for c in "\r\n\0"):
+                # Named, never shown: the value may be a secret.
+                raise ValueError(f"header {name!r} has a line break or NUL in its name or value")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+class Events(_Model):
+    """Replay of SSE streams for clients that reconnect with ``Last-Event-ID``."""
+
+    retry_ms: Annotated[int, Field(ge=0, le=600_000)] = 1000
+    per_stream: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    per_stream_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    max_age: Annotated[float, Field(gt=0)] = 300.0
+    max_logged: Annotated[int, Field(ge=0)] = 100_000
+
+
+class Breaker(_Model):
+    """The circuit breaker each upstream has."""
+
+    failures: Annotated[int, Field(ge=1, le=10_000)] = 5
+    cooldown: Annotated[float, Field(gt=0, le=3600)] = 30.0
+
+
+class HubSettings(_Model):
+    """The ``hub`` section."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8765
+    separator: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,8}$")] = "__"
+    max_name_length: Annotated[int, Field(ge=16, le=128)] = 64
+    session_idle_timeout: Annotated[float, Field(gt=0)] = 1800.0
+    unused_session_timeout: Annotated[float, Field(gt=0)] = 60.0
+    max_sessions: Annotated[int, Field(ge=1)] = 1000
+    storage: str = "manifold.db"
+    page_size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    max_in_flight: Annotated[int, Field(ge=1)] = 1024
+    queue_size: Annotated[int, Field(ge=0)] = 512
+    queue_timeout: Annotated[float, Field(gt=0)] = 10.0
+    health_interval: Annotated[float, Field(gt=0)] = 15.0
+    reconnect: Reconnect = Reconnect()
+    breaker: Breaker = Breaker()
+    startup_grace: Annotated[float, Field(ge=0, le=600)] = 2.0
+    drain_timeout: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
+    max_result_bytes: Annotated[int, Field(ge=1024)] = 128 * 1024 * 1024
+    max_json_depth: Annotated[int, Field(ge=8, le=200)] = 64
+    max_header_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    max_headers: Annotated[int, Field(ge=8, le=10_000)] = 100
+    request_read_timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
+    client_request_timeout: Annotated[float, Field(gt=0)] = 300.0
+    events: Events = Events()
+    allowed_origins: list[str] | None = None
+    allowed_hosts: list[str] | None = None
+    public_url: str | None = None
+    """Where clients reach the hub (the OAuth resource identifier); defaults to its listen address."""
+    allow_anonymous: bool = False
+    """Serve without credentials on a non-loopback address (on purpose)."""
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return None if value is None else value.rstrip("/")
+
+
+class Config(_Model):
+    """A whole, valid config file."""
+
+    hub: HubSettings = HubSettings()
+    mcp_servers: dict[Annotated[str, Field(pattern=_NAME)], UpstreamConfig] = Field(default_factory=dict)
+    auth: AuthConfig | None = None
+    tenants: dict[Annotated[str, Field(pattern=_NAME)], TenantConfig] = Field(default_factory=dict)
+    audit: AuditConfig = AuditConfig()
+
+    @property
+    def public_url(self) -> str:
+        if self.hub.public_url is not None:
+            return self.hub.public_url
+        host = self.hub.host if ":" not in self.hub.host else f"[{self.hub.host}]"
+        return f"http://{host}:{self.hub.port}"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth is not None and (bool(self.auth.api_keys) or self.auth.jwt is not None)
+
+    def prefix_of(self, name: str) -> str:
+        prefix = self.mcp_servers[name].prefix
+        return name if prefix is None else prefix
+
+    def enabled(self) -> list[str]:
+        """Names of the upstreams to serve, in file order."""
+        return [name for name, server in self.mcp_servers.items() if not server.disabled]
+
+    def upstream_specs(self) -> list[UpstreamSpec]:
+        specs = []
+        for name in self.enabled():
+            server = self.mcp_servers[name]
+            specs.append(
+                UpstreamSpec(
+                    name=name,
+                    url=server.url,
+                    transport="sse" if server.type == "sse" else "streamable-http",
+                    headers=dict(server.headers),
+                    connect_timeout=server.timeouts.connect,
+                    request_timeout=server.timeouts.request,
+                    max_total=server.timeouts.max_total,
+                    max_concurrency=server.max_concurrency,
+                    max_message_bytes=server.max_result_bytes or self.hub.max_result_bytes,
+                    max_streams=server.max_streams,
+                    shared=server.session_mode == "shared",
+                    breaker_failures=self.hub.breaker.failures,
+                    breaker_cooldown=self.hub.breaker.cooldown,
+                )
+            )
+        return specs
+
+
+class ProcessSettings(BaseSettings):
+    """Settings of the process, from ``MANIFOLD_*`` variables or a ``.env`` file."""
+
+    model_config = SettingsConfigDict(env_prefix="MANIFOLD_", env_file=".env", extra="ignore")
+
+    config: Path = Path("manifold.json")
+    host: str | None = None
+    port: int | None = None
+    url: str = "http://127.0.0.1:8765"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -1,0 +1,110 @@
+"""A write-behind queue: items added on the hot path without waiting, written to the store in batches.
+
+A flusher task writes what is queued every ``interval`` seconds (sooner once
+``batch`` items wait) and prunes old rows every ``prune_every`` seconds.
+Past ``max_pending`` items the oldest are dropped and the loss is logged: the
+request path never waits for the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from types import TracebackType
+from typing import Generic, Self, TypeVar
+
+from hub.store import StoreError
+
+__all__ = ["WriteBehind"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class WriteBehind(Generic[T]):
+    """Queue items, write them behind; an async context manager owning its flusher task."""
+
+    def __init__(
+        self,
+        name: str,
+        write: Callable[[list[T]], Awaitable[None]],
+        prune: Callable[[], Awaitable[object]],
+        *,
+        interval: float = 0.2,
+        batch: int = 500,
+        max_pending: int = 50_000,
+        prune_every: float = 60.0,
+    ) -> None:
+        self.name = name
+        self._write = write
+        self._prune = prune
+        self.interval = interval
+        self.batch = batch
+        self.max_pending = max_pending
+        self.prune_every = prune_every
+        self.pending: list[T] = []
+        self.dropped = 0
+        self._due = asyncio.Event()
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Self:
+        await self._stack.enter_async_context(self._running())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _running(self) -> AsyncIterator[None]:
+        async with asyncio.TaskGroup() as tg:
+            flusher = tg.create_task(self._run(), name=self.name)
+            try:
+                yield
+            finally:
+                flusher.cancel()
+        await self.flush()
+
+    def add(self, item: T) -> None:
+        """Queue one item; never blocks."""
+        pending = self.pending
+        pending.append(item)
+        if len(pending) >= self.batch:
+            self._due.set()
+        if len(pending) > self.max_pending:
+            # The store is not keeping up: lose the oldest rather than slow the requests down.
+            lost = len(pending) - self.max_pending
+            del pending[:lost]
+            self.dropped += lost
+            logger.warning("%s behind: %d records not written", self.name, lost)
+
+    async def flush(self) -> None:
+        """Write everything queued now."""
+        items, self.pending = self.pending, []
+        if not items:
+            return
+        try:
+            await self._write(items)
+        except StoreError as exc:
+            self.dropped += len(items)
+            logger.warning("%s: %d records not written: %s", self.name, len(items), exc)
+
+    async def _run(self) -> None:
+        last_prune = time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._due.wait()
+            self._due.clear()
+            await self.flush()
+            if time.monotonic() - last_prune >= self.prune_every:
+                last_prune = time.monotonic()
+                try:
+                    await self._prune()
+                except StoreError as exc:
+                    logger.warning("%s: %s", self.name, exc)

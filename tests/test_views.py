@@ -1,0 +1,111 @@
+"""Catalog views: what a rule lets a caller see, answered exactly like what does not exist."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.status import Listing
+from hub.catalog import Catalog, Entry, Source
+from hub.errors import UnknownName, UnknownResource
+from hub.views import EVERYTHING, CatalogView, Globs, ViewRule, Views
+
+
+def tools(*names: str) -> tuple[dict[str, object], ...]:
+    return tuple({"name": name, "inputSchema": {"type": "object"}} for name in names)
+
+
+def build() -> Catalog:
+    catalog = Catalog(page_size=2)
+    catalog.rebuild(
+        [
+            Source(
+                "notes",
+                "notes",
+                Listing(
+                    tools=tools("add", "delete_all", "list"),
+                    prompts=({"name": "summary"},),
+                    resources=({"uri": "file:///n.txt", "name": "n"},),
+                    resource_templates=({"uriTemplate": "note://{id}", "name": "t"},),
+                ),
+            ),
+            Source(
+                "clock", "time", Listing(tools=tools("now", "zone"), resources=({"uri": "file:///c", "name": "c"},))
+            ),
+        ]
+    )
+    return catalog
+
+
+ACME = ViewRule(
+    upstreams=frozenset({"notes"}),
+    tools=Globs(allow=("notes__*",), deny=("*delete*",)),
+    resources=Globs(allow=("manifold://notes/file:*",)),
+)
+
+
+def names(view: CatalogView, kind: str = "tools") -> list[str]:
+    key = "name" if kind in ("tools", "prompts") else ("uri" if kind == "resources" else "uriTemplate")
+    return [str(item[key]) for item in view.items(kind)]  # type: ignore[arg-type]
+
+
+def test_everything_sees_the_whole_catalog_and_costs_no_copy() -> None:
+    catalog = build()
+    view = CatalogView(catalog)
+    assert view.items("tools") is catalog.items("tools")
+    assert names(view) == ["notes__add", "notes__delete_all", "notes__list", "time__now", "time__zone"]
+
+
+def test_a_filtered_view_hides_other_upstreams_and_denied_names_in_every_list() -> None:
+    view = CatalogView(build(), ACME)
+    assert names(view) == ["notes__add", "notes__list"]
+    assert names(view, "prompts") == ["notes__summary"]
+    assert names(view, "resources") == ["manifold://notes/file:///n.txt"]
+    assert names(view, "resourceTemplates") == []  # the allow glob admits file: URIs only
+
+
+def test_names_outside_the_view_answer_exactly_like_names_that_do_not_exist() -> None:
+    catalog = build()
+    view = CatalogView(catalog, ACME)
+    assert view.tool("notes__add") == Entry("notes", "add")
+    for hidden in ("time__now", "notes__delete_all"):
+        with pytest.raises(UnknownName) as outside:
+            view.tool(hidden)
+        with pytest.raises(UnknownName) as missing:
+            view.tool("nothing__here")
+        assert str(outside.value) == f"unknown tool: {hidden}"
+        assert type(outside.value) is type(missing.value)
+    with pytest.raises(UnknownResource):
+        view.resource("manifold://time/file:///c")
+    with pytest.raises(UnknownResource):
+        view.resource("manifold://notes/note://7")  # a template URI the resource globs do not admit
+    assert view.resource("manifold://notes/file:///other") == Entry("notes", "file:///other")
+
+
+def test_pages_of_a_view_hold_only_what_it_admits() -> None:
+    view = CatalogView(build(), ACME)
+    first = view.page("tools")
+    assert [t["name"] for t in first["tools"]] == ["notes__add", "notes__list"]
+    assert "nextCursor" not in first
+    everything = CatalogView(build())
+    assert "nextCursor" in everything.page("tools")
+
+
+def test_after_a_rebuild_only_the_views_whose_lists_changed_are_named() -> None:
+    catalog = build()
+    views = Views(catalog)
+    views.view(ACME)
+    changed = catalog.rebuild(
+        [
+            Source("notes", "notes", Listing(tools=tools("add", "delete_all", "list"), prompts=({"name": "summary"},))),
+            Source("clock", "time", Listing(tools=tools("now", "zone", "alarm"))),
+        ]
+    )
+    by_rule = views.changed(changed)
+    assert by_rule[EVERYTHING] == {"tools", "resources", "resourceTemplates"}
+    assert by_rule[ACME] == {"resources"}  # its tools did not change: clock's are not in its view
+    assert views.changed(catalog.rebuild([]))[ACME] == {"tools", "prompts"}
+
+
+def test_an_unrestricted_rule_shares_the_view_of_everything() -> None:
+    views = Views(build())
+    assert views.view(ViewRule()) is views.view(EVERYTHING)
