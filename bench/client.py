@@ -18,10 +18,10 @@ _INIT = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"na
 class RpcSession:
     """One MCP session spoken as plain JSON-RPC posts."""
 
-    def __init__(self, http: httpx.AsyncClient, url: str) -> None:
+    def __init__(self, http: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None) -> None:
         self.http = http
         self.url = url
-        self.headers = dict(_HEADERS)
+        self.headers = {**_HEADERS, **(headers or {})}
         self._ids = 0
 
     async def open(self) -> RpcSession:

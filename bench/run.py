@@ -28,8 +28,10 @@ import httpx
 import orjson
 from mcp import Client
 
+from bench.auth import auth_costs, tenant_isolation
 from bench.client import RpcSession
-from bench.processes import cpu_seconds, free_port, free_ports, resident_mb, running
+from bench.processes import free_port, free_ports, resident_mb, running
+from bench.rounds import Round, call_round, percentile, summarize
 
 __all__ = ["main"]
 
@@ -53,35 +55,6 @@ FULL = Plan(3000, 8.0, 2, (1, 8, 32), (1, 8, 32), 20, 10, (50, 100), (32, 100), 
 SMOKE = Plan(150, 3.0, 1, (1, 8), (1,), 3, 2, (5, 20), (8, 20), 5, (50, 100))
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
-
-
-@dataclass
-class Round:
-    calls: int
-    seconds: float
-    latencies_ms: list[float]
-
-    @property
-    def throughput(self) -> float:
-        return self.calls / self.seconds if self.seconds else 0.0
-
-
-def summarize(rounds: list[Round]) -> dict[str, float]:
-    latencies = [v for r in rounds for v in r.latencies_ms]
-    calls = sum(r.calls for r in rounds)
-    seconds = sum(r.seconds for r in rounds)
-    return {
-        "calls": calls,
-        "calls_per_s": round(calls / seconds, 1) if seconds else 0.0,
-        "p50_ms": round(percentile(latencies, 0.5), 3),
-        "p90_ms": round(percentile(latencies, 0.9), 3),
-        "p99_ms": round(percentile(latencies, 0.99), 3),
-    }
-
-
 class Bench:
     def __init__(self, plan: Plan, direct: str, hub: str, hub_pid: int, upstream_pid: int) -> None:
         self.plan = plan
@@ -98,31 +71,16 @@ class Bench:
     ) -> tuple[Round, float, float, float]:
         """One bounded round of calls; returns it and the CPU the hub, upstream and client spent."""
         url, prefix = self.target(through_hub)
-        limits = httpx.Limits(max_connections=sessions * 2, max_keepalive_connections=sessions * 2)
-        async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as http:
-            opened = [await RpcSession(http, url).open() for _ in range(sessions)]
-            latencies: list[float] = []
-            budget = [self.plan.calls]
-            deadline = time.monotonic() + self.plan.seconds
-            params = {"name": f"{prefix}{tool}", "arguments": arguments or {"text": "hello"}}
-
-            async def worker(session: RpcSession) -> None:
-                while budget[0] > 0 and time.monotonic() < deadline:
-                    budget[0] -= 1
-                    started = time.perf_counter()
-                    await session.call("tools/call", params)
-                    latencies.append((time.perf_counter() - started) * 1000)
-
-            hub_cpu, up_cpu = cpu_seconds(self.hub_pid), cpu_seconds(self.upstream_pid)
-            client_cpu = time.process_time()
-            started = time.perf_counter()
-            await asyncio.gather(*(worker(s) for s in opened))
-            elapsed = time.perf_counter() - started
-            hub_cpu, up_cpu = cpu_seconds(self.hub_pid) - hub_cpu, cpu_seconds(self.upstream_pid) - up_cpu
-            client_cpu = time.process_time() - client_cpu
-            for session in opened:
-                await session.close()
-        return Round(len(latencies), elapsed, latencies), hub_cpu, up_cpu, client_cpu
+        round_, (hub_cpu, up_cpu), client_cpu = await call_round(
+            url,
+            f"{prefix}{tool}",
+            arguments or {"text": "hello"},
+            sessions,
+            calls=self.plan.calls,
+            seconds=self.plan.seconds,
+            pids=(self.hub_pid, self.upstream_pid),
+        )
+        return round_, hub_cpu, up_cpu, client_cpu
 
     async def sdk_round(self, through_hub: bool, sessions: int) -> Round:
         url, prefix = self.target(through_hub)
@@ -374,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
         results["first_call"] = asyncio.run(bench.first_call())
         results["progress"] = asyncio.run(bench.progress())
         results["idle_sessions"] = asyncio.run(bench.idle_sessions())
+        upstream_url = f"http://127.0.0.1:{up_port}/mcp"
+        results["auth"] = auth_costs(
+            upstream_url, work, sessions=8, calls=plan.calls, seconds=plan.seconds, rounds=plan.rounds
+        )
+        results["tenants"] = tenant_isolation(upstream_url, work, calls=plan.calls // 3, seconds=plan.seconds / 2)
     results["catalog"] = catalog_scale(plan, work)
     print(render(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -471,6 +434,27 @@ def render(results: dict[str, Any]) -> str:
             "-",
             f"{results['hub_rss_mb_at_start']} / {results['hub_rss_mb_after_calls']}",
             "",
+        )
+    )
+    auth = results["auth"]
+    for name in ("off", "api_key", "jwt"):
+        entry = auth[name]
+        added = f"+{entry['added_cpu_ms_per_call']} ms vs off" if "added_cpu_ms_per_call" in entry else ""
+        rows.append(
+            (
+                f"auth {name.replace('_', ' ')}, 8 sessions: hub CPU per call (calls/s)",
+                "-",
+                f"{entry['hub_cpu_ms_per_call']} ms ({entry['calls_per_s']})",
+                added,
+            )
+        )
+    tenants = results["tenants"]
+    rows.append(
+        (
+            "quiet tenant p50 ms: alone / while another floods past its limit",
+            "-",
+            f"{tenants['quiet_alone']['p50_ms']} / {tenants['quiet_while_noisy_floods']['p50_ms']}",
+            f"noisy refused {tenants['quiet_while_noisy_floods']['noisy_refused']} times",
         )
     )
     for key, value in results["idle_sessions"].items():

@@ -95,8 +95,13 @@ class CircuitBreaker:
         self._trial = False
 
     def snapshot(self) -> dict[str, Any]:
-        """For health reports."""
-        report: dict[str, Any] = {"state": self.state.value, "failures": self.failures}
-        if self.state is BreakerState.OPEN:
-            report["retryInS"] = round(max(self._retry_at - self._clock(), 0.0), 1)
+        """For health reports; an open breaker past its cooldown reports half-open (its next call is the trial)."""
+        state = self.state
+        report: dict[str, Any] = {"state": state.value, "failures": self.failures}
+        if state is BreakerState.OPEN:
+            left = self._retry_at - self._clock()
+            if left > 0:
+                report["retryInS"] = round(left, 1)
+            else:
+                report["state"] = BreakerState.HALF_OPEN.value
         return report

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self
@@ -32,7 +32,13 @@ from connectors.spec import UpstreamSpec
 from connectors.status import UpstreamState, UpstreamStatus
 from connectors.supervisor import DISCOVERY_CAPABILITIES, Supervisor, answer_unrelated
 from connectors.upstream import Upstream
-from connectors.upstream_sessions import HeldSession, UpstreamMessageHandler, UpstreamRequestHandler, UpstreamSessions
+from connectors.upstream_sessions import (
+    HeldSession,
+    UpstreamMessageHandler,
+    UpstreamRequestHandler,
+    UpstreamSessions,
+    with_headers,
+)
 
 __all__ = ["ConnectorPool", "SharedMessageHandler"]
 
@@ -220,17 +226,21 @@ class ConnectorPool:
         on_message: UpstreamMessageHandler | None = None,
         on_request: UpstreamRequestHandler | None = None,
         key: str = "",
+        headers: Mapping[str, Mapping[str, str]] | None = None,
     ) -> UpstreamSessions:
         """A client's view of the upstreams; close it with :meth:`UpstreamSessions.aclose`.
 
         ``capabilities`` are declared to every upstream session it opens; ``on_message`` and
         ``on_request`` receive what those sessions send outside any call; ``key`` picks the
-        shared upstream sessions it uses.
+        shared upstream sessions it uses; ``headers`` (per upstream) go on top of each upstream's own.
         """
-        return UpstreamSessions(self, capabilities or {}, on_message, on_request, key=key)
+        return UpstreamSessions(self, capabilities or {}, on_message, on_request, key=key, headers=headers)
 
-    async def shared(self, upstream: Upstream, key: str) -> Connector:
-        """The shared upstream session for ``key`` (opened on first use, and again once lost)."""
+    async def shared(self, upstream: Upstream, key: str, headers: Mapping[str, str] | None = None) -> Connector:
+        """The shared upstream session for ``key`` (opened on first use with ``headers``, and again once lost).
+
+        Keys never share a session: one tenant's upstream state is never another's.
+        """
         held = self._shared.get((upstream.name, key))
         if held is None or held.upstream is not upstream or not held.usable():
             if held is not None:
@@ -244,7 +254,7 @@ class ConnectorPool:
                     handler(name, key, message)
 
             connector = make_connector(
-                upstream.spec,
+                with_headers(upstream.spec, headers),
                 upstream.clients,
                 capabilities=DISCOVERY_CAPABILITIES,
                 on_message=on_message,

@@ -73,7 +73,7 @@ class SseDecoder:
         while (match := _LINE_END.search(buffer, scan)) is not None:
             if match.end() == len(buffer) and buffer[match.start()] == 0x0D and match.end() - match.start() == 1:
                 self._skip_lf = True  # a CR ends the line; an LF in the next chunk belongs to it
-            event = self._line(bytes(buffer[start : match.start()]))
+            event = self._line(bytes(memoryview(buffer)[start : match.start()]))  # one copy, not two
             start = scan = match.end()
             if event is not None:
                 events.append(event)

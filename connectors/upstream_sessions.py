@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import replace
 from typing import Any, Final, Protocol
 
 from connectors.engine import CallHooks, Connector
@@ -20,6 +21,7 @@ from connectors.errors import UpstreamBusy, UpstreamError, UpstreamUnavailable
 from connectors.factory import make_connector
 from connectors.jsonrpc import Message
 from connectors.limits import Limiter, LimitExceeded
+from connectors.spec import UpstreamSpec
 from connectors.upstream import Upstream
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "UpstreamMessageHandler",
     "UpstreamRequestHandler",
     "UpstreamSessions",
+    "with_headers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,7 +54,12 @@ class UpstreamDirectory(Protocol):
 
     def start(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
 
-    async def shared(self, upstream: Upstream, key: str) -> Connector: ...
+    async def shared(self, upstream: Upstream, key: str, headers: Mapping[str, str] | None = None) -> Connector: ...
+
+
+def with_headers(spec: UpstreamSpec, headers: Mapping[str, str] | None) -> UpstreamSpec:
+    """``spec`` with ``headers`` on top of its own (a tenant's credentials for the upstream)."""
+    return spec if not headers else replace(spec, headers={**spec.headers, **headers})
 
 
 class HeldSession:
@@ -102,7 +110,8 @@ class HeldSession:
 class UpstreamSessions:
     """One client's upstream sessions, opened on first use and closed together.
 
-    ``key`` picks the shared upstream sessions this client uses (its tenant).
+    ``key`` picks the shared upstream sessions this client uses (its tenant); ``headers`` are
+    sent to each upstream on top of its own (the tenant's credentials for it).
     """
 
     def __init__(
@@ -113,8 +122,10 @@ class UpstreamSessions:
         on_request: UpstreamRequestHandler | None = None,
         *,
         key: str = "",
+        headers: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self._directory = directory
+        self._headers = headers or {}
         self._capabilities = capabilities
         self._on_message = on_message
         self._on_request = on_request
@@ -153,7 +164,7 @@ class UpstreamSessions:
 
     async def _connector(self, upstream: Upstream) -> Connector:
         if upstream.spec.shared:
-            return await self._directory.shared(upstream, self.key)
+            return await self._directory.shared(upstream, self.key, self._headers.get(upstream.name))
         if self._closed:
             raise UpstreamUnavailable(upstream.name, "the client session is closed")
         held = self._held.get(upstream.name)
@@ -183,7 +194,7 @@ class UpstreamSessions:
                 return await answer(name, message)
 
         connector = make_connector(
-            upstream.spec,
+            with_headers(upstream.spec, self._headers.get(name)),
             upstream.clients,
             capabilities=self._capabilities,
             on_message=on_message,

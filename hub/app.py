@@ -7,16 +7,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from starlette.routing import Route
 
 from connectors import jsonrpc
 from hub.asgi import Receive, Scope, Send
 from hub.config import Config, HubSettings
+from hub.errors import Forbidden, HubError, InvalidParams, WireError, to_wire
+from hub.gate import Gate
 from hub.guard import OriginGuard, default_allowed_hosts, default_allowed_origins
+from hub.identity import METADATA_PATH, credential
 from hub.legacy_sse import LegacySse
 from hub.runtime import Hub
+from hub.store import AuditQuery
 from hub.transport import McpEndpoint
 
 __all__ = ["ManifoldApp", "create_app"]
@@ -52,15 +57,59 @@ class ManifoldApp:
         def accepting() -> bool:
             return hub.accepting
 
+        def gate() -> Gate:
+            return hub.gate
+
         self.api = FastAPI(title="Manifold", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-        self.mcp = McpEndpoint(hub.sessions, hub.events, run=hub.run, settings=settings, accepting=accepting)
-        legacy = LegacySse(hub.sessions, settings=settings, accepting=accepting, stopped=hub.stopped)
+        self.mcp = McpEndpoint(hub.sessions, hub.events, run=hub.run, settings=settings, accepting=accepting, gate=gate)
+        legacy = LegacySse(hub.sessions, settings=settings, accepting=accepting, stopped=hub.stopped, gate=gate)
         self.api.router.routes.append(Route("/sse", _Asgi(legacy.stream)))
         self.api.router.routes.append(Route("/messages", _Asgi(legacy.messages)))
 
+        async def admin(request: Request) -> bool:
+            """Whether the request carries an admin credential (always, without auth)."""
+            if not hub.gate.enabled:
+                return True
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            if credential(headers) is None:
+                return False  # a probe without a credential is no failure: it gets the public answer
+            try:
+                caller = await hub.gate.caller(headers, "GET /health")
+            except HubError:
+                return False
+            return caller.admin
+
         @self.api.get("/health")
-        async def health() -> Response:
-            return Response(jsonrpc.dumps(hub.health()), media_type="application/json")
+        async def health(request: Request) -> Response:
+            report = hub.health() if await admin(request) else hub.liveness()
+            return Response(jsonrpc.dumps(report), media_type="application/json")
+
+        @self.api.get(METADATA_PATH)
+        @self.api.get(f"{METADATA_PATH}/mcp")
+        async def protected_resource() -> Response:
+            document = hub.gate.authenticator.metadata(hub.config)
+            return Response(jsonrpc.dumps(document), media_type="application/json")
+
+        @self.api.get("/audit")
+        async def audit(request: Request) -> Response:
+            """Recent audit records (admin only): ``tenant``, ``since`` (unix seconds), ``tool`` (a glob), ``limit``."""
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            try:
+                caller = await hub.gate.caller(headers, "GET /audit")
+                if hub.gate.enabled and not caller.admin:
+                    raise Forbidden("Forbidden: the audit trail needs an admin credential")
+                query = AuditQuery(
+                    since=float(request.query_params.get("since", 0)),
+                    tenant=request.query_params.get("tenant"),
+                    name_glob=request.query_params.get("tool"),
+                    limit=min(int(request.query_params.get("limit", 1000)), 10_000),
+                )
+            except ValueError:
+                return _error(to_wire(InvalidParams("since and limit must be numbers")))
+            except HubError as exc:
+                return _error(to_wire(exc))
+            records = await hub.audit.query(query)
+            return Response(jsonrpc.dumps([asdict(r) for r in records]), media_type="application/json")
 
         hub_settings = config.hub
         origins = default_allowed_origins() if hub_settings.allowed_origins is None else hub_settings.allowed_origins
@@ -79,6 +128,11 @@ class ManifoldApp:
             await self.mcp(scope, receive, send)
         else:
             await self.api(scope, receive, send)
+
+
+def _error(wire: WireError) -> Response:
+    body = jsonrpc.dumps(jsonrpc.error_response(None, wire.error))
+    return Response(body, status_code=wire.status, headers=wire.headers, media_type="application/json")
 
 
 def create_app(config: Config) -> ManifoldApp:

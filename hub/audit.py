@@ -19,7 +19,9 @@ from typing import Any, Final, Self
 from connectors import jsonrpc
 from hub.access import AuditConfig
 from hub.context import Caller
+from hub.errors import HubError
 from hub.store import AuditQuery, AuditRecord, Store
+from hub.views import CatalogView
 from hub.write_behind import WriteBehind
 
 __all__ = ["AUDITED", "AuditLog"]
@@ -53,17 +55,16 @@ class AuditLog:
         self,
         caller: Caller,
         session: str,
+        view: CatalogView,
         method: str,
         params: dict[str, Any],
-        *,
-        upstream: str,
         started: float,
         outcome: str,
         code: int | None = None,
         bytes_in: int = 0,
         bytes_out: int = 0,
     ) -> None:
-        """Record one served call (``started`` is its ``time.perf_counter()``)."""
+        """Record one served call (``started`` is its ``time.perf_counter()``; ``view`` names its upstream)."""
         self._queue.add(
             AuditRecord(
                 time=time.time(),
@@ -72,7 +73,7 @@ class AuditLog:
                 session=session,
                 method=method,
                 name=_name(method, params),
-                upstream=upstream,
+                upstream=_upstream(view, method, params),
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
                 outcome=outcome,
                 code=code,
@@ -123,3 +124,14 @@ class AuditLog:
 def _name(method: str, params: dict[str, Any]) -> str:
     value = params.get("uri") if method == "resources/read" else params.get("name")
     return value[:512] if isinstance(value, str) else ""
+
+
+def _upstream(view: CatalogView, method: str, params: dict[str, Any]) -> str:
+    try:
+        if method == "resources/read":
+            return view.resource(str(params.get("uri", ""))).upstream
+        if method == "prompts/get":
+            return view.prompt(str(params.get("name", ""))).upstream
+        return view.tool(str(params.get("name", ""))).upstream
+    except HubError:
+        return ""  # a name outside the view: no upstream was asked

@@ -1,23 +1,22 @@
-"""The ``manifold`` command: serve, check, tools, health."""
+"""The ``manifold`` command: ``serve``, ``check``, ``keys``, and (in :mod:`hub.cli_remote`) the commands
+that ask a running hub: ``health``, ``tools``, ``audit``."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
+import secrets
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
-
 from connectors import jsonrpc
-from connectors.spec import LATEST_VERSION
-from hub.config import ProcessSettings, load_config
+from hub import cli_remote
+from hub.config import ProcessSettings, exposure_problem, load_config
 from hub.errors import ConfigError
 
 __all__ = ["main"]
-
-_TIMEOUT = 10.0
 
 
 def _parser(settings: ProcessSettings) -> argparse.ArgumentParser:
@@ -33,10 +32,28 @@ def _parser(settings: ProcessSettings) -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a config file; exit 2 with every problem")
     check.add_argument("path")
 
-    for name, text in (("tools", "print the merged catalog of a running hub"), ("health", "ask a running hub")):
+    keys = commands.add_parser("keys", help="API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    new = key_commands.add_parser("new", help="print a new API key once, and the config entry to paste")
+    new.add_argument("--name", required=True, help="the key's name (the principal it stands for)")
+    new.add_argument("--tenant", required=True, help="the tenant it belongs to")
+    new.add_argument("--admin", action="store_true", help="may read health detail, audit records and metrics")
+    new.add_argument("--expires", help="when it stops working, e.g. 2027-06-30T00:00:00Z")
+
+    remote = (
+        ("tools", "print the merged catalog of a running hub"),
+        ("health", "ask a running hub how it and its upstreams are"),
+        ("audit", "print a running hub's recent audit records"),
+    )
+    for name, text in remote:
         command = commands.add_parser(name, help=text)
         command.add_argument("--url", default=settings.url, help="the hub's base URL (default: %(default)s)")
+        command.add_argument("--token", default=settings.token, help="a credential for the hub (or MANIFOLD_TOKEN)")
         command.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        if name == "audit":
+            command.add_argument("--tenant", help="only this tenant's records")
+            command.add_argument("--since", default="1h", help="how far back: 30m, 1h, 2d (default: %(default)s)")
+            command.add_argument("--tool", help="only names matching this glob")
     return parser
 
 
@@ -47,9 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args.config, args.host, args.port, args.log_level)
     if args.command == "check":
         return _check(args.path)
+    if args.command == "keys":
+        return _new_key(args.name, args.tenant, args.admin, args.expires)
     if args.command == "tools":
-        return _tools(args.url, args.json)
-    return _health(args.url, args.json)
+        return cli_remote.tools(args.url, args.json, args.token)
+    if args.command == "audit":
+        return cli_remote.audit(args.url, args.json, args.token, args.tenant, args.since, args.tool)
+    return cli_remote.health(args.url, args.json, args.token)
 
 
 def _serve(path: str, host: str | None, port: int | None, log_level: str) -> int:
@@ -60,6 +81,10 @@ def _serve(path: str, host: str | None, port: int | None, log_level: str) -> int
         config = load_config(path)
     except ConfigError as exc:
         print(f"{path}: {exc.message}", file=sys.stderr)
+        return 2
+    problem = exposure_problem(config, host or config.hub.host)
+    if problem is not None:
+        print(f"{path}: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request is noise
@@ -83,123 +108,21 @@ def _check(path: str) -> int:
         print(f"{path}: {exc.message}", file=sys.stderr)
         return 2
     print(f"{path}: ok ({len(config.enabled())} upstreams enabled of {len(config.mcp_servers)})")
+    problem = exposure_problem(config, config.hub.host)
+    if problem is not None:
+        print(f"{path}: {problem}", file=sys.stderr)
+        return 2
     return 0
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
-
-
-def _health(url: str, as_json: bool) -> int:
-    try:
-        response = httpx.get(f"{url.rstrip('/')}/health", timeout=_TIMEOUT, trust_env=False)
-        response.raise_for_status()
-        report: dict[str, Any] = response.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        print(f"manifold health: cannot reach the hub at {url}: {exc}", file=sys.stderr)
-        return 1
-    if as_json:
-        print(jsonrpc.dumps(report).decode())
-    else:
-        rows = [["UPSTREAM", "TRANSPORT", "STATE", "BREAKER", "LATENCY", "TOOLS", "LAST ERROR"]]
-        for upstream in report["upstreams"]:
-            latency = upstream.get("latencyMs")
-            rows.append(
-                [
-                    upstream["name"],
-                    upstream["transport"],
-                    upstream["state"],
-                    _breaker(upstream.get("breaker") or {}),
-                    "-" if latency is None else f"{latency:.1f} ms",
-                    str(upstream["tools"]),
-                    upstream.get("lastError") or "",
-                ]
-            )
-        print(_table(rows))
-        print(f"\nhub: {report['status']}, {report['sessions']} sessions, {report['tools']} tools")
-        for note in report.get("collisions", []):
-            print(f"collision: {note}")
-    return 0 if report.get("status") == "ok" else 1
-
-
-def _breaker(breaker: dict[str, Any]) -> str:
-    state = str(breaker.get("state", "-"))
-    if state == "open" and "retryInS" in breaker:
-        return f"open ({breaker.get('failures', 0)} failures, retry in {breaker['retryInS']}s)"
-    return state
-
-
-class _Client:
-    """Just enough of an MCP client to list a hub's catalog."""
-
-    def __init__(self, url: str) -> None:
-        self.url = f"{url.rstrip('/')}/mcp"
-        self.http = httpx.Client(timeout=_TIMEOUT, trust_env=False)
-        self.headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-        self.ids = 0
-
-    def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        self.ids += 1
-        response = self.http.post(
-            self.url, content=jsonrpc.dumps(jsonrpc.request(self.ids, method, params)), headers=self.headers
-        )
-        if session_id := response.headers.get("mcp-session-id"):
-            self.headers["mcp-session-id"] = session_id
-        if response.headers.get("content-type", "").startswith("text/event-stream"):
-            lines = [line[5:].strip() for line in response.text.splitlines() if line.startswith("data:")]
-            reply = jsonrpc.loads(lines[-1])
-        else:
-            reply = jsonrpc.loads(response.content)
-        if "error" in reply:
-            raise RuntimeError(f"{method}: {reply['error'].get('message')}")
-        result: dict[str, Any] = reply["result"]
-        return result
-
-    def close(self) -> None:
-        if "mcp-session-id" in self.headers:
-            self.http.delete(self.url, headers=self.headers)
-        self.http.close()
-
-
-def _tools(url: str, as_json: bool) -> int:
-    client = _Client(url)
-    tools: list[dict[str, Any]] = []
-    try:
-        init = client.request(
-            "initialize",
-            {
-                "protocolVersion": LATEST_VERSION,
-                "capabilities": {},
-                "clientInfo": {"name": "manifold-cli", "version": "0"},
-            },
-        )
-        client.headers["mcp-protocol-version"] = init["protocolVersion"]
-        client.http.post(
-            client.url, content=jsonrpc.dumps(jsonrpc.notification("notifications/initialized")), headers=client.headers
-        )
-        cursor = None
-        while True:
-            page = client.request("tools/list", {"cursor": cursor} if cursor else None)
-            tools += page.get("tools", [])
-            cursor = page.get("nextCursor")
-            if not cursor:
-                break
-    except (httpx.HTTPError, ValueError, KeyError, RuntimeError) as exc:
-        print(f"manifold tools: cannot list the catalog at {url}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        client.close()
-    if as_json:
-        print(jsonrpc.dumps(tools).decode())
-        return 0
-    rows = [["TOOL", "DESCRIPTION"]]
-    for tool in tools:
-        description = (tool.get("description") or tool.get("title") or "").strip().splitlines()
-        text = description[0] if description else ""
-        rows.append([tool["name"], text if len(text) <= 70 else text[:67] + "..."])
-    print(_table(rows))
-    print(f"\n{len(tools)} tools")
+def _new_key(name: str, tenant: str, admin: bool, expires: str | None) -> int:
+    key = "mfd_" + secrets.token_urlsafe(32)
+    entry: dict[str, Any] = {"name": name, "sha256": hashlib.sha256(key.encode()).hexdigest(), "tenant": tenant}
+    if expires:
+        entry["expires"] = expires
+    if admin:
+        entry["admin"] = True
+    print(f"key (shown once; give it to its holder): {key}")
+    print('entry for "auth": {"apiKeys": [...]} in the config:')
+    print(jsonrpc.dumps(entry).decode())
     return 0

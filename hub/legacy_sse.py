@@ -21,9 +21,10 @@ from urllib.parse import parse_qs
 
 from connectors import jsonrpc
 from connectors.jsonrpc import Kind, Message
-from hub.asgi import Receive, Scope, Send, read_body, respond
+from hub.asgi import Receive, Scope, Send, header_map, read_body, respond, respond_error
 from hub.config import HubSettings
-from hub.errors import HubError, InvalidRequest, ShuttingDown
+from hub.errors import HubError, InvalidRequest, ShuttingDown, to_wire
+from hub.gate import Gate
 from hub.session import Session
 from hub.session_services import EndReason
 from hub.sessions import SessionManager
@@ -57,9 +58,11 @@ class LegacySse:
         settings: Callable[[], HubSettings],
         accepting: Callable[[], bool],
         stopped: asyncio.Event,
+        gate: Callable[[], Gate],
         message_path: str = "/messages",
     ) -> None:
         self.sessions = sessions
+        self.gate = gate
         self.settings = settings
         self.accepting = accepting
         self.stopped = stopped
@@ -72,14 +75,14 @@ class LegacySse:
         if scope["method"] != "GET":
             await respond(send, 405, b"", [(b"allow", b"GET")])
             return
-        if not self.accepting():
-            error = ShuttingDown()
-            await respond(send, 503, error.message.encode(), [(b"retry-after", b"2")])
-            return
         try:
-            session = self.sessions.open()
+            gate = self.gate()
+            caller = await gate.caller(header_map(scope), "GET /sse")
+            if not self.accepting():
+                raise ShuttingDown()
+            session = self.sessions.open(caller, gate.tenant(caller))
         except HubError as exc:
-            await respond(send, exc.http_status or 503, exc.message.encode())
+            await respond_error(send, to_wire(exc))
             return
         connection = _Connection(secrets.token_hex(16), session)
         self._connections[connection.id] = connection
@@ -127,9 +130,14 @@ class LegacySse:
             await respond(send, 405, b"", [(b"allow", b"POST")])
             return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        try:
+            caller = await self.gate().caller(header_map(scope), "POST /messages")
+        except HubError as exc:
+            await respond_error(send, to_wire(exc))
+            return
         connection = self._connections.get((query.get("session_id") or [""])[0])
-        if connection is None:
-            await respond(send, 404, b"unknown session_id")
+        if connection is None or connection.session.caller.principal != caller.principal:
+            await respond(send, 404, b"unknown session_id")  # someone else's answers like none
             return
         settings = self.settings()
         try:
@@ -146,14 +154,21 @@ class LegacySse:
 
     async def _accept(self, connection: _Connection, kind: Kind, message: Message) -> None:
         session = connection.session
+        release = None
         try:
+            if kind is Kind.REQUEST:
+                release = self.gate().admit(session.caller, message["method"], message.get("params") or {})
             stream = session.submit(kind, message)
         except HubError as exc:
+            if release is not None:
+                release()
             if kind is Kind.REQUEST:
                 await connection.out.put(event(jsonrpc.dumps(jsonrpc.error_response(message["id"], exc.to_error()))))
             return
         if stream is None:
             return
+        if release is not None:
+            stream.on_finish(release)
         if kind is Kind.REQUEST and message["method"] == "initialize" and not session.initialized:
             # Once initialized, the session's own stream (messages that belong to no request) flows too.
             connection.pumps.put_nowait(stream)

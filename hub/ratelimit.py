@@ -104,6 +104,11 @@ class Limits:
         for bucket in buckets:
             bucket.tokens -= 1
 
+    def caps_calls(self, tenant: str) -> bool:
+        """Whether the tenant has a cap on calls in flight (so they need counting)."""
+        rules = self._rules.get(tenant)
+        return rules is not None and rules[2] is not None
+
     def call_started(self, tenant: str) -> None:
         self._in_flight[tenant] = self._in_flight.get(tenant, 0) + 1
 

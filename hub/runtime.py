@@ -22,10 +22,12 @@ from connectors.jsonrpc import Message
 from connectors.limits import PoolLimits
 from connectors.pool import ConnectorPool
 from connectors.status import UpstreamState
+from hub.audit import AuditLog
 from hub.catalog import Catalog, ListKind, Source
 from hub.config import Config
 from hub.context import ServerFacts
 from hub.events import EventLog
+from hub.gate import Gate
 from hub.outbound import for_client
 from hub.session_services import SessionServices
 from hub.session_streams import StreamSettings
@@ -94,6 +96,8 @@ class Hub:
         self.run = secrets.token_hex(4)  # names this run of the hub in SSE event ids
         self.store = open_store(settings.storage)
         self.events = EventLog(self.store, max_age=settings.events.max_age, max_events=settings.events.max_logged)
+        self.audit = AuditLog(self.store, config.audit)
+        self.gate = Gate(config, self.audit)
         self.server = ServerFacts(info=SERVER_INFO, capabilities=self.server_capabilities)
         services = SessionServices(
             open_upstreams=self.pool.open_session,
@@ -110,6 +114,7 @@ class Hub:
             log_event=lambda session_id, stream, event: self.events.record(session_id, self.run, stream, event),
             subscribers=lambda uri: self.sessions.subscribers(uri),
             record=lambda session: self.sessions.record(session),
+            audit=self.audit,
         )
         self.sessions = SessionManager(
             services, self.views, store=self.store, events=self.events, max_sessions=settings.max_sessions
@@ -123,6 +128,7 @@ class Hub:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(self.store)
             await stack.enter_async_context(self.events)
+            await stack.enter_async_context(self.audit)
             await stack.enter_async_context(self.pool)
             await stack.enter_async_context(self.sessions)
             self._stack = stack.pop_all()
@@ -181,6 +187,8 @@ class Hub:
         old = {spec.name: spec for spec in self.pool.specs}
         new = {spec.name: spec for spec in config.upstream_specs()}
         self.config = config
+        self.gate = Gate(config, self.audit)
+        self.audit.config = config.audit
         deadline = config.hub.drain_timeout
         await asyncio.gather(
             *(self.pool.remove(name, deadline) for name in old if name not in new),
@@ -236,8 +244,12 @@ class Hub:
 
     # -- health ------------------------------------------------------------------------------------
 
+    def liveness(self) -> dict[str, Any]:
+        """What ``GET /health`` tells anyone: whether the hub is up."""
+        return {"status": self.health()["status"], "server": SERVER_INFO}
+
     def health(self) -> dict[str, Any]:
-        """Liveness and per-upstream state, as served by ``GET /health``."""
+        """Liveness and per-upstream state, as served by ``GET /health`` to admins (or without auth)."""
         upstreams = []
         for name in self.pool.names:
             upstream = self.pool.upstream(name)

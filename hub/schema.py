@@ -197,4 +197,5 @@ class ProcessSettings(BaseSettings):
     host: str | None = None
     port: int | None = None
     url: str = "http://127.0.0.1:8765"
+    token: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,6 +28,7 @@ from connectors import jsonrpc
 from connectors.engine import CallHooks
 from connectors.jsonrpc import Kind, Message
 from connectors.upstream_sessions import UpstreamSessions
+from hub.audit import AUDITED
 from hub.context import ANONYMOUS, Caller, RequestContext
 from hub.dispatcher import dispatch
 from hub.errors import SessionBusy, SessionNotFound, ShuttingDown, to_wire
@@ -51,6 +53,7 @@ class _Envelope:
     message: Message
     stream: Stream | None = None
     reason: EndReason = EndReason.DELETED
+    size: int = 0
 
 
 class Session:
@@ -64,9 +67,11 @@ class Session:
         *,
         caller: Caller = ANONYMOUS,
         created: float = 0.0,
+        headers: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.id = session_id
         self.caller = caller
+        self._headers = headers or {}
         self.view = view
         self.created = created
         self.services = services
@@ -113,6 +118,7 @@ class Session:
             on_message=self._upstream_message,
             on_request=self._upstream_request,
             key=self.caller.tenant,
+            headers=self._headers,
         )
 
     # -- called from the transport -----------------------------------------------------------------
@@ -121,11 +127,13 @@ class Session:
     def calls_in_flight(self) -> int:
         return len(self._calls)
 
-    def submit(self, kind: Kind, message: Message) -> Stream | None:
+    def submit(self, kind: Kind, message: Message, size: int = 0) -> Stream | None:
         """Hand one client message to the session; a request gets the stream its reply will go on.
 
         A request starts at once as a child task of the actor (the hot path takes no trip through
         the inbox); everything else goes through the inbox, in order.
+
+        ``size`` is the message's size on the wire (for the audit trail).
 
         Raises:
             SessionNotFound: the session has ended.
@@ -142,9 +150,9 @@ class Session:
         stream = self.streams.open() if kind is Kind.REQUEST else None
         if direct:
             assert self._children is not None and stream is not None
-            self._start_call(self._children, message, stream)
+            self._start_call(self._children, message, stream, size)
         else:
-            self._inbox.put_nowait(_Envelope(kind, message, stream))
+            self._inbox.put_nowait(_Envelope(kind, message, stream, size=size))
         return stream
 
     def touch(self) -> None:
@@ -244,19 +252,19 @@ class Session:
         message = envelope.message
         if envelope.kind is Kind.REQUEST:
             assert envelope.stream is not None
-            self._start_call(children, message, envelope.stream)
+            self._start_call(children, message, envelope.stream, envelope.size)
         elif envelope.kind is Kind.NOTIFICATION:
             self._notified(children, message)
         else:
             self.relay.answer(message)
 
-    def _start_call(self, children: asyncio.TaskGroup, message: Message, stream: Stream) -> None:
+    def _start_call(self, children: asyncio.TaskGroup, message: Message, stream: Stream, size: int = 0) -> None:
         key = message["id"]
         if key in self._calls:
             error = {"code": -32600, "message": f"request id {key!r} is already in flight"}
             stream.finish(jsonrpc.error_response(key, error))
             return
-        task = children.create_task(self._serve(message, stream))
+        task = children.create_task(self._serve(message, stream, size))
         self._calls[key] = task
         self.services.calls.up()
         task.add_done_callback(lambda done: self._forget(key, done))
@@ -300,24 +308,42 @@ class Session:
             handshake=self,
         )
 
-    async def _serve(self, message: Message, stream: Stream) -> None:
+    async def _serve(self, message: Message, stream: Stream, size: int) -> None:
         request_id = message["id"]
-        if not self.initialized and message["method"] not in ("initialize", "ping"):
+        method = message["method"]
+        if not self.initialized and method not in ("initialize", "ping"):
             error = {"code": -32600, "message": "initialize first"}
             stream.finish(jsonrpc.error_response(request_id, error))
             return
+        params = message.get("params") or {}
+        started = time.perf_counter()
         try:
-            result = await dispatch(self._context(stream), message["method"], message.get("params") or {})
+            result = await dispatch(self._context(stream), method, params)
         except asyncio.CancelledError as exc:
             if exc.args == ("drain",):
-                stream.finish(jsonrpc.error_response(request_id, ShuttingDown().to_error()))
+                error = ShuttingDown().to_error()
+                sent = stream.finish(jsonrpc.error_response(request_id, error))
+                self._audit(method, params, started, "error", ShuttingDown.code, size, sent)
                 return  # the hub cut the call short; the client still gets its one response
             stream.finish()  # a cancelled request gets no response
+            self._audit(method, params, started, "cancelled", None, size, 0)
             raise
         except Exception as exc:
-            stream.finish(jsonrpc.error_response(request_id, to_wire(exc).error))
+            error = to_wire(exc).error
+            sent = stream.finish(jsonrpc.error_response(request_id, error))
+            code = error.get("code")
+            self._audit(method, params, started, "error", code if isinstance(code, int) else None, size, sent)
         else:
-            stream.finish(jsonrpc.response(request_id, result))
+            sent = stream.finish(jsonrpc.response(request_id, result))
+            outcome = "isError" if method == "tools/call" and result.get("isError") is True else "ok"
+            self._audit(method, params, started, outcome, None, size, sent)
+
+    def _audit(
+        self, method: str, params: Message, started: float, outcome: str, code: int | None, size: int, sent: int
+    ) -> None:
+        audit = self.services.audit
+        if audit is not None and method in AUDITED:
+            audit.call(self.caller, self.id, self.view, method, params, started, outcome, code, size, sent)
 
     # -- what upstreams send -----------------------------------------------------------------------
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from connectors.engine import CallHooks
 from connectors.jsonrpc import Message
 from connectors.upstream_sessions import UpstreamSessions
-from hub.context import ServerFacts
+from hub.audit import AuditLog
+from hub.context import Caller, ServerFacts
 from hub.errors import InvalidRequest
 from hub.session_streams import StreamSettings
 from hub.streams import Event
@@ -41,6 +42,7 @@ class UpstreamOpener(Protocol):
         on_message: Callable[[str, Message], None] | None = None,
         on_request: Callable[[str, Message], Awaitable[Message]] | None = None,
         key: str = "",
+        headers: Mapping[str, Mapping[str, str]] | None = None,
     ) -> UpstreamSessions: ...
 
 
@@ -61,6 +63,9 @@ class Negotiated(Protocol):
 
     @property
     def created(self) -> float: ...
+
+    @property
+    def caller(self) -> Caller: ...
 
 
 class CallCount:
@@ -98,6 +103,7 @@ class SessionServices:
     log_event: Callable[[str, int, Event], None] | None = None
     subscribers: Callable[[str], int] | None = None
     record: Callable[[Negotiated], Awaitable[None]] | None = None
+    audit: AuditLog | None = None
     calls: CallCount = field(default_factory=CallCount)
 
 

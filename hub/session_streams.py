@@ -51,6 +51,8 @@ class SessionStreams:
         self.readers = 0  # connections writing one of these streams right now
         self._get_open = 0
         self._get_served = False
+        self._settled: dict[int, int] = {}  # finished streams kept for replay, and their bytes
+        self._settled_bytes = 0
         self.get = self.open()
         self._persist(self.get)
 
@@ -69,6 +71,11 @@ class SessionStreams:
     def find(self, number: int) -> Stream | None:
         return self._streams.get(number)
 
+    def forget(self, stream: Stream) -> None:
+        """Drop a finished stream nobody can resume: its reply went out as one JSON body, with no event id."""
+        if stream.number != _GET_STREAM:
+            self._streams.pop(stream.number, None)
+
     def event_id(self, stream: Stream, seq: int) -> str:
         return str(EventId(self.run, stream.number, seq))
 
@@ -82,6 +89,20 @@ class SessionStreams:
             yield stream.claim() if claim is None else claim
         finally:
             self.readers -= 1
+            if stream.finished and stream.number != _GET_STREAM:
+                self._settle(stream)
+
+    def _settle(self, stream: Stream) -> None:
+        """Keep a finished stream for replay within the byte budget; the oldest go first."""
+        if stream.number in self._settled or stream.number not in self._streams:
+            return
+        self._settled[stream.number] = stream.size
+        self._settled_bytes += stream.size
+        while self._settled_bytes > self.settings.retain_bytes and len(self._settled) > 1:
+            number, size = next(iter(self._settled.items()))
+            del self._settled[number]
+            self._settled_bytes -= size
+            self._streams.pop(number, None)
 
     @contextlib.contextmanager
     def listening(self, after: int | None = None) -> Iterator[int]:
@@ -125,7 +146,9 @@ class SessionStreams:
     def _persist(self, stream: Stream) -> None:
         log = self._log
         if log is not None and not stream.persistent:
-            stream.persist(lambda s, event: log(s.number, event))
+            limit = self.settings.retain_bytes
+            # An event past the replay budget is not written to the store either (a 100 MB result).
+            stream.persist(lambda s, event: None if len(event.data) > limit else log(s.number, event))
 
     def _prune(self) -> None:
         # Finished streams are kept a while for clients that come back with Last-Event-ID.
@@ -136,3 +159,4 @@ class SessionStreams:
         for index, (finished_at, number) in enumerate(finished):
             if number != _GET_STREAM and (finished_at < cutoff or index < excess):
                 del self._streams[number]
+                self._settled_bytes -= self._settled.pop(number, 0)

@@ -1,8 +1,12 @@
-"""The session manager: opens, finds, restores and ends session actors, within a cap.
+"""The session manager: opens, finds, restores and ends session actors, within caps.
 
-At the cap, a session that was opened and never used makes room (the oldest
-such): a client that floods ``initialize`` cannot lock others out. Sessions
-that have been used are never evicted; beyond them the cap answers 503.
+A session belongs to the principal that opened it: :meth:`SessionManager.find`
+answers only that principal, and a restarted hub checks the binding before it
+takes a session back. At a cap (the hub's ``maxSessions``, a tenant's
+``limits.maxSessions``), a session that was opened and never used makes room
+(the oldest such, the caller's own first): a client that floods ``initialize``
+cannot lock others out. Sessions that have been used are never evicted;
+beyond them the hub's cap answers 503 and a tenant's 429.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from typing import Final, Self
 
 from connectors.jsonrpc import Message
 from hub.context import ANONYMOUS, Caller
-from hub.errors import SessionLimit, ShuttingDown
+from hub.errors import RateLimited, SessionLimit, ShuttingDown
 from hub.events import EventLog
 from hub.session import Session
 from hub.session_services import EndReason, Negotiated, SessionServices, SessionState
 from hub.store import SessionRecord, Store, StoreError
+from hub.tenants import ANONYMOUS_TENANT, Tenant
 from hub.views import ViewRule, Views
 
 __all__ = ["SessionManager"]
@@ -110,21 +115,29 @@ class SessionManager:
         """No new sessions from now on (the hub is draining)."""
         self._accepting = False
 
-    def open(self, caller: Caller = ANONYMOUS, rule: ViewRule | None = None) -> Session:
-        """Start a new session actor; it is recorded once its ``initialize`` succeeds.
+    def open(self, caller: Caller = ANONYMOUS, tenant: Tenant | None = None, rule: ViewRule | None = None) -> Session:
+        """Start a new session actor for ``caller``; it is recorded once its ``initialize`` succeeds.
 
         Raises:
             SessionLimit: the hub holds ``max_sessions`` sessions in use.
+            RateLimited: the caller's tenant holds its ``maxSessions`` in use.
             ShuttingDown: the hub is draining.
         """
-        return self._start(secrets.token_hex(16), caller, rule, None)
+        return self._start(secrets.token_hex(16), caller, tenant, rule, None)
+
+    def find(self, session_id: str, caller: Caller) -> Session | None:
+        """The live session by that id, if ``caller`` is the principal it belongs to."""
+        session = self._sessions.get(session_id)
+        if session is None or session.caller.principal != caller.principal:
+            return None  # someone else's session answers exactly like no session
+        return session
 
     def discard(self, session: Session) -> None:
         """End a session whose initialize failed; it never existed for the client."""
         session.close(EndReason.EXPIRED)
 
     async def restore(
-        self, session_id: str, caller: Caller = ANONYMOUS, rule: ViewRule | None = None
+        self, session_id: str, caller: Caller = ANONYMOUS, tenant: Tenant | None = None, rule: ViewRule | None = None
     ) -> Session | None:
         """Take back a session a previous run of the hub recorded, if it has not expired.
 
@@ -141,29 +154,44 @@ class SessionManager:
         except StoreError as exc:
             logger.warning("%s", exc)
             return None
-        if record is None:
-            return None
+        if record is None or (record.principal, record.tenant) != (caller.principal, caller.tenant):
+            return None  # not recorded, or recorded for someone else: both answer 404
         existing = self._sessions.get(session_id)
         if existing is not None:
-            return existing  # restored meanwhile by a concurrent request
+            return existing if existing.caller.principal == caller.principal else None
         if record.last_seen + self.idle_timeout < time.time():
             with contextlib.suppress(StoreError):
                 await self._store.delete(session_id)
             return None
         logger.info("session %s restored from the store", session_id)
-        return self._start(record.id, caller, rule, record)
+        return self._start(record.id, caller, tenant, rule, record)
 
-    def _start(self, session_id: str, caller: Caller, rule: ViewRule | None, record: SessionRecord | None) -> Session:
+    def _start(
+        self,
+        session_id: str,
+        caller: Caller,
+        tenant: Tenant | None,
+        rule: ViewRule | None,
+        record: SessionRecord | None,
+    ) -> Session:
         if not self._accepting or self._tg is None:
             raise ShuttingDown()
-        if len(self._sessions) >= self.max_sessions and not self._evict_unused():
+        tenant = tenant or ANONYMOUS_TENANT
+        if tenant.max_sessions is not None:
+            mine = [s for s in self._sessions.values() if s.caller.tenant == caller.tenant]
+            if len(mine) >= tenant.max_sessions and not self._evict_unused(caller, mine):
+                raise RateLimited(
+                    f"tenant '{caller.tenant}' holds its maximum of {tenant.max_sessions} sessions (maxSessions)"
+                )
+        if len(self._sessions) >= self.max_sessions and not self._evict_unused(caller, list(self._sessions.values())):
             raise SessionLimit(f"the hub holds its maximum of {self.max_sessions} sessions; try again later")
         session = Session(
             session_id,
             self.services,
-            self.views.view(rule) if rule is not None else self.views.view(),
+            self.views.view(rule if rule is not None else tenant.rule),
             caller=caller,
             created=record.created if record is not None else time.time(),
+            headers=tenant.headers,
         )
         if record is not None:
             session.adopt(record.protocol_version, record.client_info, record.client_capabilities)
@@ -174,20 +202,28 @@ class SessionManager:
         task.add_done_callback(self._tasks.discard)
         return session
 
-    def _evict_unused(self) -> bool:
-        for session in self._sessions.values():  # oldest first: dicts keep insertion order
-            if not session.used and session.state is not SessionState.CLOSED:
-                logger.info("session %s never used; closed to make room", session.id)
-                session.close(EndReason.EXPIRED)
-                del self._sessions[session.id]
-                return True
+    def _evict_unused(self, caller: Caller, among: list[Session]) -> bool:
+        unused = [s for s in among if not s.used and s.state is not SessionState.CLOSED]  # oldest first
+        own = [s for s in unused if s.caller.principal == caller.principal]
+        for session in own or unused:
+            logger.info("session %s never used; closed to make room", session.id)
+            session.close(EndReason.EXPIRED)
+            del self._sessions[session.id]
+            return True
         return False
 
     async def record(self, session: Negotiated) -> None:
         """Write a session's record (after its initialize), so a restarted hub can take it back."""
         now = time.time()
         record = SessionRecord(
-            session.id, session.protocol_version, session.client_info, session.client_capabilities, session.created, now
+            session.id,
+            session.protocol_version,
+            session.client_info,
+            session.client_capabilities,
+            session.created,
+            now,
+            session.caller.principal,
+            session.caller.tenant,
         )
         try:
             await self._store.save(record)

@@ -78,6 +78,7 @@ class Stream:
         self._reader = 0
         self._sink: EventSink | None = None
         self._finished: asyncio.Event | None = None
+        self._on_finish: tuple[Callable[[], None], ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -86,6 +87,11 @@ class Stream:
     @property
     def last_seq(self) -> int:
         return self._seq
+
+    @property
+    def size(self) -> int:
+        """Bytes of the events kept."""
+        return self._bytes
 
     @property
     def persistent(self) -> bool:
@@ -110,16 +116,30 @@ class Stream:
         self._append(jsonrpc.dumps(message), False)
         return True
 
-    def finish(self, message: Message | None = None) -> None:
-        """Add the last event (if any: the reply) and end the stream after it."""
+    def finish(self, message: Message | None = None) -> int:
+        """Add the last event (if any: the reply) and end the stream after it; returns the reply's size."""
         if self.finished_at is not None:
-            return
+            return 0
+        size = 0
         if message is not None:
-            self._append(jsonrpc.dumps(message), True)
+            data = jsonrpc.dumps(message)
+            size = len(data)
+            self._append(data, True)
         self.finished_at = time.monotonic()
         self._wake.set()
         if self._finished is not None:
             self._finished.set()
+        for callback in self._on_finish:
+            callback()
+        self._on_finish = ()
+        return size
+
+    def on_finish(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the stream ends (at once if it has)."""
+        if self.finished_at is not None:
+            callback()
+        else:
+            self._on_finish = (*self._on_finish, callback)
 
     async def wait_finished(self) -> None:
         """Return once the stream has ended (without reading it)."""

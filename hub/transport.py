@@ -21,6 +21,7 @@ from connectors.jsonrpc import Kind, Message
 from connectors.spec import SUPPORTED_VERSIONS
 from hub.asgi import Receive, Scope, Send, header_map, read_body, respond, respond_error
 from hub.config import HubSettings
+from hub.context import Caller
 from hub.errors import (
     BadEventId,
     BodyTooLarge,
@@ -40,6 +41,7 @@ from hub.errors import (
     to_wire,
 )
 from hub.events import EventLog
+from hub.gate import Gate
 from hub.session import Session
 from hub.sessions import SessionManager
 from hub.sse import KEEPALIVE, SseWriter, event, priming, with_keepalive
@@ -110,43 +112,50 @@ class McpEndpoint:
         run: str,
         settings: Callable[[], HubSettings],
         accepting: Callable[[], bool],
+        gate: Callable[[], Gate],
     ) -> None:
         self.sessions = sessions
         self.events = events
         self.run = run
         self.settings = settings
         self.accepting = accepting
+        self.gate = gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = header_map(scope)
         method = scope["method"]
         try:
+            # Credentials before anything else: a stranger learns nothing, not even what is wrong with the rest.
+            caller = await self.gate().caller(headers, f"{method} /mcp")
             if method == "POST":
-                await self._post(headers, receive, send)
+                await self._post(headers, caller, receive, send)
             elif method == "GET":
-                await self._get(headers, receive, send)
+                await self._get(headers, caller, receive, send)
             elif method == "DELETE":
-                await self._delete(headers, send)
+                await self._delete(headers, caller, send)
             else:
                 raise MethodNotAllowed("Method Not Allowed", headers={"allow": "GET, POST, DELETE"})
         except HubError as exc:
             await respond_error(send, to_wire(exc))
 
-    async def _session(self, headers: dict[str, str]) -> Session:
-        """Raises: MissingSession, SessionNotFound, SessionLimit, ShuttingDown."""
+    async def _session(self, headers: dict[str, str], caller: Caller) -> Session:
+        """The caller's session the request names; another principal's answers like none.
+
+        Raises: MissingSession, SessionNotFound, SessionLimit, ShuttingDown.
+        """
         session_id = headers.get(SESSION_HEADER)
         if not session_id:
             raise MissingSession("Bad Request: missing Mcp-Session-Id header")
-        session = self.sessions.get(session_id)
-        if session is None:
-            session = await self.sessions.restore(session_id)
+        session = self.sessions.find(session_id, caller)
+        if session is None and self.sessions.get(session_id) is None:
+            session = await self.sessions.restore(session_id, caller, self.gate().tenant(caller))
         if session is None:
             raise SessionNotFound()
         return session
 
     # -- POST --------------------------------------------------------------------------------------
 
-    async def _post(self, headers: dict[str, str], receive: Receive, send: Send) -> None:
+    async def _post(self, headers: dict[str, str], caller: Caller, receive: Receive, send: Send) -> None:
         settings = self.settings()
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
@@ -164,27 +173,44 @@ class McpEndpoint:
         try:
             if kind is None:
                 raise InvalidRequest("Invalid Request: not a JSON-RPC 2.0 message")
-            await self._message(headers, kind, message, receive, send)
+            await self._message(headers, caller, kind, message, len(body), receive, send)
         except HubError as exc:
             await respond_error(send, to_wire(exc), request_id_of(message))
 
     async def _message(
-        self, headers: dict[str, str], kind: Kind, message: Message, receive: Receive, send: Send
+        self,
+        headers: dict[str, str],
+        caller: Caller,
+        kind: Kind,
+        message: Message,
+        size: int,
+        receive: Receive,
+        send: Send,
     ) -> None:
-        if kind is Kind.REQUEST and message["method"] == "initialize" and SESSION_HEADER not in headers:
-            if not self.accepting():
-                raise ShuttingDown()  # a draining hub takes no new sessions; existing ones finish their work
-            await self._initialize(message, send)
-            return
-        session = await self._session(headers)
-        stream = session.submit(kind, message)
+        release = None
+        if kind is Kind.REQUEST:
+            release = self.gate().admit(caller, message["method"], message.get("params") or {})
+        try:
+            if kind is Kind.REQUEST and message["method"] == "initialize" and SESSION_HEADER not in headers:
+                if not self.accepting():
+                    raise ShuttingDown()  # a draining hub takes no new sessions; existing ones finish their work
+                await self._initialize(caller, message, send)
+                return
+            session = await self._session(headers, caller)
+            stream = session.submit(kind, message, size)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
         if stream is None:
             await respond(send, 202, b"")
             return
+        if release is not None:
+            stream.on_finish(release)
         await self._reply(session, stream, receive, send)
 
-    async def _initialize(self, message: Message, send: Send) -> None:
-        session = self.sessions.open()
+    async def _initialize(self, caller: Caller, message: Message, send: Send) -> None:
+        session = self.sessions.open(caller, self.gate().tenant(caller))
         stream = session.submit(Kind.REQUEST, message)
         assert stream is not None
         claim = stream.claim()
@@ -206,7 +232,9 @@ class McpEndpoint:
         async with contextlib.aclosing(stream.read(0, claim)) as events:
             first = await anext(events, None)
             if first is not None and first.reply:
-                # The reply came before any notification: the reply is all there is.
+                # The reply came before any notification: the reply is all there is, and without an
+                # event id nobody can come back for it.
+                session.streams.forget(stream)
                 await respond(send, 200, first.data, [(b"content-type", b"application/json")])
                 return
             with session.streams.reading(stream, claim):
@@ -245,13 +273,13 @@ class McpEndpoint:
 
     # -- GET ---------------------------------------------------------------------------------------
 
-    async def _get(self, headers: dict[str, str], receive: Receive, send: Send) -> None:
+    async def _get(self, headers: dict[str, str], caller: Caller, receive: Receive, send: Send) -> None:
         if not _accepts(headers.get("accept", ""), "text/event-stream"):
             raise NotAcceptable("Not Acceptable: Accept must list text/event-stream")
         check_version(headers)
         if not self.accepting():
             raise ShuttingDown()
-        session = await self._session(headers)
+        session = await self._session(headers, caller)
         session.touch()
         last_event = headers.get("last-event-id")
         if last_event is None:
@@ -297,8 +325,8 @@ class McpEndpoint:
 
     # -- DELETE ------------------------------------------------------------------------------------
 
-    async def _delete(self, headers: dict[str, str], send: Send) -> None:
-        session = await self._session(headers)
+    async def _delete(self, headers: dict[str, str], caller: Caller, send: Send) -> None:
+        session = await self._session(headers, caller)
         session.close()
         await respond(send, 200, b"")
 

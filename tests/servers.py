@@ -41,7 +41,7 @@ class _Server(uvicorn.Server):
 
 def reserve_port() -> socket.socket:
     """A socket bound to a free loopback port and not listening: connections to it are refused."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # asyncio sets TCP_NODELAY only then
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     return sock
@@ -76,8 +76,19 @@ HubFactory = Callable[..., AbstractAsyncContextManager[tuple[str, Hub]]]
 @asynccontextmanager
 async def run_hub(servers: dict[str, dict[str, Any]], **hub_settings: Any) -> AsyncIterator[tuple[str, Hub]]:
     """Serve a hub in front of ``servers``; yields (its /mcp URL, the Hub)."""
-    settings = {"storage": ":memory:", "reconnect": {"initialDelay": 0.05, "maxDelay": 0.2}, **hub_settings}
-    config = parse_config({"hub": settings, "mcpServers": servers}, env={})
+    async with run_config({"hub": hub_settings, "mcpServers": servers}) as served:
+        yield served
+
+
+@asynccontextmanager
+async def run_config(document: dict[str, Any], env: dict[str, str] | None = None) -> AsyncIterator[tuple[str, Hub]]:
+    """Serve a hub for a whole config document (auth, tenants...); yields (its /mcp URL, the Hub).
+
+    The test defaults (in-memory storage, quick reconnects) apply unless the document sets them.
+    """
+    hub_settings = {"storage": ":memory:", "reconnect": {"initialDelay": 0.05, "maxDelay": 0.2}}
+    document = {**document, "hub": {**hub_settings, **document.get("hub", {})}}
+    config = parse_config(document, env=env or {})
     app = create_app(config)
     async with serve(app, http=protocol_for(config.hub)) as url:
         yield f"{url}/mcp", app.hub

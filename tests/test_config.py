@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -362,3 +363,54 @@ def test_the_example_config_loads() -> None:
     assert notes.url == "http://127.0.0.1:8801/mcp"
     assert (notes.transport, clock.transport) == ("streamable-http", "sse")
     assert config.prefix_of("clock") == "time"
+
+
+def test_api_keys_are_digests_with_unique_names() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"auth": {"apiKeys": [{"name": "k", "sha256": "xyz", "tenant": "acme"}]}}, env={})
+    assert caught.value.problems == ["$.auth.apiKeys[0].sha256: must be the 64 hex digits of the key's SHA-256 digest"]
+    digest = hashlib.sha256(b"k").hexdigest()
+    twice = [{"name": "k", "sha256": digest, "tenant": "acme"}] * 2
+    with pytest.raises(ConfigError, match="API key names must be unique: k"):
+        parse_config({"auth": {"apiKeys": twice}, "tenants": {"acme": {}}}, env={})
+
+
+def test_tenants_and_keys_must_name_what_exists() -> None:
+    digest = hashlib.sha256(b"k").hexdigest()
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            {
+                "mcpServers": {"notes": {"url": "http://127.0.0.1:1/mcp"}},
+                "auth": {"apiKeys": [{"name": "k", "sha256": digest, "tenant": "ghost"}]},
+                "tenants": {"acme": {"upstreams": ["notes", "nowhere"], "headers": {"elsewhere": {"A": "b"}}}},
+            },
+            env={},
+        )
+    assert caught.value.problems == [
+        "$.tenants.acme.upstreams[1]: no upstream 'nowhere' in mcpServers",
+        "$.tenants.acme.headers.elsewhere: no upstream 'elsewhere' in mcpServers",
+        "$.auth.apiKeys[0].tenant: no tenant 'ghost' in tenants",
+    ]
+
+
+def test_header_values_with_line_breaks_are_refused_without_showing_them() -> None:
+    for section in (
+        {"mcpServers": {"a": {"url": "http://127.0.0.1:1/mcp", "headers": {"X": "${V}"}}}},
+        {
+            "mcpServers": {"a": {"url": "http://127.0.0.1:1/mcp"}},
+            "tenants": {"t": {"headers": {"a": {"Authorization": "${V}"}}}},
+        },
+    ):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(section, env={"V": "secret\r\nX-Evil: 1"})
+        assert "line break" in caught.value.message and "secret" not in caught.value.message
+
+
+def test_a_hub_on_another_address_needs_auth_or_says_so() -> None:
+    from hub.config import exposure_problem
+
+    bare = parse_config({"hub": {"host": "0.0.0.0"}}, env={})
+    problem = exposure_problem(bare, "0.0.0.0")
+    assert problem is not None and "apiKeys" in problem and "allowAnonymous" in problem
+    assert exposure_problem(bare, "127.0.0.1") is None
+    assert exposure_problem(parse_config({"hub": {"allowAnonymous": True}}, env={}), "0.0.0.0") is None

@@ -11,7 +11,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from tests.servers import reserve_port, run_hub, serve, two_upstreams
+from tests.servers import reserve_port, run_config, run_hub, serve, two_upstreams
 from tests.upstreams import Probe, http_app
 from tests.wire import RawClient
 
@@ -160,3 +160,27 @@ async def test_unknown_tool_is_an_error_that_names_it() -> None:
             await client.call_tool("alpha__nope", {})
     assert caught.value.error.code == -32602
     assert "alpha__nope" in caught.value.error.message
+
+
+async def test_the_sdk_client_connects_with_a_bearer_key_as_the_readme_shows() -> None:
+    import hashlib
+
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    key = "mfd_sdk-key"
+    entry = {"name": "sdk", "sha256": hashlib.sha256(key.encode()).hexdigest(), "tenant": "t"}
+    async with serve(http_app("alpha")) as alpha:
+        document = {
+            "mcpServers": {"alpha": {"url": f"{alpha}/mcp"}},
+            "auth": {"apiKeys": [entry]},
+            "tenants": {"t": {}},
+        }
+        async with (
+            run_config(document) as (url, hub),
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http,
+            Client(streamable_http_client(url, http_client=http), mode="legacy") as client,
+        ):
+            result = await client.call_tool("alpha__echo", {"text": "with a key"})
+            assert result.content[0].text == "alpha: with a key"  # type: ignore[union-attr]
+            assert [s.caller.principal for s in hub.sessions] == ["key:sdk"]

@@ -7,6 +7,7 @@ MANIFOLD_NODE_MODULES; run outside make without them, these tests are skipped wi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 from mcp import Client
 from mcp.client import ClientRequestContext
 
-from tests.servers import reserve_port, run_hub, serve
+from tests.servers import reserve_port, run_config, run_hub, serve
 from tests.upstreams import http_app
 from tests.wire import RawClient
 
@@ -166,6 +167,28 @@ def _sample_value(schema: dict[str, Any]) -> Any:
     return "Ada"
 
 
+async def inspector_refused(modules: Path, url: str, *args: str) -> int:
+    """The Inspector's exit code for a call expected to fail (its output need not be JSON)."""
+    cli = modules / "@modelcontextprotocol" / "inspector" / "clients" / "launcher" / "build" / "index.js"
+    process = await asyncio.create_subprocess_exec(
+        str(modules / "node" / "bin" / "node"),
+        str(cli),
+        "--cli",
+        url,
+        "--transport",
+        "http",
+        "--format",
+        "json",
+        *args,
+        env=node_env(modules),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    await asyncio.wait_for(process.communicate(), WAIT)
+    assert process.returncode is not None
+    return process.returncode
+
+
 async def inspector(modules: Path, url: str, *args: str) -> tuple[int, dict[str, Any]]:
     cli = modules / "@modelcontextprotocol" / "inspector" / "clients" / "launcher" / "build" / "index.js"
     process = await asyncio.create_subprocess_exec(
@@ -229,3 +252,22 @@ async def test_tasks_pass_through_to_an_upstream_that_offers_them(node_modules: 
 
         unknown = (await raw.stream("tasks/get", {"taskId": "nope"}))[-1]
         assert unknown["error"]["code"] == -32602
+
+
+async def test_the_mcp_inspector_cli_connects_with_a_bearer_key(node_modules: Path) -> None:
+    key = "mfd_inspector-key"
+    entry = {"name": "inspector", "sha256": hashlib.sha256(key.encode()).hexdigest(), "tenant": "t"}
+    async with serve(http_app("alpha")) as alpha:
+        document = {
+            "mcpServers": {"alpha": {"url": f"{alpha}/mcp"}},
+            "auth": {"apiKeys": [entry]},
+            "tenants": {"t": {}},
+        }
+        async with run_config(document) as (url, _):
+            code, listed = await inspector(
+                node_modules, url, "--method", "tools/list", "--header", f"Authorization: Bearer {key}"
+            )
+            assert code == 0
+            assert "alpha__echo" in {tool["name"] for tool in listed["result"]["tools"]}
+            refused = await inspector_refused(node_modules, url, "--method", "tools/list")
+            assert refused != 0  # no key: refused

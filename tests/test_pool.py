@@ -116,7 +116,7 @@ async def test_an_upstream_restart_is_invisible_to_callers() -> None:
             await running.__aexit__(None, None, None)
             # A new server on the same port knows none of the hub's upstream sessions (404):
             # the connector initializes again and the call goes through.
-            again = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            again = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             again.bind(("127.0.0.1", port))
             async with serve(http_app("alpha"), sock=again):

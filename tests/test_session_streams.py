@@ -59,3 +59,20 @@ def test_finished_streams_are_pruned_past_the_limit_but_the_get_stream_stays() -
     streams.open()
     assert len(streams) <= 2 * 2 + 2
     assert streams.find(0) is streams.get
+
+
+def test_a_stream_answered_as_json_is_forgotten_and_kept_streams_stay_within_the_byte_budget() -> None:
+    streams = SessionStreams("r", StreamSettings(retain_bytes=3000))
+    answered = streams.open()
+    answered.finish({"id": 1, "result": {"pad": "x" * 100}})
+    streams.forget(answered)
+    assert streams.find(answered.number) is None
+    kept = []
+    for n in range(5):  # SSE replies of about 1 kB each, read to their end
+        stream = streams.open()
+        with streams.reading(stream):
+            stream.finish({"id": n, "result": {"pad": "y" * 1000}})
+        kept.append(stream.number)
+    assert [n for n in kept if streams.find(n) is not None] == kept[-2:]  # the oldest went first
+    streams.forget(streams.get)
+    assert streams.find(0) is streams.get  # the GET stream is never forgotten

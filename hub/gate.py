@@ -1,0 +1,74 @@
+"""The door every request passes before anything else: who is asking, may they, and how fast.
+
+One gate per config (a reload builds a new one): it authenticates the
+request (:mod:`hub.identity`), finds the caller's tenant (:mod:`hub.tenants`),
+counts the request against the tenant's and the principal's limits
+(:mod:`hub.ratelimit`), and records every refusal in the audit trail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from connectors.jsonrpc import Message
+from hub.audit import AuditLog
+from hub.context import Caller
+from hub.errors import Forbidden, RateLimited, Unauthorized
+from hub.identity import Authenticator
+from hub.ratelimit import Limits
+from hub.schema import Config
+from hub.tenants import Tenant, Tenants
+
+__all__ = ["Gate"]
+
+
+class Gate:
+    """Authentication, tenancy and limits for one config."""
+
+    def __init__(self, config: Config, audit: AuditLog | None, authenticator: Authenticator | None = None) -> None:
+        self.authenticator = authenticator or Authenticator(config)
+        self.tenants = Tenants(config)
+        self.limits = Limits({name: tenant.limits for name, tenant in config.tenants.items()})
+        self.audit = audit
+        self.enabled = self.authenticator.enabled
+
+    async def caller(self, headers: dict[str, str], method: str = "", params: Message | None = None) -> Caller:
+        """Who sent the request.
+
+        Raises:
+            Unauthorized: no credential or a bad one (recorded in the audit trail).
+            Forbidden: a credential that may not use the hub (recorded too).
+        """
+        try:
+            return await self.authenticator.authenticate(headers)
+        except (Unauthorized, Forbidden) as exc:
+            if self.audit is not None:
+                self.audit.refused(None, method, params or {}, exc.code, exc.message)
+            raise
+
+    def tenant(self, caller: Caller) -> Tenant:
+        return self.tenants.get(caller.tenant)
+
+    def admit(self, caller: Caller, method: str, params: Message) -> Callable[[], None] | None:
+        """Count one request; for a tool call, returns what to call when it ends (its slot).
+
+        Raises:
+            RateLimited: a limit of the caller's tenant or principal (recorded in the audit trail).
+        """
+        tool_call = method == "tools/call"
+        try:
+            self.limits.admit(caller, tool_call)
+        except RateLimited as exc:
+            if self.audit is not None:
+                self.audit.refused(caller, method, params, exc.code, exc.message)
+            raise
+        if not tool_call or not self.limits.caps_calls(caller.tenant):
+            return None
+        limits, tenant = self.limits, caller.tenant
+        limits.call_started(tenant)
+        return lambda: limits.call_ended(tenant)
+
+    def refused(self, caller: Caller, method: str, params: dict[str, Any], code: int, detail: str) -> None:
+        if self.audit is not None:
+            self.audit.refused(caller, method, params, code, detail)
