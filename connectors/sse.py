@@ -73,7 +73,8 @@ class SseTransport:
             self._reader = None
 
     def evictable(self) -> bool:
-        return self._link is not None and not self._link.busy
+        link = self._link
+        return link is not None and not link.busy and not link.listening_wanted
 
     def evict(self) -> None:
         logger.info("upstream %s: an idle session closed to make room (maxStreams)", self.spec.name)

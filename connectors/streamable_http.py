@@ -299,7 +299,8 @@ class StreamableHttpTransport:
     # -- the GET stream ----------------------------------------------------------------------------
 
     def evictable(self) -> bool:
-        return self._requests == 0 and not self.link.busy
+        # A session holding subscriptions needs its stream even when idle: never the one to go.
+        return self._requests == 0 and not self.link.busy and not self.link.listening_wanted
 
     def evict(self) -> None:
         logger.debug("upstream %s: GET stream closed to make room for another session's", self.spec.name)

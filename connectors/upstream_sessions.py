@@ -59,7 +59,11 @@ class UpstreamDirectory(Protocol):
 
 def with_headers(spec: UpstreamSpec, headers: Mapping[str, str] | None) -> UpstreamSpec:
     """``spec`` with ``headers`` on top of its own (a tenant's credentials for the upstream)."""
-    return spec if not headers else replace(spec, headers={**spec.headers, **headers})
+    if not headers:
+        return spec
+    replaced = {name.lower() for name in headers}  # header names are case-insensitive
+    kept = {name: value for name, value in spec.headers.items() if name.lower() not in replaced}
+    return replace(spec, headers={**kept, **headers})
 
 
 class HeldSession:
@@ -133,6 +137,7 @@ class UpstreamSessions:
         self._held: dict[str, HeldSession] = {}
         self._closed = False
         self.log_level: str | None = None
+        self._subscriptions: dict[str, set[str]] = {}  # per upstream, the original URIs subscribed
 
     async def request(
         self, upstream: str, method: str, params: Message | None = None, *, hooks: CallHooks | None = None
@@ -153,7 +158,10 @@ class UpstreamSessions:
         try:
             async with entry.limiter.slot(), self._directory.global_limiter.slot():
                 connector = await self._connector(entry)
-                return await connector.request(method, params, hooks=hooks)
+                result = await connector.request(method, params, hooks=hooks)
+                if method in ("resources/subscribe", "resources/unsubscribe") and params is not None:
+                    self._remember(upstream, method, str(params.get("uri", "")))
+                return result
         except LimitExceeded as exc:
             raise UpstreamBusy(upstream, exc.reason) from None
         except BaseException as exc:
@@ -203,8 +211,24 @@ class UpstreamSessions:
             persistent=False,
         )
         upstream.held.add(held)
-        held.task = self._directory.start(held.hold(connector, self._apply_level))
+        held.task = self._directory.start(held.hold(connector, self._restore))
         return held
+
+    def _remember(self, upstream: str, method: str, uri: str) -> None:
+        subscribed = self._subscriptions.setdefault(upstream, set())
+        if method == "resources/subscribe":
+            subscribed.add(uri)
+        else:
+            subscribed.discard(uri)
+
+    async def _restore(self, connector: Connector) -> None:
+        """Give a new upstream session (a first one, or one opened again) the client's level and subscriptions."""
+        await self._apply_level(connector)
+        for uri in sorted(self._subscriptions.get(connector.spec.name, ())):
+            try:
+                await connector.request("resources/subscribe", {"uri": uri})
+            except UpstreamError as exc:
+                logger.warning("upstream %s refused resources/subscribe again: %s", connector.spec.name, exc)
 
     async def _apply_level(self, connector: Connector) -> None:
         if self.log_level is not None and "logging" in connector.server_capabilities:

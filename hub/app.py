@@ -97,7 +97,9 @@ class ManifoldApp:
             try:
                 caller = await hub.gate.caller(headers, "GET /audit")
                 if hub.gate.enabled and not caller.admin:
-                    raise Forbidden("Forbidden: the audit trail needs an admin credential")
+                    refusal = Forbidden("Forbidden: the audit trail needs an admin credential")
+                    hub.gate.refused(caller, "GET /audit", {}, refusal.code, refusal.message)
+                    raise refusal
                 query = AuditQuery(
                     since=float(request.query_params.get("since", 0)),
                     tenant=request.query_params.get("tenant"),

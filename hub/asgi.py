@@ -45,7 +45,8 @@ async def read_body(receive: Receive, limit: int, time_limit: float) -> bytes:
                 if not event.get("more_body", False):
                     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     except TimeoutError:
-        raise RequestTimeout(f"the request body did not arrive within {time_limit:g}s") from None
+        message = f"the request body did not arrive within {time_limit:g}s"
+        raise RequestTimeout(message, headers={"connection": "close"}) from None  # the rest may still come
 
 
 async def respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:

@@ -85,7 +85,11 @@ class AuditLog:
         )
 
     def refused(self, caller: Caller | None, method: str, params: dict[str, Any], code: int, detail: str) -> None:
-        """Record a request the hub refused (authentication, limits, names outside the view)."""
+        """Record a request the hub refused before serving it (authentication, admin rights, limits).
+
+        A name outside the caller's view is served as one that does not exist, and recorded as a
+        call with that error.
+        """
         self._queue.add(
             AuditRecord(
                 time=time.time(),

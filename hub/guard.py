@@ -10,6 +10,7 @@ rebound DNS name looks like. Both lists can be set in the config.
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 from collections.abc import Sequence
 from typing import Final
 
@@ -22,7 +23,13 @@ _LOOPBACK: Final = ("127.0.0.1", "localhost", "[::1]")
 
 
 def is_loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "localhost", "::1", "[::1]") or host.startswith("127.")
+    """Whether ``host`` (a name or an address, IPv6 in brackets or not) is this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: 127.example.com is not loopback
 
 
 def default_allowed_hosts(listen_host: str) -> list[str] | None:

@@ -136,7 +136,8 @@ class LegacySse:
             await respond_error(send, to_wire(exc))
             return
         connection = self._connections.get((query.get("session_id") or [""])[0])
-        if connection is None or connection.session.caller.principal != caller.principal:
+        owner = None if connection is None else connection.session.caller
+        if connection is None or owner is None or (owner.principal, owner.tenant) != (caller.principal, caller.tenant):
             await respond(send, 404, b"unknown session_id")  # someone else's answers like none
             return
         settings = self.settings()

@@ -47,6 +47,23 @@ def protocol_for(settings: HubSettings) -> type[HttpToolsProtocol]:
         _header_count = 0
         _refusal: bytes | None = None
         _timer: asyncio.TimerHandle | None = None
+        _in_head = False
+        _began = False
+        _head_bytes = 0
+
+        def data_received(self, data: bytes) -> None:
+            # httptools reports a header only once it ends: count the raw bytes of a head still
+            # arriving too, so one endless header is cut off at the limit, not buffered whole.
+            # (The chunk a request begins in is not counted: a small request is never refused.)
+            self._began = False
+            super().data_received(data)
+            if self._in_head and not self._began and not self.transport.is_closing():
+                self._head_bytes += len(data)
+                if self._head_bytes > max_bytes:
+                    self._close_with(
+                        b"431 Request Header Fields Too Large",
+                        f"request headers larger than {max_bytes} bytes".encode(),
+                    )
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -60,6 +77,9 @@ def protocol_for(settings: HubSettings) -> type[HttpToolsProtocol]:
             super().on_message_begin()
             self._header_bytes = 0
             self._header_count = 0
+            self._began = True
+            self._in_head = True
+            self._head_bytes = 0
             if self._timer is None:
                 self._arm()
 
@@ -73,6 +93,7 @@ def protocol_for(settings: HubSettings) -> type[HttpToolsProtocol]:
 
         def on_headers_complete(self) -> None:
             self._disarm()
+            self._in_head = False
             super().on_headers_complete()
 
         def _count(self, size: int, headers: int) -> None:
@@ -146,6 +167,9 @@ class HubServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Unlike uvicorn's own handler, the signal is not raised again after shutdown: a drained
         # hub exits 0, without a traceback.
+        if self._drain_requested and self._loop is not None:
+            # A second signal: the calls still running get their error reply now, and the drain ends.
+            self._loop.call_soon_threadsafe(self.hub.hurry)
         if self._drain_requested or not self.started or self._loop is None or self._drain is None:
             if self.should_exit and sig == signal.SIGINT:
                 self.force_exit = True

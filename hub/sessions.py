@@ -128,7 +128,7 @@ class SessionManager:
     def find(self, session_id: str, caller: Caller) -> Session | None:
         """The live session by that id, if ``caller`` is the principal it belongs to."""
         session = self._sessions.get(session_id)
-        if session is None or session.caller.principal != caller.principal:
+        if session is None or not _owns(caller, session):
             return None  # someone else's session answers exactly like no session
         return session
 
@@ -158,7 +158,7 @@ class SessionManager:
             return None  # not recorded, or recorded for someone else: both answer 404
         existing = self._sessions.get(session_id)
         if existing is not None:
-            return existing if existing.caller.principal == caller.principal else None
+            return existing if _owns(caller, existing) else None
         if record.last_seen + self.idle_timeout < time.time():
             with contextlib.suppress(StoreError):
                 await self._store.delete(session_id)
@@ -204,7 +204,7 @@ class SessionManager:
 
     def _evict_unused(self, caller: Caller, among: list[Session]) -> bool:
         unused = [s for s in among if not s.used and s.state is not SessionState.CLOSED]  # oldest first
-        own = [s for s in unused if s.caller.principal == caller.principal]
+        own = [s for s in unused if _owns(caller, s)]
         for session in own or unused:
             logger.info("session %s never used; closed to make room", session.id)
             session.close(EndReason.EXPIRED)
@@ -292,3 +292,8 @@ class SessionManager:
             for session in list(self._sessions.values())
             if uri in session.subscriptions and (key is None or session.caller.tenant == key)
         )
+
+
+def _owns(caller: Caller, session: Session) -> bool:
+    """A session is its principal's within its tenant: the same subject under another tenant is not its owner."""
+    return (session.caller.principal, session.caller.tenant) == (caller.principal, caller.tenant)

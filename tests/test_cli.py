@@ -97,3 +97,53 @@ async def test_the_demo_upstreams_serve_what_the_example_config_expects() -> Non
                 "time__now",
                 "time__countdown",
             }
+
+
+def test_keys_new_prints_a_key_once_and_the_entry_that_accepts_it(capsys: pytest.CaptureFixture[str]) -> None:
+    import hashlib
+
+    assert main(["keys", "new", "--name", "ci-bot", "--tenant", "acme", "--admin"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    key = lines[0].rsplit(" ", 1)[1]
+    entry = json.loads(lines[-1])
+    assert key.startswith("mfd_") and len(key) > 40
+    assert entry == {
+        "name": "ci-bot",
+        "sha256": hashlib.sha256(key.encode()).hexdigest(),
+        "tenant": "acme",
+        "admin": True,
+    }
+    assert main(["keys", "new", "--name", "ci-bot", "--tenant", "acme"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].rsplit(" ", 1)[1] != key  # a fresh key every time
+
+
+async def test_health_tools_and_audit_with_a_token_when_auth_is_on(capsys: pytest.CaptureFixture[str]) -> None:
+    import hashlib
+
+    from tests.servers import run_config
+
+    def entry(name: str, key: str, admin: bool) -> dict[str, object]:
+        return {"name": name, "sha256": hashlib.sha256(key.encode()).hexdigest(), "tenant": "t", "admin": admin}
+
+    async with serve(http_app("alpha")) as alpha:
+        document = {
+            "mcpServers": {"alpha": {"url": f"{alpha}/mcp"}},
+            "auth": {"apiKeys": [entry("ops", "mfd_ops", True), entry("user", "mfd_user", False)]},
+            "tenants": {"t": {"tools": {"allow": ["alpha__echo"]}}},
+            "audit": {"arguments": "hash"},
+        }
+        async with run_config(document) as (url, _):
+            base = url.removesuffix("/mcp")
+            assert await asyncio.to_thread(main, ["health", "--url", base]) == 0  # no credential: only up or down
+            assert "needs an admin credential" in capsys.readouterr().out
+            assert await asyncio.to_thread(main, ["health", "--url", base, "--token", "mfd_ops"]) == 0
+            assert "alpha" in capsys.readouterr().out
+            assert await asyncio.to_thread(main, ["tools", "--url", base, "--token", "mfd_user", "--json"]) == 0
+            assert [t["name"] for t in json.loads(capsys.readouterr().out)] == ["alpha__echo"]  # the user's view
+            assert await asyncio.to_thread(main, ["audit", "--url", base, "--token", "mfd_user"]) == 1
+            assert "admin credential" in capsys.readouterr().err
+            command = ["audit", "--url", base, "--token", "mfd_ops", "--since", "5m", "--json"]
+            assert await asyncio.to_thread(main, command) == 0
+            records = json.loads(capsys.readouterr().out)
+            assert any(r["outcome"] == "refused" and r["method"] == "GET /audit" for r in records)
+            assert "mfd_" not in json.dumps(records)

@@ -13,7 +13,7 @@ from hub.storage import open_store
 from hub.store import SessionRecord
 from tests.servers import run_hub, serve
 from tests.upstreams import http_app
-from tests.wire import HEADERS, initialize, rpc
+from tests.wire import HEADERS, INIT, initialize, rpc
 
 pytestmark = pytest.mark.anyio
 
@@ -108,3 +108,44 @@ async def test_a_session_ends_even_when_an_upstream_never_accepts_a_notification
         assert (await http.delete(url, headers=headers)).status_code == 200
         await asyncio.wait_for(session.ended.wait(), 10)
         assert len(hub.sessions) == 0
+
+
+async def test_the_audit_trail_records_calls_with_their_arguments_as_configured() -> None:
+    import hashlib
+
+    from hub.store import AuditQuery
+    from tests.servers import run_config
+
+    key = "mfd_audit"
+    entry = {"name": "k", "sha256": hashlib.sha256(key.encode()).hexdigest(), "tenant": "t"}
+    async with serve(http_app("alpha")) as alpha, httpx.AsyncClient(timeout=10, trust_env=False) as http:
+        for mode, expect in (("none", None), ("hash", "hash"), ("full", '{"text":"secret-ish"}')):
+            document = {
+                "mcpServers": {"alpha": {"url": f"{alpha}/mcp"}},
+                "auth": {"apiKeys": [entry]},
+                "tenants": {"t": {}},
+                "audit": {"arguments": mode},
+            }
+            async with run_config(document) as (url, hub):
+                headers = {**HEADERS, "authorization": f"Bearer {key}"}
+                headers = await initialize_with(http, url, headers)
+                call = rpc(2, "tools/call", {"name": "alpha__echo", "arguments": {"text": "secret-ish"}})
+                assert (await http.post(url, json=call, headers=headers)).status_code == 200
+                failed = rpc(3, "tools/call", {"name": "alpha__fail", "arguments": {"reason": "no"}})
+                assert (await http.post(url, json=failed, headers=headers)).status_code == 200
+                records = await hub.audit.query(AuditQuery(name_glob="alpha__*"))
+                by_name = {r.name: r for r in records}
+                echo = by_name["alpha__echo"]
+                assert (echo.tenant, echo.principal, echo.upstream, echo.outcome) == ("t", "key:k", "alpha", "ok")
+                assert echo.bytes_in > 0 and echo.bytes_out > 0 and echo.session == headers["mcp-session-id"]
+                assert by_name["alpha__fail"].outcome == "isError"
+                if expect == "hash":
+                    assert echo.arguments == hashlib.sha256(b'{"text":"secret-ish"}').hexdigest()
+                else:
+                    assert echo.arguments == expect
+
+
+async def initialize_with(http: httpx.AsyncClient, url: str, headers: dict[str, str]) -> dict[str, str]:
+    response = await http.post(url, json=rpc(1, "initialize", INIT), headers=headers)
+    assert response.status_code == 200, response.text
+    return {**headers, "mcp-session-id": response.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
