@@ -30,6 +30,7 @@ from mcp import Client
 
 from bench.auth import auth_costs, tenant_isolation
 from bench.client import RpcSession
+from bench.eras import era_costs
 from bench.processes import free_port, free_ports, resident_mb, running
 from bench.rounds import Round, call_round, percentile, summarize
 
@@ -331,6 +332,18 @@ def main(argv: list[str] | None = None) -> int:
         results["hub_rss_mb_after_calls"] = round(resident_mb(hub.pid), 1)
         results["first_call"] = asyncio.run(bench.first_call())
         results["progress"] = asyncio.run(bench.progress())
+        results["eras"] = asyncio.run(
+            era_costs(
+                f"http://127.0.0.1:{up_port}/mcp",
+                f"http://127.0.0.1:{hub_port}/mcp",
+                "bench__",
+                hub.pid,
+                levels=(1, 8),
+                calls=plan.calls,
+                seconds=plan.seconds,
+                rounds=plan.rounds,
+            )
+        )
         results["idle_sessions"] = asyncio.run(bench.idle_sessions())
         upstream_url = f"http://127.0.0.1:{up_port}/mcp"
         results["auth"] = auth_costs(
@@ -446,6 +459,25 @@ def render(results: dict[str, Any]) -> str:
                 "-",
                 f"{entry['hub_cpu_ms_per_call']} ms ({entry['calls_per_s']})",
                 added,
+            )
+        )
+    for level, entry in results["eras"].items():
+        n = level.split("_")[1]
+        direct, modern, session = entry["stateless_direct"], entry["stateless_hub"], entry["session_hub"]
+        rows.append(
+            (
+                f"2026-07-28 echo, {n} client{'s' if n != '1' else ''}: calls/s (p50 ms)",
+                f"{direct['calls_per_s']} ({direct['p50_ms']})",
+                f"{modern['calls_per_s']} ({modern['p50_ms']})",
+                f"{modern['calls_per_s'] / direct['calls_per_s']:.0%}" if direct["calls_per_s"] else "-",
+            )
+        )
+        rows.append(
+            (
+                f"hub CPU per call, {n} client{'s' if n != '1' else ''}: 2026-07-28 / session era",
+                "-",
+                f"{entry['stateless_hub_cpu_ms_per_call']} / {entry['session_hub_cpu_ms_per_call']} ms",
+                f"session era {session['calls_per_s']} calls/s",
             )
         )
     tenants = results["tenants"]

@@ -20,6 +20,7 @@ from hub.gate import Gate
 from hub.guard import OriginGuard, default_allowed_hosts, default_allowed_origins
 from hub.identity import METADATA_PATH, credential
 from hub.legacy_sse import LegacySse
+from hub.modern import ModernEndpoint
 from hub.runtime import Hub
 from hub.store import AuditQuery
 from hub.transport import McpEndpoint
@@ -61,7 +62,10 @@ class ManifoldApp:
             return hub.gate
 
         self.api = FastAPI(title="Manifold", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-        self.mcp = McpEndpoint(hub.sessions, hub.events, run=hub.run, settings=settings, accepting=accepting, gate=gate)
+        modern = ModernEndpoint(hub.modern, gate, accepting)
+        self.mcp = McpEndpoint(
+            hub.sessions, hub.events, run=hub.run, settings=settings, accepting=accepting, gate=gate, modern=modern
+        )
         legacy = LegacySse(hub.sessions, settings=settings, accepting=accepting, stopped=hub.stopped, gate=gate)
         self.api.router.routes.append(Route("/sse", _Asgi(legacy.stream)))
         self.api.router.routes.append(Route("/messages", _Asgi(legacy.messages)))

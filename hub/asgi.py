@@ -9,7 +9,7 @@ from typing import Any
 from connectors import jsonrpc
 from hub.errors import BodyTooLarge, InvalidRequest, RequestTimeout, WireError
 
-__all__ = ["Receive", "Scope", "Send", "header_map", "read_body", "respond", "respond_error"]
+__all__ = ["Receive", "Scope", "Send", "header_map", "read_body", "respond", "respond_error", "watch_disconnect"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -60,3 +60,13 @@ async def respond_error(send: Send, wire: WireError, request_id: Any = None) -> 
     headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in wire.headers.items()]
     body = jsonrpc.dumps(jsonrpc.error_response(request_id, wire.error))
     await respond(send, wire.status, body, headers)
+
+
+async def watch_disconnect(receive: Receive, gone: asyncio.Event, on_gone: Callable[[], object]) -> None:
+    """Wait for the client to go (after the body was read); then set ``gone`` and call ``on_gone``."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            on_gone()
+            return

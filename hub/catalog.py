@@ -22,7 +22,7 @@ import binascii
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from connectors.jsonrpc import Message
 from connectors.status import Listing
@@ -65,6 +65,8 @@ class _Build:
     prompts: dict[str, Entry] = field(default_factory=dict)
     resources: dict[str, Entry] = field(default_factory=dict)
     counts: dict[str, dict[ListKind, int]] = field(default_factory=dict)
+    schemas: dict[str, Any] = field(default_factory=dict)
+    """The input schema of each tool, by public name."""
     collisions: list[str] = field(default_factory=list)
 
 
@@ -137,6 +139,8 @@ class Catalog:
             if name in table:
                 return False
         table[name] = Entry(source.name, original)
+        if kind == "tools" and "inputSchema" in item:
+            build.schemas[name] = item["inputSchema"]
         if source.listed:
             build.items[kind].append({**item, key: name})
             build.owners[kind].append(source.name)
@@ -183,6 +187,10 @@ class Catalog:
         if entry is None:
             raise UnknownName(f"unknown tool: {name}")
         return entry
+
+    def tool_schema(self, name: str) -> Any:
+        """The input schema a tool was listed with (None when it had none)."""
+        return self._build.schemas.get(name)
 
     def prompt(self, name: str) -> Entry:
         """Raises: UnknownName: no prompt has that public name."""

@@ -20,9 +20,12 @@ itself, its HTTP status (in brackets)::
         ├── BodyTooLarge               -32600  [413] the body passed maxBodyBytes
         ├── RequestTimeout             -32600  [408] the body did not arrive in time
         ├── UnsupportedVersion         -32022  [400] a protocol version the hub does not speak
+        ├── HeaderMismatch             -32020  [400] a 2026-07-28 routing header disagrees with the body
+        ├── MissingCapability          -32021  [400] the request needs a client capability it did not declare
         ├── MethodNotFound             -32601  no handler for the method
         ├── InvalidParams              -32602  params missing or of the wrong shape
         │   ├── UnknownName            -32602  no tool or prompt by that public name
+        │   ├── BadRequestState        -32602  a requestState that is forged, replayed, expired or not the caller's
         │   └── UnknownResource        -32002  no upstream owns that URI
         ├── Unauthorized               -32030  [401] no credential, or a bad one (WWW-Authenticate)
         ├── Forbidden                  -32031  [403] a good credential that may not do this
@@ -46,16 +49,19 @@ from connectors.jsonrpc import Message
 
 __all__ = [
     "BadEventId",
+    "BadRequestState",
     "BodyTooLarge",
     "ClientError",
     "ClientTimeout",
     "ConfigError",
     "Forbidden",
+    "HeaderMismatch",
     "HubError",
     "InvalidParams",
     "InvalidRequest",
     "MethodNotAllowed",
     "MethodNotFound",
+    "MissingCapability",
     "MissingSession",
     "NotAcceptable",
     "ParseError",
@@ -154,6 +160,16 @@ class UnsupportedVersion(HubError):
     http_status: ClassVar[int | None] = 400
 
 
+class HeaderMismatch(HubError):
+    code = -32020
+    http_status: ClassVar[int | None] = 400
+
+
+class MissingCapability(HubError):
+    code = -32021
+    http_status: ClassVar[int | None] = 400
+
+
 class MethodNotFound(HubError):
     code = -32601
 
@@ -164,6 +180,10 @@ class InvalidParams(HubError):
 
 class UnknownName(InvalidParams):
     pass
+
+
+class BadRequestState(InvalidParams):
+    """The ``requestState`` of a 2026-07-28 retry is not one this hub issued to this caller and still holds."""
 
 
 class UnknownResource(InvalidParams):

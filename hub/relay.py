@@ -19,7 +19,7 @@ from connectors.jsonrpc import Message
 from hub.errors import ClientError, ClientTimeout, MethodNotFound
 from hub.streams import Stream
 
-__all__ = ["RELAYED_CAPABILITIES", "Relay"]
+__all__ = ["RELAYED_CAPABILITIES", "Relay", "require_capability"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,21 @@ _CAPABILITY_OF: Final = {
     "roots/list": "roots",
 }
 MAX_PENDING: Final = 256
+
+
+def require_capability(capabilities: Message, method: str, params: Message) -> None:
+    """Raises: MethodNotFound: the client did not declare what ``method`` needs (or it is not relayed at all)."""
+    capability = _CAPABILITY_OF.get(method)
+    if capability is None:
+        raise MethodNotFound(f"{method} is not relayed to clients")
+    declared = capabilities.get(capability)
+    if not isinstance(declared, dict):
+        raise MethodNotFound(f"the client did not declare the {capability} capability")
+    if capability == "elicitation":
+        mode = params.get("mode", "form")
+        # An empty elicitation capability means form mode only.
+        if (declared and mode not in declared) or (not declared and mode != "form"):
+            raise MethodNotFound(f"the client does not support {mode} elicitation")
 
 
 class Relay:
@@ -54,7 +69,7 @@ class Relay:
         """
         method = message["method"]
         params = message.get("params")
-        self._require_capability(method, params if isinstance(params, dict) else {})
+        require_capability(self.client_capabilities, method, params if isinstance(params, dict) else {})
         if len(self._asks) >= MAX_PENDING:
             raise ClientError({"code": -32000, "message": f"{MAX_PENDING} questions to this client are open"})
         hub_id = f"{upstream}:{next(self._ids)}"
@@ -86,16 +101,3 @@ class Relay:
             return False
         future.set_result(message)
         return True
-
-    def _require_capability(self, method: str, params: Message) -> None:
-        capability = _CAPABILITY_OF.get(method)
-        if capability is None:
-            raise MethodNotFound(f"{method} is not relayed to clients")
-        declared = self.client_capabilities.get(capability)
-        if not isinstance(declared, dict):
-            raise MethodNotFound(f"the client did not declare the {capability} capability")
-        if capability == "elicitation":
-            mode = params.get("mode", "form")
-            # An empty elicitation capability means form mode only.
-            if (declared and mode not in declared) or (not declared and mode != "form"):
-                raise MethodNotFound(f"the client does not support {mode} elicitation")

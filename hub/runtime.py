@@ -25,15 +25,20 @@ from connectors.status import UpstreamState
 from hub.audit import AuditLog
 from hub.catalog import Catalog, ListKind, Source
 from hub.config import Config
-from hub.context import ServerFacts
+from hub.context import Caller, ServerFacts
 from hub.events import EventLog
 from hub.gate import Gate
+from hub.listen import Listeners
+from hub.modern import ModernServices
 from hub.outbound import for_client
+from hub.request_state import StateSeal
 from hub.session_services import SessionServices
 from hub.session_streams import StreamSettings
 from hub.sessions import SessionManager
+from hub.stateless import PrincipalUpstreams, StatelessContexts
+from hub.stateless_calls import StatelessCalls
 from hub.storage import open_store
-from hub.views import Views
+from hub.views import CatalogView, Views
 
 __all__ = ["SERVER_INFO", "Hub", "HubState"]
 
@@ -119,6 +124,29 @@ class Hub:
         self.sessions = SessionManager(
             services, self.views, store=self.store, events=self.events, max_sessions=settings.max_sessions
         )
+        self.listeners = Listeners()
+        stateless_upstreams = PrincipalUpstreams(
+            self.pool.open_session,
+            max_sets=settings.max_sessions,
+            idle_timeout=settings.session_idle_timeout,
+            on_message=self._stateless_message,
+        )
+        self.modern = ModernServices(
+            views=self.views,
+            upstreams=stateless_upstreams,
+            calls=StatelessCalls(
+                StateSeal(),
+                input_timeout=settings.input_timeout,
+                max_parked=settings.max_waiting_calls,
+                max_parked_per_principal=max(1, settings.max_waiting_calls // 16),
+            ),
+            listeners=self.listeners,
+            contexts=StatelessContexts(self.server),
+            in_flight=services.calls,
+            list_ttl_ms=self._list_ttl_ms,
+            public=self._public,
+            audit=self.audit,
+        )
         self.stopped = asyncio.Event()
         """Set once draining has ended every stream (endpoints that hold connections end theirs)."""
         self._rebuild_due: asyncio.TimerHandle | None = None
@@ -131,6 +159,8 @@ class Hub:
             await stack.enter_async_context(self.events)
             await stack.enter_async_context(self.audit)
             await stack.enter_async_context(self.pool)
+            await stack.enter_async_context(self.modern.upstreams)
+            await stack.enter_async_context(self.modern.calls)
             await stack.enter_async_context(self.sessions)
             self._stack = stack.pop_all()
         # Serve a full catalog from the first request when upstreams answer promptly; a slow or
@@ -173,10 +203,12 @@ class Hub:
         if calls.value:
             logger.warning("draining: %d calls still running after %ds; ending them", calls.value, limit)
             self.sessions.stop_calls()
+            self.modern.calls.stop()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_STOP_GRACE):
                     await calls.wait_zero()
         self.sessions.release_streams()
+        self.listeners.end_all()
         self.stopped.set()
         await self.events.flush()
         logger.info("drained")
@@ -230,6 +262,8 @@ class Hub:
                     sources.append(Source(name, self.config.prefix_of(name), upstream.listing, listed))
         changed = self.views.changed(self.catalog.rebuild(sources))
         for rule, kinds in changed.items():
+            if kinds:
+                self.listeners.lists_changed(rule, kinds)
             for method in dict.fromkeys(_LIST_CHANGED[kind] for kind in sorted(kinds)):
                 self.sessions.broadcast(jsonrpc.notification(method), rule)
 
@@ -238,8 +272,36 @@ class Hub:
         out = for_client(self.catalog, upstream, message)
         if out["method"] == "notifications/resources/updated":
             self.sessions.notify_subscribers(out["params"].get("uri", ""), out, key)
+            self.listeners.resource_updated(out["params"].get("uri", ""), out, tenant=key)
         elif out["method"] == "notifications/message":
             self.sessions.broadcast_key(out, key)
+
+    def _stateless_message(self, caller: Caller, upstream: str, message: Message) -> None:
+        # What a stateless caller's upstream session says outside any call: only resource updates
+        # have somewhere to go (that caller's listen streams); list changes reach everyone via the catalog.
+        out = for_client(self.catalog, upstream, message)
+        if out["method"] == "notifications/resources/updated":
+            self.listeners.resource_updated(out["params"].get("uri", ""), out, caller=caller)
+
+    def _list_ttl_ms(self, view: CatalogView, kind: ListKind) -> int:
+        """How long a stateless client may cache a list: the hub's ``listTtl`` when every upstream behind
+        the view announces changes of that list (and the hub passes them on), else 0."""
+        capability = "resources" if kind == "resourceTemplates" else kind
+        names = self.config.enabled()
+        for name in names:
+            if view.rule.upstreams is not None and name not in view.rule.upstreams:
+                continue
+            upstream = self.pool.upstream(name)
+            declared = upstream.status.capabilities.get(capability) if upstream is not None else None
+            if upstream is None or upstream.status.state is not UpstreamState.UP:
+                return 0  # it may come back with other items at any moment
+            if isinstance(declared, dict) and not declared.get("listChanged"):
+                return 0
+        return int(self.config.hub.list_ttl * 1000)
+
+    def _public(self, view: CatalogView) -> bool:
+        """Whether a view's lists are the same for anyone, so a shared cache may keep them."""
+        return not self.config.auth_enabled and view.rule.everything and not self.config.tenants
 
     def server_capabilities(self) -> Message:
         """What the hub declares to clients at initialize."""

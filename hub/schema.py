@@ -120,6 +120,12 @@ class HubSettings(_Model):
     max_headers: Annotated[int, Field(ge=8, le=10_000)] = 100
     request_read_timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
     client_request_timeout: Annotated[float, Field(gt=0)] = 300.0
+    input_timeout: Annotated[float, Field(gt=0, le=3600)] = 300.0
+    """How long a stateless client's call waits for its retry with the input it was asked for."""
+    max_waiting_calls: Annotated[int, Field(ge=1)] = 1024
+    """Stateless calls that may wait for their client's input at once (a principal: a sixteenth)."""
+    list_ttl: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+    """``ttlMs`` of lists (seconds) for stateless clients, when every upstream behind them announces changes."""
     events: Events = Events()
     allowed_origins: list[str] | None = None
     allowed_hosts: list[str] | None = None

@@ -18,13 +18,15 @@ from typing import Any, Final
 
 from connectors import jsonrpc
 from connectors.jsonrpc import Kind, Message
-from connectors.spec import SUPPORTED_VERSIONS
+from connectors.spec import MODERN_VERSIONS, SUPPORTED_VERSIONS
 from hub.asgi import Receive, Scope, Send, header_map, read_body, respond, respond_error
 from hub.config import HubSettings
 from hub.context import Caller
+from hub.envelope import duplicated_routing_header
 from hub.errors import (
     BadEventId,
     BodyTooLarge,
+    HeaderMismatch,
     HubError,
     InvalidRequest,
     MethodNotAllowed,
@@ -42,6 +44,7 @@ from hub.errors import (
 )
 from hub.events import EventLog
 from hub.gate import Gate
+from hub.modern import ModernEndpoint
 from hub.session import Session
 from hub.sessions import SessionManager
 from hub.sse import KEEPALIVE, SseWriter, event, priming, with_keepalive
@@ -68,12 +71,17 @@ def _accepts(accept: str, media: str) -> bool:
 def check_version(headers: dict[str, str]) -> None:
     """Raises: UnsupportedVersion: the header names a version the hub does not speak (with the list)."""
     version = headers.get(VERSION_HEADER)
-    if version is not None and version not in SUPPORTED_VERSIONS:
-        # -32022 with the versions we speak lets a client that probed a newer era fall back.
+    if version is not None and version not in SUPPORTED_VERSIONS and version not in MODERN_VERSIONS:
+        # -32022 with the versions we speak lets a client pick one it shares.
         raise UnsupportedVersion(
             f"unsupported protocol version: {version}",
-            data={"supported": list(SUPPORTED_VERSIONS), "requested": version},
+            data={"supported": [*SUPPORTED_VERSIONS, *MODERN_VERSIONS], "requested": version},
         )
+
+
+def is_modern(headers: dict[str, str]) -> bool:
+    """Whether a request is of the stateless era (its version header says so)."""
+    return headers.get(VERSION_HEADER) in MODERN_VERSIONS
 
 
 def decode_message(body: bytes, max_depth: int) -> Any:
@@ -102,7 +110,7 @@ def request_id_of(message: Any) -> Any:
 
 
 class McpEndpoint:
-    """ASGI app serving POST, GET and DELETE on the MCP endpoint."""
+    """ASGI app serving POST, GET and DELETE on the MCP endpoint (POST only for the stateless era)."""
 
     def __init__(
         self,
@@ -113,7 +121,9 @@ class McpEndpoint:
         settings: Callable[[], HubSettings],
         accepting: Callable[[], bool],
         gate: Callable[[], Gate],
+        modern: ModernEndpoint | None = None,
     ) -> None:
+        self.modern = modern
         self.sessions = sessions
         self.events = events
         self.run = run
@@ -128,7 +138,10 @@ class McpEndpoint:
             # Credentials before anything else: a stranger learns nothing, not even what is wrong with the rest.
             caller = await self.gate().caller(headers, f"{method} /mcp")
             if method == "POST":
-                await self._post(headers, caller, receive, send)
+                await self._post(scope, headers, caller, receive, send)
+            elif self.modern is not None and is_modern(headers):
+                # The stateless era has no GET stream and no session to delete.
+                raise MethodNotAllowed("Method Not Allowed: 2026-07-28 requests are POSTs", headers={"allow": "POST"})
             elif method == "GET":
                 await self._get(headers, caller, receive, send)
             elif method == "DELETE":
@@ -155,7 +168,7 @@ class McpEndpoint:
 
     # -- POST --------------------------------------------------------------------------------------
 
-    async def _post(self, headers: dict[str, str], caller: Caller, receive: Receive, send: Send) -> None:
+    async def _post(self, scope: Scope, headers: dict[str, str], caller: Caller, receive: Receive, send: Send) -> None:
         settings = self.settings()
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
@@ -173,6 +186,12 @@ class McpEndpoint:
         try:
             if kind is None:
                 raise InvalidRequest("Invalid Request: not a JSON-RPC 2.0 message")
+            if self.modern is not None and is_modern(headers):
+                duplicated = duplicated_routing_header(scope["headers"])
+                if duplicated is not None:
+                    raise HeaderMismatch(f"the {duplicated} header is sent more than once")
+                await self.modern.post(headers, caller, kind, message, len(body), receive, send)
+                return
             await self._message(headers, caller, kind, message, len(body), receive, send)
         except HubError as exc:
             await respond_error(send, to_wire(exc), request_id_of(message))

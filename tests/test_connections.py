@@ -248,7 +248,7 @@ async def test_a_session_whose_get_stream_was_evicted_still_gets_the_roots_reque
     async with AsyncExitStack() as stack:
         base, _ = await stack.enter_async_context(served(counter))
         url, _hub = await stack.enter_async_context(run_hub({"alpha": {"url": f"{base}/mcp", "maxStreams": 2}}))
-        client = await stack.enter_async_context(Client(url, list_roots_callback=roots))
+        client = await stack.enter_async_context(Client(url, mode="legacy", list_roots_callback=roots))
         assert text_of(await client.call_tool("alpha__client_roots", {})) == "file:///work"
         discovery, mine = counter.streams[0].session, counter.streams[-1].session
         assert mine != discovery and counter.open == 2

@@ -20,10 +20,10 @@ pytestmark = pytest.mark.anyio
 WAIT = 10.0
 
 
-@pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_merged_catalog_from_both_transports(mode: Any) -> None:
+@pytest.mark.parametrize(("mode", "version"), [("auto", "2026-07-28"), ("legacy", "2025-11-25")])
+async def test_merged_catalog_from_both_transports(mode: Any, version: str) -> None:
     async with two_upstreams() as (url, _), Client(url, mode=mode) as client:
-        assert client.protocol_version == "2025-11-25"
+        assert client.protocol_version == version
         names = {tool.name for tool in (await client.list_tools()).tools}
         for upstream in ("alpha", "beta"):
             assert {f"{upstream}__echo", f"{upstream}__progress", f"{upstream}__slow"} <= names
@@ -140,7 +140,7 @@ async def test_an_upstream_down_at_start_does_not_stop_the_others_and_joins_when
         assert health["status"] == "degraded"
         late = next(u for u in health["upstreams"] if u["name"] == "late")
         assert late["state"] == "down" and late["lastError"]
-        client = await stack.enter_async_context(Client(url, message_handler=on_message))
+        client = await stack.enter_async_context(Client(url, mode="legacy", message_handler=on_message))
         names = {tool.name for tool in (await client.list_tools()).tools}
         assert "alpha__echo" in names and not any(n.startswith("late__") for n in names)
         result = await client.call_tool("alpha__echo", {"text": "still here"})

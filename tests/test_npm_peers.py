@@ -12,15 +12,17 @@ import json
 import os
 import subprocess
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import mcp_types as types
 import pytest
 from mcp import Client
 from mcp.client import ClientRequestContext
 
+from tests.modern_wire import post, request
 from tests.servers import reserve_port, run_config, run_hub, serve
 from tests.upstreams import http_app
 from tests.wire import RawClient
@@ -90,7 +92,8 @@ async def everything(modules: Path) -> AsyncIterator[str]:
         await asyncio.wait_for(process.wait(), WAIT)
 
 
-async def test_server_everything_through_the_hub(node_modules: Path) -> None:
+@pytest.mark.parametrize(("mode", "version"), [("auto", "2026-07-28"), ("legacy", "2025-11-25")])
+async def test_server_everything_through_the_hub(node_modules: Path, mode: str, version: str) -> None:
     updates: list[tuple[float, float | None]] = []
     sampled: list[str] = []
 
@@ -120,12 +123,17 @@ async def test_server_everything_through_the_hub(node_modules: Path) -> None:
     async with (
         everything(node_modules) as upstream,
         run_hub({"everything": {"url": upstream, "timeouts": {"request": 60}}}) as (url, hub),
-        Client(url, sampling_callback=sampling, elicitation_callback=elicitation, message_handler=on_message) as client,
+        AsyncExitStack() as stack,
     ):
         # server-everything registers its capability-gated tools only once initialized, then says
-        # list_changed; the hub lists it again and tells its clients.
-        if gated not in {tool["name"] for tool in hub.catalog.items("tools")}:
-            await asyncio.wait_for(changed.wait(), WAIT)
+        # list_changed; the hub lists it again and tells its (session-era) clients.
+        async with Client(url, mode="legacy", message_handler=on_message):
+            if gated not in {tool["name"] for tool in hub.catalog.items("tools")}:
+                await asyncio.wait_for(changed.wait(), WAIT)
+        client = await stack.enter_async_context(
+            Client(url, mode=mode, sampling_callback=sampling, elicitation_callback=elicitation)
+        )
+        assert client.protocol_version == version
         names = {tool.name for tool in (await client.list_tools(cache_mode="bypass")).tools}
         assert {"everything__echo", "everything__trigger-long-running-operation", gated} <= names
 
@@ -145,6 +153,12 @@ async def test_server_everything_through_the_hub(node_modules: Path) -> None:
 
         elicited = await client.call_tool("everything__trigger-elicitation-request", {})
         assert "accept" in _text(elicited).lower()
+        assert hub.modern.calls.parked == 0
+
+        # server-everything announces its list changes, so stateless clients may cache the list a while.
+        async with httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
+            _, (listed,) = await post(http, url, *request(1, "tools/list"))
+        assert listed["result"]["ttlMs"] == 60_000 and listed["result"]["cacheScope"] == "public"
 
 
 def _text(result: types.CallToolResult) -> str:

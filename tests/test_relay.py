@@ -100,7 +100,7 @@ async def test_roots_requests_reach_the_client_and_roots_changes_reach_the_upstr
     async def roots(context: ClientRequestContext) -> types.ListRootsResult:
         return types.ListRootsResult(roots=[types.Root.model_validate({"uri": "file:///work", "name": "work"})])
 
-    async with two_upstreams(probe, probe) as (url, _), Client(url, list_roots_callback=roots) as client:
+    async with two_upstreams(probe, probe) as (url, _), Client(url, mode="legacy", list_roots_callback=roots) as client:
         assert text(await client.call_tool(f"{upstream}__client_roots", {})) == "file:///work"
         await client.send_roots_list_changed()
         await asyncio.wait_for(probe.roots_changed.wait(), WAIT)
@@ -114,7 +114,7 @@ async def test_log_level_reaches_upstream_sessions_and_messages_name_their_upstr
     async def on_log(params: types.LoggingMessageNotificationParams) -> None:
         messages.append(params)
 
-    async with two_upstreams(probe, probe) as (url, _), Client(url, logging_callback=on_log) as client:
+    async with two_upstreams(probe, probe) as (url, _), Client(url, mode="legacy", logging_callback=on_log) as client:
         await client.set_logging_level("warning")  # before any upstream session is open: applied on open
         assert text(await client.call_tool(f"{upstream}__say", {"level": "error", "text": "disk on fire"})) == "said"
         await client.set_logging_level("debug")  # now the upstream session is open: forwarded at once
@@ -146,7 +146,10 @@ async def test_resource_updates_reach_subscribed_sessions_with_the_public_uri(up
             updated.append(str(message.params.uri))
             arrived.set()
 
-    async with two_upstreams(probe, probe) as (url, _), Client(url, message_handler=on_message) as client:
+    async with (
+        two_upstreams(probe, probe) as (url, _),
+        Client(url, mode="legacy", message_handler=on_message) as client,
+    ):
         await client.subscribe_resource(public)
         assert probe.subscribed == ["file:///readme.txt"]
         await client.call_tool(f"{upstream}__touch", {"uri": "file:///readme.txt"})
@@ -164,7 +167,7 @@ async def test_an_upstreams_list_changed_refreshes_the_catalog_and_tells_clients
         if isinstance(message, types.ToolListChangedNotification):
             changed.set()
 
-    async with two_upstreams() as (url, _), Client(url, message_handler=on_message) as client:
+    async with two_upstreams() as (url, _), Client(url, mode="legacy", message_handler=on_message) as client:
         assert text(await client.call_tool(f"{upstream}__grow", {})) == "grown"
         await asyncio.wait_for(changed.wait(), WAIT)
         names = {tool.name for tool in (await client.list_tools(cache_mode="bypass")).tools}

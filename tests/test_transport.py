@@ -141,11 +141,11 @@ async def test_delete_ends_the_session() -> None:
 async def test_unsupported_protocol_version_header_is_400_naming_the_supported_ones() -> None:
     async with hub_with_alpha() as (url, _, http):
         headers = await initialize(http, url)
-        response = await http.post(url, json=rpc(2, "ping"), headers={**headers, "mcp-protocol-version": "2026-07-28"})
+        response = await http.post(url, json=rpc(2, "ping"), headers={**headers, "mcp-protocol-version": "2099-01-01"})
         assert response.status_code == 400
         error = response.json()["error"]
         assert error["code"] == -32022
-        assert error["data"]["supported"] == ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"]
+        assert error["data"]["supported"] == ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"]
 
 
 async def test_http_level_refusals() -> None:

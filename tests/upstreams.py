@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import mcp_types as types
 from mcp.server import MCPServer
@@ -17,7 +17,8 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
 from mcp.shared.exceptions import MCPError
-from pydantic import BaseModel
+from mcp.shared.message import ServerMessageMetadata
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp
 
 
@@ -36,6 +37,10 @@ class Probe:
     steps: asyncio.Queue[None] = field(default_factory=asyncio.Queue)
     stepper_done: asyncio.Event = field(default_factory=asyncio.Event)
     replays: int = 0
+    notes: dict[str, str] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)
+    """What clients' refusals of ask_user said."""
+    elicit_refused: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Forecast(BaseModel):
@@ -45,6 +50,11 @@ class Forecast(BaseModel):
 
 class Colour(BaseModel):
     colour: str
+
+
+def _session_of(ctx: Context) -> str:
+    """The upstream session a request belongs to (its Mcp-Session-Id)."""
+    return str((ctx.headers or {}).get("mcp-session-id", ""))
 
 
 def build_upstream(name: str, probe: Probe | None = None) -> MCPServer:
@@ -129,6 +139,8 @@ def build_upstream(name: str, probe: Probe | None = None) -> MCPServer:
         try:
             answer = await ctx.elicit(question, Colour)
         except MCPError as exc:
+            probe.refused.append(exc.error.message)
+            probe.elicit_refused.set()
             return f"refused: {exc.error.message}"
         if isinstance(answer, AcceptedElicitation):
             return f"{name}: the user chose {answer.data.colour}"
@@ -139,6 +151,39 @@ def build_upstream(name: str, probe: Probe | None = None) -> MCPServer:
         """List the client's roots (a request unrelated to any call)."""
         roots = await ctx.session.list_roots()
         return ",".join(str(root.uri) for root in roots.roots)
+
+    @server.tool()
+    async def call_roots(ctx: Context) -> str:
+        """List the client's roots within this call."""
+        related = ServerMessageMetadata(related_request_id=ctx.request_id)
+        roots = await ctx.session.send_request(types.ListRootsRequest(), types.ListRootsResult, metadata=related)
+        return ",".join(str(root.uri) for root in roots.roots)
+
+    @server.tool()
+    async def ask_twice(ctx: Context, rounds: int = 2) -> str:
+        """Ask the user twice, reporting progress between the questions (two rounds for a stateless client)."""
+        answers = []
+        for step in range(1, rounds + 1):
+            answer = await ctx.elicit(f"colour {step}?", Colour)
+            answers.append(answer.data.colour if isinstance(answer, AcceptedElicitation) else answer.action)
+            await ctx.report_progress(step, rounds, f"asked {step}")
+        return f"{name}: " + ",".join(answers)
+
+    @server.tool()
+    def remember(ctx: Context, text: str) -> str:
+        """Keep a note in this upstream session (state a server keeps per client)."""
+        probe.notes[_session_of(ctx)] = text
+        return "kept"
+
+    @server.tool()
+    def recall(ctx: Context) -> str:
+        """The note this upstream session kept, if any."""
+        return probe.notes.get(_session_of(ctx), "")
+
+    @server.tool()
+    def regional(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], text: str) -> str:
+        """A tool with an argument that stateless clients mirror in a header."""
+        return f"{region}: {text}"
 
     @server.tool()
     async def say(ctx: Context, level: str, text: str) -> str:

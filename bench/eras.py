@@ -1,0 +1,132 @@
+"""The two protocol eras side by side: a 2026-07-28 ``tools/call`` against the same call in the session era.
+
+Each stateless call is one self-contained POST (the envelope in ``_meta``, the
+routing headers), made by a lean httpx client, directly to the upstream (the
+official SDK serves both eras) and through the hub; the session-era calls are
+the usual ones (one session per worker). Rounds are interleaved and bounded
+in calls and seconds; the hub's CPU per call is read from its process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any, Final
+
+import httpx
+import orjson
+
+from bench.processes import cpu_seconds
+from bench.rounds import Round, call_round, summarize
+
+__all__ = ["ModernClient", "era_costs"]
+
+VERSION: Final = "2026-07-28"
+_META: Final = {
+    "io.modelcontextprotocol/protocolVersion": VERSION,
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "0"},
+}
+
+
+class ModernClient:
+    """Stateless requests over one httpx client."""
+
+    def __init__(self, http: httpx.AsyncClient, url: str) -> None:
+        self.http = http
+        self.url = url
+        self.ids = itertools.count(1)
+
+    async def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        body = {
+            "jsonrpc": "2.0",
+            "id": next(self.ids),
+            "method": "tools/call",
+            "params": {"name": name, "arguments": arguments, "_meta": _META},
+        }
+        headers = {
+            "content-type": "application/json",
+            "accept": "application/json, text/event-stream",
+            "mcp-protocol-version": VERSION,
+            "mcp-method": "tools/call",
+            "mcp-name": name,
+        }
+        response = await self.http.post(self.url, content=orjson.dumps(body), headers=headers)
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            lines = [line[5:] for line in response.text.splitlines() if line.startswith("data:") and line[5:].strip()]
+            reply: dict[str, Any] = orjson.loads(lines[-1])
+        else:
+            reply = orjson.loads(response.content)
+        if "result" not in reply:
+            raise RuntimeError(f"stateless call failed: {reply}")
+        return reply
+
+
+async def modern_round(
+    url: str, name: str, arguments: dict[str, Any], clients: int, *, calls: int, seconds: float, pids: tuple[int, ...]
+) -> tuple[Round, list[float]]:
+    limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
+    async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as http:
+        workers = [ModernClient(http, url) for _ in range(clients)]
+        await asyncio.gather(*(w.call(name, arguments) for w in workers))  # warm the connections
+        latencies: list[float] = []
+        budget = [calls]
+        deadline = time.monotonic() + seconds
+
+        async def work(client: ModernClient) -> None:
+            while budget[0] > 0 and time.monotonic() < deadline:
+                budget[0] -= 1
+                started = time.perf_counter()
+                await client.call(name, arguments)
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        before = [cpu_seconds(pid) for pid in pids]
+        started = time.perf_counter()
+        await asyncio.gather(*(work(c) for c in workers))
+        elapsed = time.perf_counter() - started
+        spent = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+        return Round(len(latencies), elapsed, latencies), spent
+
+
+async def era_costs(
+    direct: str,
+    hub: str,
+    prefix: str,
+    hub_pid: int,
+    *,
+    levels: tuple[int, ...],
+    calls: int,
+    seconds: float,
+    rounds: int,
+) -> dict[str, Any]:
+    """Per level: stateless direct, stateless through the hub, session era through the hub (interleaved)."""
+    out: dict[str, Any] = {}
+    arguments = {"text": "hello"}
+    for level in levels:
+        direct_rounds: list[Round] = []
+        modern: list[Round] = []
+        session: list[Round] = []
+        modern_cpu = session_cpu = 0.0
+        for _ in range(rounds):
+            direct_rounds.append(
+                (await modern_round(direct, "echo", arguments, level, calls=calls, seconds=seconds, pids=()))[0]
+            )
+            round_, (cpu,) = await modern_round(
+                hub, f"{prefix}echo", arguments, level, calls=calls, seconds=seconds, pids=(hub_pid,)
+            )
+            modern.append(round_)
+            modern_cpu += cpu
+            round_, (cpu,), _ = await call_round(
+                hub, f"{prefix}echo", arguments, level, calls=calls, seconds=seconds, pids=(hub_pid,)
+            )
+            session.append(round_)
+            session_cpu += cpu
+        out[f"level_{level}"] = {
+            "stateless_direct": summarize(direct_rounds),
+            "stateless_hub": summarize(modern),
+            "session_hub": summarize(session),
+            "stateless_hub_cpu_ms_per_call": round(modern_cpu * 1000 / max(1, sum(r.calls for r in modern)), 3),
+            "session_hub_cpu_ms_per_call": round(session_cpu * 1000 / max(1, sum(r.calls for r in session)), 3),
+        }
+    return out

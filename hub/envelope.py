@@ -1,0 +1,221 @@
+"""The 2026-07-28 request envelope: what a stateless request must say about itself, checked.
+
+A stateless request carries its protocol version, the client's capabilities
+and (optionally) its info and log level in ``params._meta``, and repeats its
+routing in HTTP headers: ``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name``
+(for the methods that name something) and, for tool arguments whose schema
+marks them ``x-mcp-header``, ``Mcp-Param-<Name>``. Headers that disagree with
+the body are refused (``-32020``), so that whatever routed the request on the
+headers alone (a load balancer, a firewall) saw what the hub serves.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from connectors.jsonrpc import Message
+from connectors.spec import MODERN_VERSIONS
+from hub.errors import HeaderMismatch, InvalidParams, UnsupportedVersion
+
+__all__ = [
+    "CAPABILITIES_KEY",
+    "CLIENT_INFO_KEY",
+    "LOG_LEVEL_KEY",
+    "NAME_BEARING",
+    "PROTOCOL_KEY",
+    "SERVER_INFO_KEY",
+    "SUBSCRIPTION_KEY",
+    "Envelope",
+    "check_param_headers",
+    "duplicated_routing_header",
+    "open_envelope",
+    "upstream_meta",
+]
+
+PROTOCOL_KEY: Final = "io.modelcontextprotocol/protocolVersion"
+CAPABILITIES_KEY: Final = "io.modelcontextprotocol/clientCapabilities"
+CLIENT_INFO_KEY: Final = "io.modelcontextprotocol/clientInfo"
+LOG_LEVEL_KEY: Final = "io.modelcontextprotocol/logLevel"
+SERVER_INFO_KEY: Final = "io.modelcontextprotocol/serverInfo"
+SUBSCRIPTION_KEY: Final = "io.modelcontextprotocol/subscriptionId"
+_ENVELOPE_KEYS: Final = frozenset({PROTOCOL_KEY, CAPABILITIES_KEY, CLIENT_INFO_KEY, LOG_LEVEL_KEY})
+
+NAME_BEARING: Final[Mapping[str, str]] = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+"""Methods whose ``Mcp-Name`` header repeats a parameter, and which one."""
+
+_ROUTING: Final = frozenset({b"mcp-protocol-version", b"mcp-method", b"mcp-name"})
+_BASE64: Final = re.compile(r"^=\?base64\?(?P<payload>.*)\?=$")
+_HEADER_PREFIX: Final = "mcp-param-"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What one stateless request says about its client."""
+
+    version: str
+    capabilities: Message
+    client_info: Message
+    log_level: str | None
+
+
+def duplicated_routing_header(raw: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """A routing header sent twice (two readers could disagree on which counts), or None."""
+    seen: set[bytes] = set()
+    for name, _ in raw:
+        if name in _ROUTING:
+            if name in seen:
+                return name.decode()
+            seen.add(name)
+    return None
+
+
+def _decoded(value: str | None) -> str | None:
+    """A header value with the ``=?base64?…?=`` wrapping undone; None when the wrapping is broken."""
+    if value is None:
+        return None
+    match = _BASE64.match(value)
+    if match is None:
+        return value
+    payload = match.group("payload")
+    try:
+        raw = base64.b64decode(payload, validate=True)
+        if base64.b64encode(raw).decode("ascii") != payload:
+            return None
+        return raw.decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def open_envelope(message: Message, headers: Mapping[str, str]) -> Envelope:
+    """Check a stateless request's envelope against its headers and return it.
+
+    Raises:
+        InvalidParams: ``params._meta`` lacks the version or the client capabilities.
+        HeaderMismatch: a routing header is missing or disagrees with the body.
+        UnsupportedVersion: the version is not one the hub serves statelessly (with the list).
+    """
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    if not isinstance(meta, dict):
+        raise InvalidParams(f"params._meta must be an object carrying {PROTOCOL_KEY} and {CAPABILITIES_KEY}")
+    missing = [key for key in (PROTOCOL_KEY, CAPABILITIES_KEY) if key not in meta]
+    if missing:
+        raise InvalidParams(f"params._meta is missing {', '.join(missing)}")
+    version = meta[PROTOCOL_KEY]
+    if headers.get("mcp-protocol-version") != version:
+        raise HeaderMismatch("the MCP-Protocol-Version header does not match params._meta")
+    method = message.get("method")
+    if headers.get("mcp-method") != method:
+        raise HeaderMismatch("the Mcp-Method header does not match the method of the body")
+    name_key = NAME_BEARING.get(str(method))
+    if name_key is not None and isinstance(params, dict):
+        named = params.get(name_key)
+        if named is not None and _decoded(headers.get("mcp-name")) != named:
+            raise HeaderMismatch(f"the Mcp-Name header does not match params.{name_key}")
+    if not isinstance(version, str):
+        raise InvalidParams(f"params._meta.{PROTOCOL_KEY} must be a string")
+    if version not in MODERN_VERSIONS:
+        raise UnsupportedVersion(
+            f"unsupported protocol version: {version}",
+            data={"supported": list(MODERN_VERSIONS), "requested": version},
+        )
+    capabilities = meta[CAPABILITIES_KEY]
+    if not isinstance(capabilities, dict):
+        raise InvalidParams(f"params._meta.{CAPABILITIES_KEY} must be an object")
+    info = meta.get(CLIENT_INFO_KEY)
+    level = meta.get(LOG_LEVEL_KEY)
+    return Envelope(
+        version, capabilities, info if isinstance(info, dict) else {}, level if isinstance(level, str) else None
+    )
+
+
+def _rendered(value: Any) -> str | None:
+    """How an argument is written in its ``Mcp-Param-*`` header; None for what no header can carry."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return json.dumps(value)
+    return None
+
+
+def _same(value: Any, rendered: str, header: str) -> bool:
+    if rendered == header:
+        return True
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return float(header) == float(value)  # 5 and 5.0 name the same number
+        except ValueError:
+            return False
+    return False
+
+
+def _annotated(schema: Any, path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], str]]:
+    """(argument path, header name) for every property of an input schema marked ``x-mcp-header``."""
+    if not isinstance(schema, dict):
+        return
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return
+    for key, prop in properties.items():
+        if not isinstance(prop, dict):
+            continue
+        header = prop.get("x-mcp-header")
+        if isinstance(header, str) and header:
+            yield (*path, key), header
+        yield from _annotated(prop, (*path, key))
+
+
+def _at(arguments: Any, path: tuple[str, ...]) -> Any:
+    node = arguments
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def check_param_headers(input_schema: Any, arguments: Any, headers: Mapping[str, str]) -> None:
+    """Every argument the tool's schema marks ``x-mcp-header`` is mirrored, exactly, in its header.
+
+    Raises: HeaderMismatch: one is missing, extra, malformed or different.
+    """
+    for path, name in _annotated(input_schema):
+        header_name = f"{_HEADER_PREFIX}{name.lower()}"
+        present = headers.get(header_name)
+        value = _at(arguments, path)
+        rendered = None if value is None else _rendered(value)
+        if rendered is None:
+            if present is not None:
+                raise HeaderMismatch(f"the Mcp-Param-{name} header is sent for an argument that is absent")
+            continue
+        if present is None:
+            raise HeaderMismatch(f"the Mcp-Param-{name} header is missing")
+        decoded = _decoded(present)
+        if decoded is None:
+            raise HeaderMismatch(f"the Mcp-Param-{name} header carries a malformed base64 value")
+        if not _same(value, rendered, decoded):
+            raise HeaderMismatch(f"the Mcp-Param-{name} header does not match the argument {'.'.join(path)}")
+
+
+def upstream_meta(params: Message) -> Message:
+    """A stateless request's params as a session-era upstream gets them: no envelope keys, no retry fields."""
+    out = {k: v for k, v in params.items() if k not in ("inputResponses", "requestState")}
+    meta = out.get("_meta")
+    if isinstance(meta, dict):
+        rest = {k: v for k, v in meta.items() if k not in _ENVELOPE_KEYS}
+        if rest:
+            out["_meta"] = rest
+        else:
+            del out["_meta"]
+    return out

@@ -1,0 +1,108 @@
+"""A ``subscriptions/listen`` request served: subscribe, acknowledge, stream, clean up.
+
+The request's resource URIs are subscribed on the caller's own upstream
+sessions (each one in the caller's view; one that is not, or that its
+upstream refuses, is left out of the acknowledgement). The SSE stream opens
+with ``notifications/subscriptions/acknowledged`` and carries what the
+listener's queue gets (:mod:`hub.listen`), with keep-alives, until the client
+goes or the hub ends it; then the URIs are unsubscribed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+from connectors import jsonrpc
+from connectors.jsonrpc import Message
+from hub.asgi import Receive, Send, watch_disconnect
+from hub.context import Caller
+from hub.envelope import SUBSCRIPTION_KEY
+from hub.errors import InvalidParams
+from hub.listen import LIST_FLAGS, Listener, Listeners
+from hub.sse import KEEPALIVE, KEEPALIVE_SECONDS, SseWriter, event
+from hub.stateless import PrincipalSet
+from hub.views import CatalogView
+
+__all__ = ["serve_listen"]
+
+logger = logging.getLogger(__name__)
+
+_UNSUBSCRIBE_DEADLINE: Final = 5.0
+
+
+async def serve_listen(
+    listeners: Listeners,
+    principal: PrincipalSet,
+    caller: Caller,
+    view: CatalogView,
+    request_id: Any,
+    params: Message,
+    complete: Callable[[Message], Message],
+    receive: Receive,
+    send: Send,
+) -> None:
+    """Raises: InvalidParams: ``params.notifications`` is not what the method takes."""
+    wanted: Any = params.get("notifications")
+    if not isinstance(wanted, dict):
+        raise InvalidParams("params.notifications must be an object")
+    lists = frozenset(flag for flag in LIST_FLAGS if wanted.get(flag) is True)
+    uris = wanted.get("resourceSubscriptions")
+    if uris is not None and not (isinstance(uris, list) and all(isinstance(u, str) for u in uris)):
+        raise InvalidParams("params.notifications.resourceSubscriptions must be a list of URIs")
+    listener = Listener(caller, view.rule, request_id, lists)
+    upstreams = principal.upstreams
+    subscribed: list[tuple[str, str, str]] = []  # (public uri, upstream, original)
+    try:
+        for uri in dict.fromkeys(uris or []):
+            try:
+                entry = view.resource(uri)
+                await upstreams.request(entry.upstream, "resources/subscribe", {"uri": entry.original})
+            except Exception as exc:  # not in the view, or the upstream will not: the ack leaves it out
+                logger.debug("listen: %s not subscribed: %s", uri, exc)
+                continue
+            subscribed.append((uri, entry.upstream, entry.original))
+            listener.uris.add(uri)
+        honored: Message = dict.fromkeys(sorted(lists), True)
+        if uris is not None:
+            honored["resourceSubscriptions"] = [uri for uri, _, _ in subscribed]
+        listeners.add(listener)
+        await _stream(listener, honored, complete, receive, send)
+    finally:
+        listeners.remove(listener)
+        for _, upstream, original in subscribed:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_UNSUBSCRIBE_DEADLINE):
+                    await upstreams.request(upstream, "resources/unsubscribe", {"uri": original})
+
+
+async def _stream(
+    listener: Listener, honored: Message, complete: Callable[[Message], Message], receive: Receive, send: Send
+) -> None:
+    gone = asyncio.Event()
+    watcher = asyncio.get_running_loop().create_task(watch_disconnect(receive, gone, listener.end))
+    writer = SseWriter(send)
+    try:
+        await writer.start()
+        ack = {"notifications": honored, "_meta": {SUBSCRIPTION_KEY: listener.request_id}}
+        await writer.write(event(jsonrpc.dumps(jsonrpc.notification("notifications/subscriptions/acknowledged", ack))))
+        while True:
+            try:
+                async with asyncio.timeout(KEEPALIVE_SECONDS):
+                    item = await listener.queue.get()
+            except TimeoutError:
+                await writer.write(KEEPALIVE)
+                continue
+            if item is None:
+                break
+            await writer.write(event(jsonrpc.dumps(item)))
+        if not gone.is_set() and not listener.overflowed:
+            # The hub ends the subscription (it is stopping): say so with the listen's result.
+            final = complete({"_meta": {SUBSCRIPTION_KEY: listener.request_id}})
+            await writer.write(event(jsonrpc.dumps(jsonrpc.response(listener.request_id, final))))
+    finally:
+        watcher.cancel()
+        await writer.end()

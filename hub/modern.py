@@ -1,0 +1,356 @@
+"""The 2026-07-28 era on ``/mcp``: one self-contained POST per request, no session.
+
+A POST whose ``MCP-Protocol-Version`` names a stateless version comes here
+(after the common checks of :mod:`hub.transport`). Its envelope is checked
+(:mod:`hub.envelope`), it is admitted by the caller's limits, and it is served
+with a :class:`~hub.context.RequestContext` of its own: the caller's upstream
+sessions (:mod:`hub.stateless`), its view of the catalog, its capabilities
+and log level. The reply is one JSON body when nothing comes before it, an SSE
+stream otherwise (progress, logs the request asked for). Closing that stream
+cancels the call upstream. A call that needs the client's input answers
+``input_required`` and waits for the retry (:mod:`hub.stateless_calls`).
+``subscriptions/listen`` keeps its stream open for the notifications it chose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from connectors import jsonrpc
+from connectors.jsonrpc import Kind, Message
+from connectors.spec import MODERN_VERSIONS
+from hub.asgi import Receive, Send, respond, watch_disconnect
+from hub.audit import AUDITED, AuditLog
+from hub.catalog import ListKind
+from hub.context import Caller
+from hub.dispatcher import dispatch
+from hub.envelope import (
+    NAME_BEARING,
+    SERVER_INFO_KEY,
+    Envelope,
+    check_param_headers,
+    open_envelope,
+    upstream_meta,
+)
+from hub.errors import HubError, InvalidParams, InvalidRequest, MethodNotFound, ShuttingDown, UnknownResource, to_wire
+from hub.gate import Gate
+from hub.listen import Listeners
+from hub.listen_stream import serve_listen
+from hub.session_services import CallCount
+from hub.sse import SseWriter, event
+from hub.stateless import PrincipalUpstreams, StatelessContexts, level_rank
+from hub.stateless_calls import CallGone, StatelessCall, StatelessCalls
+from hub.views import CatalogView, Views
+
+__all__ = ["ModernEndpoint", "ModernServices"]
+
+logger = logging.getLogger(__name__)
+
+_LISTS: Final[dict[str, ListKind]] = {
+    "tools/list": "tools",
+    "prompts/list": "prompts",
+    "resources/list": "resources",
+    "resources/templates/list": "resourceTemplates",
+}
+_FORWARDED: Final = frozenset({"completion/complete"})
+METHODS: Final = frozenset({"server/discover", "subscriptions/listen", *_LISTS, *NAME_BEARING, *_FORWARDED})
+"""What a stateless client may call; ``ping``, ``logging/setLevel`` and ``resources/(un)subscribe`` left the era."""
+_STATUS: Final = {-32700: 400, -32600: 400, -32602: 400, -32020: 400, -32021: 400, -32022: 400, -32601: 404}
+
+
+@dataclass
+class ModernServices:
+    """What the stateless endpoint shares with the rest of the hub."""
+
+    views: Views
+    upstreams: PrincipalUpstreams
+    calls: StatelessCalls
+    listeners: Listeners
+    contexts: StatelessContexts
+    in_flight: CallCount
+    list_ttl_ms: Callable[[CatalogView, ListKind], int]
+    """How long a list of a view may be cached: 0 unless every upstream in it announces its changes."""
+    public: Callable[[CatalogView], bool]
+    """Whether what a view shows is the same for anyone (no auth, no per-tenant filtering)."""
+    audit: AuditLog | None = None
+
+
+def _wire(exc: BaseException) -> tuple[Message, int, dict[str, str]]:
+    """The error of a stateless request, its HTTP status (from its code) and headers."""
+    if isinstance(exc, UnknownResource):
+        exc = InvalidParams(exc.message, data=exc.data)  # 2026-07-28 says "resource not found" with -32602
+    wire = to_wire(exc)
+    code = wire.error.get("code")
+    status = wire.status if wire.status != 200 else _STATUS.get(code if isinstance(code, int) else 0, 200)
+    return wire.error, status, wire.headers
+
+
+async def _reply_error(send: Send, request_id: Any, exc: BaseException) -> None:
+    error, status, headers = _wire(exc)
+    out = [(b"content-type", b"application/json")] + [(k.encode(), v.encode()) for k, v in headers.items()]
+    await respond(send, status, jsonrpc.dumps(jsonrpc.error_response(request_id, error)), out)
+
+
+class ModernEndpoint:
+    """Serves the POSTs of stateless clients."""
+
+    def __init__(self, services: ModernServices, gate: Callable[[], Gate], accepting: Callable[[], bool]) -> None:
+        self.services = services
+        self.gate = gate
+        self.accepting = accepting
+
+    async def post(
+        self,
+        headers: dict[str, str],
+        caller: Caller,
+        kind: Kind,
+        message: Message,
+        size: int,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        request_id = message.get("id") if kind is Kind.REQUEST else None
+        try:
+            if kind is Kind.RESPONSE:
+                raise InvalidRequest("Invalid Request: a 2026-07-28 client sends no responses")
+            envelope = open_envelope(message, headers)
+            if kind is Kind.NOTIFICATION:
+                await respond(send, 202, b"")  # nothing in this era acts on a client's notification
+                return
+            method = message["method"]
+            if method not in METHODS:
+                raise MethodNotFound(f"method not found: {method}")
+            if not self.accepting():
+                raise ShuttingDown()
+            gate = self.gate()
+            release = gate.admit(caller, method, message.get("params") or {})
+        except HubError as exc:
+            await _reply_error(send, request_id, exc)
+            return
+        counter = self.services.in_flight
+        counter.up()
+        try:
+            await self._serve(headers, caller, gate, envelope, message, size, receive, send)
+        finally:
+            counter.down()
+            if release is not None:
+                release()
+
+    async def _serve(
+        self,
+        headers: dict[str, str],
+        caller: Caller,
+        gate: Gate,
+        envelope: Envelope,
+        message: Message,
+        size: int,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        method = message["method"]
+        request_id = message["id"]
+        params: Message = message.get("params") or {}
+        view = self.services.views.view(gate.tenant(caller).rule)
+        started = time.perf_counter()
+        try:
+            if method == "server/discover":
+                result = self._discover(view, gate)
+            elif method in _LISTS:
+                result = self._list(view, _LISTS[method], params)
+            elif method == "subscriptions/listen":
+                await self._listen(caller, gate, envelope, view, request_id, params, receive, send)
+                return
+            elif method in NAME_BEARING:
+                sent = await self._interactive(headers, caller, gate, envelope, view, message, receive, send)
+                self._audit(caller, view, method, params, started, sent, size)
+                return
+            else:
+                with self.services.upstreams.use(caller, gate.tenant(caller), envelope.capabilities) as principal:
+                    ctx = self.services.contexts.context(
+                        caller, envelope.version, envelope.capabilities, view, principal, None, envelope.log_level
+                    )
+                    result = self._complete(await dispatch(ctx, method, upstream_meta(params)))
+        except HubError as exc:
+            await _reply_error(send, request_id, exc)
+            return
+        except Exception as exc:
+            await _reply_error(send, request_id, exc)
+            return
+        await respond(send, 200, jsonrpc.dumps(jsonrpc.response(request_id, result)), _JSON)
+
+    # -- results -----------------------------------------------------------------------------------
+
+    def _complete(self, result: Message, cache: tuple[int, bool] | None = None) -> Message:
+        out = {**result, "resultType": result.get("resultType", "complete")}
+        meta = out.get("_meta")
+        out["_meta"] = {**(meta if isinstance(meta, dict) else {}), SERVER_INFO_KEY: self.services.contexts.server.info}
+        if cache is not None:
+            out["ttlMs"], public = cache
+            out["cacheScope"] = "public" if public else "private"
+        return out
+
+    def _discover(self, view: CatalogView, gate: Gate) -> Message:
+        server = self.services.contexts.server
+        result: Message = {"supportedVersions": list(MODERN_VERSIONS), "capabilities": server.capabilities()}
+        if server.instructions:
+            result["instructions"] = server.instructions
+        ttl = min(self.services.list_ttl_ms(view, kind) for kind in ("tools", "prompts", "resources"))
+        return self._complete(result, (ttl, self.services.public(view)))
+
+    def _list(self, view: CatalogView, kind: ListKind, params: Message) -> Message:
+        page = view.page(kind, params.get("cursor"))
+        return self._complete(page, (self.services.list_ttl_ms(view, kind), self.services.public(view)))
+
+    def _audit(
+        self,
+        caller: Caller,
+        view: CatalogView,
+        method: str,
+        params: Message,
+        started: float,
+        sent: tuple[str, int | None, int],
+        size: int,
+    ) -> None:
+        audit = self.services.audit
+        if audit is not None and method in AUDITED:
+            outcome, code, out = sent
+            audit.call(caller, "", view, method, params, started, outcome, code, size, out)
+
+    # -- calls that may need the client's input ----------------------------------------------------
+
+    async def _interactive(
+        self,
+        headers: dict[str, str],
+        caller: Caller,
+        gate: Gate,
+        envelope: Envelope,
+        view: CatalogView,
+        message: Message,
+        receive: Receive,
+        send: Send,
+    ) -> tuple[str, int | None, int]:
+        """Serve tools/call, prompts/get or resources/read; returns (outcome, code, bytes sent) for the audit."""
+        method = message["method"]
+        request_id = message["id"]
+        params: Message = message.get("params") or {}
+        name = params.get(NAME_BEARING[method])
+        if not isinstance(name, str) or not name:
+            raise InvalidParams(f"params.{NAME_BEARING[method]} must be a non-empty string")
+        calls = self.services.calls
+        if "requestState" in params:
+            call = calls.resume(params["requestState"], caller, method, name, params.get("inputResponses"))
+        else:
+            if method == "tools/call":
+                view.tool(name)  # an unknown tool is refused before its headers are looked at
+                check_param_headers(view.catalog.tool_schema(name), params.get("arguments"), headers)
+            contexts = self.services.contexts
+            forwarded = upstream_meta(params)
+            # Progress is always asked for upstream: a later round's request may want it even if this one does not.
+            meta = forwarded.get("_meta")
+            forwarded["_meta"] = {"progressToken": "", **(meta if isinstance(meta, dict) else {})}
+
+            principals = self.services.upstreams
+            tenant = gate.tenant(caller)
+
+            async def run(call: StatelessCall) -> Message:
+                # The call holds its caller's upstream sessions for as long as it lives, parked or not.
+                with principals.use(caller, tenant, envelope.capabilities) as principal:
+                    ctx = contexts.context(
+                        caller, envelope.version, envelope.capabilities, view, principal, call, envelope.log_level
+                    )
+                    return await dispatch(ctx, method, forwarded)
+
+            call = calls.start(caller, method, name, envelope.capabilities, run)
+        meta = params.get("_meta")
+        call.attach(meta.get("progressToken") if isinstance(meta, dict) else None, level_rank(envelope.log_level))
+        return await self._follow(call, request_id, receive, send)
+
+    async def _follow(
+        self, call: StatelessCall, request_id: Any, receive: Receive, send: Send
+    ) -> tuple[str, int | None, int]:
+        """Write what the call sends until its result, or its questions for the client."""
+        calls = self.services.calls
+        gone = asyncio.Event()
+        watcher = asyncio.get_running_loop().create_task(watch_disconnect(receive, gone, lambda: calls.cancel(call)))
+        writer: SseWriter | None = None
+        task = call.task
+        assert task is not None
+        try:
+            while True:
+                await call.changed()
+                for note in call.take_outbox():
+                    if writer is None:
+                        writer = SseWriter(send)
+                        await writer.start()
+                    await writer.write(event(jsonrpc.dumps(note)))
+                if call.has_questions and not task.done():
+                    state = calls.park(call)
+                    if state is None:
+                        continue
+                    asked: Message = {"inputRequests": call.take_questions(), "requestState": state}
+                    body = jsonrpc.response(request_id, self._complete({**asked, "resultType": "input_required"}))
+                    outcome: tuple[str, int | None] = ("input_required", None)
+                    break
+                if task.done():
+                    try:
+                        if task.cancelled():
+                            raise CallGone()
+                        result: Message = task.result()
+                    except CallGone:
+                        # The client went away (or the call ended while parked): whatever is written goes nowhere.
+                        if writer is None:
+                            await respond(send, 200, b"", _JSON)
+                        else:
+                            await writer.end()
+                        return ("cancelled", None, 0)
+                    except Exception as exc:
+                        error, status, _ = _wire(exc)
+                        body = jsonrpc.error_response(request_id, error)
+                        code = error.get("code")
+                        outcome = ("error", code if isinstance(code, int) else None)
+                        if writer is None:
+                            data = jsonrpc.dumps(body)
+                            await respond(send, status, data, _JSON)
+                            return (*outcome, len(data))
+                        break
+                    body = jsonrpc.response(request_id, self._complete(result))
+                    outcome = ("isError" if result.get("isError") is True else "ok", None)
+                    break
+        finally:
+            watcher.cancel()
+        data = jsonrpc.dumps(body)
+        if gone.is_set():
+            return (*outcome, 0)
+        if writer is None:
+            await respond(send, 200, data, _JSON)
+        else:
+            await writer.write(event(data))
+            await writer.end()
+        return (*outcome, len(data))
+
+    # -- subscriptions/listen ----------------------------------------------------------------------
+
+    async def _listen(
+        self,
+        caller: Caller,
+        gate: Gate,
+        envelope: Envelope,
+        view: CatalogView,
+        request_id: Any,
+        params: Message,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        tenant = gate.tenant(caller)
+        with self.services.upstreams.use(caller, tenant, envelope.capabilities) as principal:
+            await serve_listen(
+                self.services.listeners, principal, caller, view, request_id, params, self._complete, receive, send
+            )
+
+
+_JSON: Final = [(b"content-type", b"application/json")]

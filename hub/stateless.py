@@ -1,0 +1,248 @@
+"""The upstream side of stateless (2026-07-28) clients: upstream sessions per principal, and contexts.
+
+A stateless client has no session, but a session-era upstream needs one, and
+what one principal's calls leave in an upstream session (its log level, its
+subscriptions, whatever the server keeps per session) must not be seen by
+another. So the hub keeps upstream sessions per principal and per declared
+capability set (a server lists tools by what its client can do), bounded in
+number and closed when idle; the least recently used idle set makes room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Final, Self
+
+from connectors.engine import CallHooks
+from connectors.jsonrpc import Message
+from connectors.upstream_sessions import UpstreamSessions
+from hub.context import Caller, RequestContext, ServerFacts
+from hub.dispatcher import LOG_LEVELS
+from hub.errors import MethodNotFound, SessionLimit
+from hub.outbound import for_client
+from hub.relay import RELAYED_CAPABILITIES
+from hub.session_services import UpstreamOpener
+from hub.stateless_calls import StatelessCall
+from hub.tasks import TaskTable
+from hub.tenants import Tenant
+from hub.views import CatalogView
+
+__all__ = ["Askers", "PrincipalSet", "PrincipalUpstreams", "StatelessContexts"]
+
+logger = logging.getLogger(__name__)
+
+_REAP_EVERY: Final = 0.25  # of the idle timeout
+
+
+class Askers:
+    """The calls of one upstream-session set in flight, per upstream: who a question belongs to."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, set[StatelessCall]] = {}
+
+    def add(self, upstream: str, call: StatelessCall) -> None:
+        calls = self._calls.setdefault(upstream, set())
+        if call in calls or call.task is None:
+            return
+        calls.add(call)
+        call.task.add_done_callback(lambda _: calls.discard(call))
+
+    def only(self, upstream: str) -> StatelessCall | None:
+        """The one call in flight to ``upstream``, or None when there are none or several."""
+        calls = self._calls.get(upstream)
+        return next(iter(calls)) if calls is not None and len(calls) == 1 else None
+
+
+@dataclass
+class PrincipalSet:
+    """One caller's upstream sessions for one capability set, and the calls in flight on them."""
+
+    upstreams: UpstreamSessions
+    askers: Askers
+
+
+@dataclass
+class _Held:
+    held: PrincipalSet
+    caller: Caller
+    users: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+
+
+Key = tuple[str, str, str]
+
+
+class PrincipalUpstreams:
+    """Upstream sessions of stateless callers, one set per (tenant, principal, capabilities)."""
+
+    def __init__(
+        self,
+        opener: UpstreamOpener,
+        *,
+        max_sets: int,
+        idle_timeout: float,
+        on_message: Callable[[Caller, str, Message], None] | None = None,
+    ) -> None:
+        self._opener = opener
+        self.max_sets = max_sets
+        self.idle_timeout = idle_timeout
+        self._on_message = on_message
+        self._held: OrderedDict[Key, _Held] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Self:
+        await self._stack.enter_async_context(self._reaping())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+        held, self._held = list(self._held.values()), OrderedDict()
+        await asyncio.gather(*(h.held.upstreams.aclose() for h in held), return_exceptions=True)
+        if self._closing:
+            await asyncio.wait(self._closing, timeout=5.0)
+
+    @contextlib.asynccontextmanager
+    async def _reaping(self) -> AsyncIterator[None]:
+        task = asyncio.get_running_loop().create_task(self._reap_idle(), name="stateless-upstreams-reaper")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    @contextlib.contextmanager
+    def use(self, caller: Caller, tenant: Tenant, capabilities: Message) -> Iterator[PrincipalSet]:
+        """The caller's upstream sessions for one request (opened on first use).
+
+        Raises: SessionLimit: ``max_sets`` sets are in use by requests right now.
+        """
+        relayed = {k: v for k, v in capabilities.items() if k in RELAYED_CAPABILITIES}
+        key = (caller.tenant, caller.principal, json.dumps(relayed, sort_keys=True, separators=(",", ":")))
+        held = self._held.get(key)
+        if held is None:
+            self._make_room()
+            held = _Held(self._open(caller, tenant, relayed), caller)
+            self._held[key] = held
+        else:
+            self._held.move_to_end(key)
+        held.users += 1
+        try:
+            yield held.held
+        finally:
+            held.users -= 1
+            held.last_used = time.monotonic()
+
+    def _open(self, caller: Caller, tenant: Tenant, capabilities: Message) -> PrincipalSet:
+        on_message = self._on_message
+        askers = Askers()
+
+        def message(upstream: str, msg: Message) -> None:
+            if on_message is not None:
+                on_message(caller, upstream, msg)
+
+        async def request(upstream: str, msg: Message) -> Message:
+            # A question on the upstream session's own stream (legacy HTTP+SSE has no other) belongs to
+            # the one call of this caller in flight to that upstream; with none or several, to nobody.
+            call = askers.only(upstream)
+            if call is None:
+                raise MethodNotFound(f"{msg.get('method')}: a 2026-07-28 client can be asked only within its call")
+            return await call.ask(msg)
+
+        upstreams = self._opener(
+            capabilities=capabilities, on_message=message, on_request=request, key=tenant.name, headers=tenant.headers
+        )
+        return PrincipalSet(upstreams, askers)
+
+    def _make_room(self) -> None:
+        if len(self._held) < self.max_sets:
+            return
+        for key, held in self._held.items():  # least recently used first
+            if held.users == 0:
+                del self._held[key]
+                self._close(held)
+                return
+        raise SessionLimit(f"the hub holds upstream sessions for {self.max_sets} stateless callers; try again later")
+
+    def _close(self, held: _Held) -> None:
+        task = asyncio.get_running_loop().create_task(held.held.upstreams.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _reap_idle(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.05, self.idle_timeout * _REAP_EVERY))
+            limit = time.monotonic() - self.idle_timeout
+            for key, held in list(self._held.items()):
+                if held.users == 0 and held.last_used < limit:
+                    del self._held[key]
+                    self._close(held)
+
+
+_LEVEL: Final = {name: rank for rank, name in enumerate(LOG_LEVELS)}
+
+
+def level_rank(level: object) -> int | None:
+    return _LEVEL.get(level) if isinstance(level, str) else None
+
+
+class StatelessContexts:
+    """Builds the :class:`RequestContext` of one stateless request."""
+
+    def __init__(self, server: ServerFacts) -> None:
+        self.server = server
+
+    def context(
+        self,
+        caller: Caller,
+        version: str,
+        capabilities: Message,
+        view: CatalogView,
+        principal: PrincipalSet,
+        call: StatelessCall | None,
+        log_level: str | None,
+    ) -> RequestContext:
+        catalog = view.catalog
+
+        def hooks(upstream: str, params: Message) -> CallHooks:
+            if call is None:
+                return CallHooks()
+            principal.askers.add(upstream, call)
+
+            def message(msg: Message) -> None:
+                if msg.get("method") == "notifications/message":
+                    params = msg.get("params")
+                    rank = level_rank(params.get("level") if isinstance(params, dict) else None)
+                    call.log(for_client(catalog, upstream, msg), rank if rank is not None else 0)
+
+            return CallHooks(progress=call.progress, request=call.ask, message=message)
+
+        return RequestContext(
+            caller=caller,
+            era="stateless",
+            protocol_version=version,
+            client_capabilities=capabilities,
+            view=view,
+            upstreams=principal.upstreams,
+            emit=lambda msg: None,
+            hooks=hooks,
+            subscriptions=set(),
+            subscribers=lambda uri: 0,
+            tasks=TaskTable(capacity=64),
+            server=self.server,
+            log_level=log_level,
+        )
