@@ -5,11 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # Real npm peers for the protocol tests: Node 22 (from the npm registry), the official conformance
-# suite, the reference server-everything and the MCP Inspector CLI. Pinned; installed once.
+# suite (0.1.16 for the session era, 0.2.0-alpha.12 under another name for 2026-07-28), the
+# reference server-everything and the MCP Inspector CLI. Pinned; installed once.
 NODE_DIR := .cache/node
 NODE_MODULES := $(NODE_DIR)/node_modules
-NODE_STAMP := $(NODE_DIR)/.installed-1
+NODE_STAMP := $(NODE_DIR)/.installed-2
 NPM_PEERS := node@22 @modelcontextprotocol/conformance@0.1.16 \
+	conformance-2026@npm:@modelcontextprotocol/conformance@0.2.0-alpha.12 \
 	@modelcontextprotocol/server-everything@2026.8.31 @modelcontextprotocol/inspector@2.12.0
 
 .PHONY: run test lint conformance bench clean

@@ -194,6 +194,15 @@ class ModernEndpoint:
             out["cacheScope"] = "public" if public else "private"
         return out
 
+    def _read_cache(self, call: StatelessCall, view: CatalogView, result: Message) -> tuple[int, bool] | None:
+        """The caching fields of a ``resources/read`` result: the upstream's own, never more public than the
+        view (a session-era upstream gives none: not cacheable, private)."""
+        if call.method != "resources/read":
+            return None
+        ttl = result.get("ttlMs")
+        ttl = ttl if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl >= 0 else 0
+        return ttl, result.get("cacheScope") == "public" and self.services.public(view)
+
     def _discover(self, view: CatalogView, gate: Gate) -> Message:
         server = self.services.contexts.server
         result: Message = {"supportedVersions": list(MODERN_VERSIONS), "capabilities": server.capabilities()}
@@ -268,10 +277,10 @@ class ModernEndpoint:
             call = calls.start(caller, method, name, envelope.capabilities, run)
         meta = params.get("_meta")
         call.attach(meta.get("progressToken") if isinstance(meta, dict) else None, level_rank(envelope.log_level))
-        return await self._follow(call, request_id, receive, send)
+        return await self._follow(call, view, request_id, receive, send)
 
     async def _follow(
-        self, call: StatelessCall, request_id: Any, receive: Receive, send: Send
+        self, call: StatelessCall, view: CatalogView, request_id: Any, receive: Receive, send: Send
     ) -> tuple[str, int | None, int]:
         """Write what the call sends until its result, or its questions for the client."""
         calls = self.services.calls
@@ -318,7 +327,7 @@ class ModernEndpoint:
                             await respond(send, status, data, _JSON)
                             return (*outcome, len(data))
                         break
-                    body = jsonrpc.response(request_id, self._complete(result))
+                    body = jsonrpc.response(request_id, self._complete(result, self._read_cache(call, view, result)))
                     outcome = ("isError" if result.get("isError") is True else "ok", None)
                     break
         finally:

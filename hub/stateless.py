@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Final, Self
@@ -67,6 +67,8 @@ class PrincipalSet:
 
     upstreams: UpstreamSessions
     askers: Askers
+    tasks: TaskTable = field(default_factory=lambda: TaskTable(capacity=256))
+    """Tasks the caller's calls started (they pass through; the era serves no tasks methods)."""
 
 
 @dataclass
@@ -78,6 +80,24 @@ class _Held:
 
 
 Key = tuple[str, str, str]
+
+
+class _Lease:
+    """One request's use of a set: while it lasts the set is not idle (and never evicted)."""
+
+    __slots__ = ("_held",)
+
+    def __init__(self, held: _Held) -> None:
+        self._held = held
+
+    def __enter__(self) -> PrincipalSet:
+        self._held.users += 1
+        return self._held.held
+
+    def __exit__(self, *exc: object) -> None:
+        held = self._held
+        held.users -= 1
+        held.last_used = time.monotonic()
 
 
 class PrincipalUpstreams:
@@ -125,14 +145,14 @@ class PrincipalUpstreams:
     def __len__(self) -> int:
         return len(self._held)
 
-    @contextlib.contextmanager
-    def use(self, caller: Caller, tenant: Tenant, capabilities: Message) -> Iterator[PrincipalSet]:
-        """The caller's upstream sessions for one request (opened on first use).
+    def use(self, caller: Caller, tenant: Tenant, capabilities: Message) -> _Lease:
+        """The caller's upstream sessions for one request (opened on first use), as a context manager.
 
         Raises: SessionLimit: ``max_sets`` sets are in use by requests right now.
         """
         relayed = {k: v for k, v in capabilities.items() if k in RELAYED_CAPABILITIES}
-        key = (caller.tenant, caller.principal, json.dumps(relayed, sort_keys=True, separators=(",", ":")))
+        shape = json.dumps(relayed, sort_keys=True, separators=(",", ":")) if relayed else ""
+        key = (caller.tenant, caller.principal, shape)
         held = self._held.get(key)
         if held is None:
             self._make_room()
@@ -140,12 +160,7 @@ class PrincipalUpstreams:
             self._held[key] = held
         else:
             self._held.move_to_end(key)
-        held.users += 1
-        try:
-            yield held.held
-        finally:
-            held.users -= 1
-            held.last_used = time.monotonic()
+        return _Lease(held)
 
     def _open(self, caller: Caller, tenant: Tenant, capabilities: Message) -> PrincipalSet:
         on_message = self._on_message
@@ -242,7 +257,7 @@ class StatelessContexts:
             hooks=hooks,
             subscriptions=set(),
             subscribers=lambda uri: 0,
-            tasks=TaskTable(capacity=64),
+            tasks=principal.tasks,
             server=self.server,
             log_level=log_level,
         )

@@ -22,7 +22,7 @@ from connectors.spec import MODERN_VERSIONS, SUPPORTED_VERSIONS
 from hub.asgi import Receive, Scope, Send, header_map, read_body, respond, respond_error
 from hub.config import HubSettings
 from hub.context import Caller
-from hub.envelope import duplicated_routing_header
+from hub.envelope import PROTOCOL_KEY, duplicated_routing_header
 from hub.errors import (
     BadEventId,
     BodyTooLarge,
@@ -77,6 +77,17 @@ def check_version(headers: dict[str, str]) -> None:
             f"unsupported protocol version: {version}",
             data={"supported": [*SUPPORTED_VERSIONS, *MODERN_VERSIONS], "requested": version},
         )
+
+
+def _wears_envelope(headers: dict[str, str], message: Any) -> bool:
+    """A request of a version the hub does not know, in the stateless era's envelope: answered as that era
+    answers it (-32022 naming the stateless versions, with the request's id)."""
+    version = headers.get(VERSION_HEADER)
+    if version is None or version in SUPPORTED_VERSIONS:
+        return False
+    params = message.get("params") if isinstance(message, dict) else None
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and PROTOCOL_KEY in meta
 
 
 def is_modern(headers: dict[str, str]) -> bool:
@@ -176,7 +187,6 @@ class McpEndpoint:
         accept = headers.get("accept", "")
         if not (_accepts(accept, "application/json") and _accepts(accept, "text/event-stream")):
             raise NotAcceptable("Not Acceptable: Accept must list application/json and text/event-stream")
-        check_version(headers)
         length = headers.get("content-length", "")
         if length.isdigit() and len(length) < 20 and int(length) > settings.max_body_bytes:
             raise BodyTooLarge(f"request body larger than {settings.max_body_bytes} bytes")
@@ -186,12 +196,13 @@ class McpEndpoint:
         try:
             if kind is None:
                 raise InvalidRequest("Invalid Request: not a JSON-RPC 2.0 message")
-            if self.modern is not None and is_modern(headers):
+            if self.modern is not None and (is_modern(headers) or _wears_envelope(headers, message)):
                 duplicated = duplicated_routing_header(scope["headers"])
                 if duplicated is not None:
                     raise HeaderMismatch(f"the {duplicated} header is sent more than once")
                 await self.modern.post(headers, caller, kind, message, len(body), receive, send)
                 return
+            check_version(headers)
             await self._message(headers, caller, kind, message, len(body), receive, send)
         except HubError as exc:
             await respond_error(send, to_wire(exc), request_id_of(message))

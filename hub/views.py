@@ -12,6 +12,7 @@ views changed, so only their sessions get ``list_changed``.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -29,15 +30,30 @@ class Globs:
 
     allow: tuple[str, ...] = ("*",)
     deny: tuple[str, ...] = ()
+    # Compiled once (every call asks): one pattern for each list; no test at all for "everything".
+    _allow: re.Pattern[str] | None = field(default=None, init=False, compare=False, repr=False)
+    _deny: re.Pattern[str] | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.allow != ("*",):
+            object.__setattr__(self, "_allow", _compiled(self.allow))
+        if self.deny:
+            object.__setattr__(self, "_deny", _compiled(self.deny))
 
     @property
     def everything(self) -> bool:
         return self.allow == ("*",) and not self.deny
 
     def admits(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, glob) for glob in self.allow) and not any(
-            fnmatch.fnmatchcase(name, glob) for glob in self.deny
-        )
+        allow, deny = self._allow, self._deny
+        if allow is not None and allow.match(name) is None:
+            return False
+        return deny is None or deny.match(name) is None
+
+
+def _compiled(globs: tuple[str, ...]) -> re.Pattern[str]:
+    # fnmatch's own translation, case-sensitive as fnmatchcase; an empty list admits nothing.
+    return re.compile("|".join(f"(?:{fnmatch.translate(glob)})" for glob in globs) or r"(?!)")
 
 
 _ALL: Final = Globs()

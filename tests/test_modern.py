@@ -144,6 +144,9 @@ async def test_discover_lists_and_results_carry_the_stateless_fields() -> None:
         )
         assert called["result"]["resultType"] == "complete"
         assert called["result"]["content"][0]["text"] == "alpha: a"
+        _, (read,) = await post(client, url, *request(4, "resources/read", {"uri": "manifold://alpha/item://1"}))
+        # A session-era upstream says nothing of caching: the read is not to be kept.
+        assert (read["result"]["ttlMs"], read["result"]["cacheScope"]) == (0, "private")
 
 
 async def test_the_stateless_ladder_refuses_with_the_right_codes_and_statuses() -> None:
@@ -178,7 +181,7 @@ async def test_the_stateless_ladder_refuses_with_the_right_codes_and_statuses() 
             url, json=future, headers={**headers_for(future), "mcp-protocol-version": "2099-01-01"}
         )
         assert response.status_code == 400 and response.json()["error"]["code"] == -32022
-        assert VERSION in response.json()["error"]["data"]["supported"]
+        assert response.json()["id"] == 6 and response.json()["error"]["data"]["supported"] == [VERSION]
         duplicated = [*headers.items(), ("mcp-method", "tools/call")]
         response = await client.post(url, content=json.dumps(message), headers=duplicated)
         assert response.status_code == 400 and response.json()["error"]["code"] == -32020

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connectors.status import Listing
 from hub.catalog import Catalog, Entry, Source
@@ -109,3 +113,13 @@ def test_after_a_rebuild_only_the_views_whose_lists_changed_are_named() -> None:
 def test_an_unrestricted_rule_shares_the_view_of_everything() -> None:
     views = Views(build())
     assert views.view(ViewRule()) is views.view(EVERYTHING)
+
+
+@given(
+    st.lists(st.text(alphabet="ab*?[]!_", min_size=0, max_size=6), max_size=3),
+    st.lists(st.text(alphabet="ab*?[]!_", min_size=0, max_size=6), max_size=3),
+    st.text(alphabet="abAB_*?[", max_size=8),
+)
+def test_compiled_globs_admit_exactly_what_fnmatchcase_admits(allow: list[str], deny: list[str], name: str) -> None:
+    expected = any(fnmatch.fnmatchcase(name, g) for g in allow) and not any(fnmatch.fnmatchcase(name, g) for g in deny)
+    assert Globs(tuple(allow), tuple(deny)).admits(name) == expected

@@ -2,9 +2,11 @@
 
 Starts the fixture upstream and a hub in front of it (empty prefix), each as
 its own process on 127.0.0.1, runs every server scenario of
-``@modelcontextprotocol/conformance`` against both, and compares: every
-scenario that passes directly must pass through the hub, and the hub's
-expected failures may name only scenarios that also fail directly.
+``@modelcontextprotocol/conformance`` 0.1.16 (the session era) and the
+2026-07-28 requirements of 0.2.0-alpha.12 against both, and compares: every
+scenario that passes directly must pass through the hub (for 2026-07-28,
+except the differences listed with their reasons), and the hub's expected
+failures may name only scenarios that also fail directly.
 
 Run by ``make conformance`` (which ``make test`` runs):
 ``python -m tests.conformance.run --node-modules .cache/node/node_modules``.
@@ -25,6 +27,7 @@ from bench.processes import free_port, running
 
 HERE = Path(__file__).parent
 EXPECTED_FAILURES = HERE / "expected-failures.yml"
+DIFFERENCES_2026 = HERE / "differences-2026.yml"
 SUITE_DEADLINE = 600.0
 
 
@@ -39,14 +42,37 @@ def statuses(results: Path) -> dict[str, str]:
 
 
 def run_suite(cli: list[str], env: dict[str, str], url: str, results: Path, *extra: str) -> tuple[int, str]:
-    command = [*cli, "server", "--url", url, "--suite", "all", "-o", str(results), *extra]
+    command = [*cli, "server", "--url", url, "-o", str(results), *extra]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=SUITE_DEADLINE, check=False)
     return done.returncode, done.stdout + done.stderr
 
 
-def expected_failures() -> set[str]:
+def compare(
+    title: str, direct: dict[str, str], through: dict[str, str], minimum: int, allowed: frozenset[str] = frozenset()
+) -> list[str]:
+    """Print the two columns; the problems: a scenario that passes directly and not through the hub
+    (unless ``allowed``, which must then still differ)."""
+    problems = []
+    if len(direct) < minimum:
+        problems.append(f"{title}: only {len(direct)} scenarios ran directly")
+    print(f"\n{title}")
+    for scenario in sorted(direct):
+        print(f"{scenario:46} direct: {direct[scenario]:8} hub: {through.get(scenario, 'missing')}")
+        differs = direct[scenario] == "pass" and through.get(scenario) != "pass"
+        if differs and scenario not in allowed:
+            problems.append(f"{title}: {scenario} passes directly but not through the hub")
+        elif scenario in allowed and not differs:
+            problems.append(f"{title}: {scenario} is listed as a difference but no longer differs")
+    passed = sum(status == "pass" for status in through.values())
+    direct_passed = sum(status == "pass" for status in direct.values())
+    print(f"{title}: directly {direct_passed} of {len(direct)} pass; through the hub {passed} of {len(through)}")
+    return problems
+
+
+def listed(path: Path) -> set[str]:
+    """The scenario names a YAML list file names (``- name`` lines)."""
     names = set()
-    for line in EXPECTED_FAILURES.read_text().splitlines():
+    for line in path.read_text().splitlines():
         match = re.match(r"^\s*-\s*([\w-]+)", line)
         if match:
             names.add(match.group(1))
@@ -71,36 +97,37 @@ def main() -> int:
     fixture = [sys.executable, "-m", "tests.conformance.fixture", "--port", str(fixture_port)]
     hub = [sys.executable, "-m", "hub", "serve", "--config", str(work / "hub.json"), "--log-level", "warning"]
 
+    cli_2026 = [cli[0], str(modules / "conformance-2026/dist/index.js")]
     with running(fixture, [fixture_port], work / "fixture.log"), running(hub, [hub_port], work / "hub.log"):
-        _, direct_log = run_suite(cli, env, f"http://127.0.0.1:{fixture_port}/mcp", work / "direct")
+        direct_url, hub_url = f"http://127.0.0.1:{fixture_port}/mcp", f"http://127.0.0.1:{hub_port}/mcp"
+        _, direct_log = run_suite(cli, env, direct_url, work / "direct", "--suite", "all")
         hub_code, hub_log = run_suite(
-            cli,
-            env,
-            f"http://127.0.0.1:{hub_port}/mcp",
-            work / "hub",
-            "--expected-failures",
-            str(EXPECTED_FAILURES),
+            cli, env, hub_url, work / "hub", "--suite", "all", "--expected-failures", str(EXPECTED_FAILURES)
         )
-    direct, through = statuses(work / "direct"), statuses(work / "hub")
+        # The 2026-07-28 requirements (0.2.0): no baseline file; the comparison is the check.
+        run_suite(cli_2026, env, direct_url, work / "direct-2026", "--requirements", "2026-07-28")
+        _, log_2026 = run_suite(cli_2026, env, hub_url, work / "hub-2026", "--requirements", "2026-07-28")
 
-    problems = []
-    if len(direct) < 30:
-        problems.append(f"only {len(direct)} scenarios ran directly; see {work}")
-    for scenario in sorted(direct):
-        print(f"{scenario:34} direct: {direct[scenario]:8} hub: {through.get(scenario, 'missing')}")
-        if direct[scenario] == "pass" and through.get(scenario) != "pass":
-            problems.append(f"{scenario} passes directly but not through the hub")
-    for scenario in sorted(expected_failures()):
+    direct, through = statuses(work / "direct"), statuses(work / "hub")
+    problems = compare("0.1.16, session era", direct, through, 30)
+    for scenario in sorted(listed(EXPECTED_FAILURES)):
         if direct.get(scenario) == "pass":
             problems.append(f"{scenario} is an expected hub failure but passes directly")
     if hub_code != 0:
-        problems.append(f"the suite through the hub exited {hub_code}")
-    passed = sum(status == "pass" for status in through.values())
-    direct_passed = sum(status == "pass" for status in direct.values())
-    print(f"\ndirectly: {direct_passed} of {len(direct)} scenarios pass (the rest warn or fail on the fixture)")
-    print(f"conformance through the hub: {passed} passed, {len(through) - passed} failed")
+        problems.append(f"the 0.1.16 suite through the hub exited {hub_code}")
+    problems += compare(
+        "0.2.0-alpha.12, 2026-07-28 requirements",
+        statuses(work / "direct-2026"),
+        statuses(work / "hub-2026"),
+        40,
+        frozenset(listed(DIFFERENCES_2026)),
+    )
     if problems:
-        print("\n".join(["", *problems, "", "suite output through the hub:", hub_log[-4000:]]), file=sys.stderr)
+        print(
+            "\n".join(["", *problems, "", f"logs and results: {work}", "suite output through the hub:"]),
+            file=sys.stderr,
+        )
+        print(hub_log[-3000:], log_2026[-3000:], file=sys.stderr)
         print(f"direct run output:\n{direct_log[-2000:]}", file=sys.stderr)
         return 1
     return 0
