@@ -21,6 +21,7 @@ from typing import Any, Final, Self
 
 from connectors import jsonrpc
 from connectors.calls import Call, CallHooks, Deadline, MessageHandler, ProgressHandler, RequestHandler, SessionState
+from connectors.eras import envelope, resolve_input
 from connectors.errors import (
     ManifoldError,
     UpstreamError,
@@ -30,8 +31,9 @@ from connectors.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from connectors.handshake import Handshake
 from connectors.jsonrpc import Kind, Message
-from connectors.spec import CLIENT_INFO, LATEST_VERSION, SUPPORTED_VERSIONS, UpstreamSpec
+from connectors.spec import UpstreamSpec
 from connectors.transport import Transport
 
 __all__ = ["CallHooks", "Connector", "MessageHandler", "ProgressHandler", "RequestHandler"]
@@ -42,7 +44,7 @@ _CANCEL_DEADLINE: Final = 2.0
 _NEVER_CANCELLED: Final = frozenset({"initialize"})  # the spec forbids cancelling these
 
 
-class Connector:
+class Connector(Handshake):
     """One upstream MCP session over ``transport``; an async context manager entered and exited by one task."""
 
     def __init__(
@@ -87,6 +89,8 @@ class Connector:
                 await self._handshake()
                 await self.transport.opened()
             self._session_ready.set()
+            if self.modern and self._on_list_changed is not None:
+                self.spawn(self._listen())  # the stateless era's stream of list changes
         except TimeoutError:
             await self._shutdown()
             raise UpstreamUnavailable(self.spec.name, f"no handshake within {self.spec.connect_timeout:g}s") from None
@@ -152,6 +156,10 @@ class Connector:
                 except UpstreamSessionExpired:
                     await self._reinitialize(generation)
                     result = await self._call(method, params, hooks, deadline)
+                if self.modern and result.get("resultType") == "input_required":
+                    result = await resolve_input(
+                        spec.name, params, result, hooks, lambda again: self._call(method, again, hooks, deadline)
+                    )
         except TimeoutError:
             if deadline is not None and deadline.moved:
                 reason = f"{method} made no progress for {limit:g}s, or passed the {spec.max_total:g}s maximum"
@@ -178,6 +186,8 @@ class Connector:
     ) -> Message:
         if self.lost_event.is_set():
             raise UpstreamUnavailable(self.spec.name, f"connection lost ({self.lost_reason})")
+        if self.modern:
+            params = envelope(params, self._capabilities)
         request_id = next(self._ids)
         call = Call(asyncio.get_running_loop().create_future(), hooks, deadline)
         self._pending[request_id] = call
@@ -200,8 +210,8 @@ class Connector:
         except asyncio.CancelledError:
             # The future is cancelled too when the caller was waiting on it: only a reply means done.
             replied = call.future.done() and not call.future.cancelled()
-            if not replied and method not in _NEVER_CANCELLED:
-                await self._cancel_upstream(request_id)
+            if not replied and method not in _NEVER_CANCELLED and not self.modern:
+                await self._cancel_upstream(request_id)  # (2026-07-28: the closed reply stream says it)
             raise
         finally:
             self._pending.pop(request_id, None)
@@ -214,6 +224,19 @@ class Connector:
             raise UpstreamProtocolError(self.spec.name, f"{method} returned a result that is not an object")
         return result
 
+    async def _listen(self) -> None:
+        """Hold a ``subscriptions/listen`` stream open for list changes, opened again when it ends."""
+        wanted = {"toolsListChanged": True, "promptsListChanged": True, "resourcesListChanged": True}
+        delay = self.spec.connect_timeout / 10
+        while not self.lost_event.is_set():
+            try:
+                await self._call("subscriptions/listen", {"notifications": wanted}, None, None)
+                delay = self.spec.connect_timeout / 10
+            except UpstreamError as exc:
+                logger.info("upstream %s: listen stream ended (%s)", self.spec.name, exc.message)
+                delay = min(delay * 2, 30.0)
+            await asyncio.sleep(delay)  # not a tight loop against an upstream that ends it at once
+
     async def _cancel_upstream(self, request_id: int) -> None:
         # Runs while the caller is being cancelled: bounded, and never raises.
         with contextlib.suppress(Exception):
@@ -225,25 +248,6 @@ class Connector:
                 )
 
     # -- handshake ---------------------------------------------------------------------------------
-
-    async def _handshake(self) -> None:
-        result = await self._call(
-            "initialize",
-            {"protocolVersion": LATEST_VERSION, "capabilities": self._capabilities, "clientInfo": CLIENT_INFO},
-            None,
-            None,
-        )
-        version = result.get("protocolVersion")
-        if version not in SUPPORTED_VERSIONS:
-            raise UpstreamProtocolError(self.spec.name, f"unsupported protocol version {version!r}")
-        self.protocol_version = str(version)
-        info = result.get("serverInfo")
-        self.server_info = info if isinstance(info, dict) else {}
-        capabilities = result.get("capabilities")
-        self.server_capabilities = capabilities if isinstance(capabilities, dict) else {}
-        instructions = result.get("instructions")
-        self.instructions = instructions if isinstance(instructions, str) else None
-        await self.notify("notifications/initialized")
 
     async def _reinitialize(self, generation: int) -> None:
         """Open a new upstream session after the upstream forgot ours; one run shared by every waiter.

@@ -11,11 +11,13 @@ __all__ = [
     "LATEST_VERSION",
     "MODERN_VERSIONS",
     "SUPPORTED_VERSIONS",
+    "Protocol",
     "Transport",
     "UpstreamSpec",
 ]
 
 Transport = Literal["streamable-http", "sse"]
+Protocol = Literal["auto", "session", "2026-07-28"]
 
 # The protocol versions with initialize and sessions. Spelled out rather than imported from the SDK's
 # types: importing them builds every protocol model, a fifth of the hub's start-up (tested equal).
@@ -48,5 +50,6 @@ class UpstreamSpec:
     max_message_bytes: int = 128 * 1024 * 1024
     max_streams: int = 100
     shared: bool = False
+    protocol: Protocol = "auto"
     breaker_failures: int = 5
     breaker_cooldown: float = 30.0

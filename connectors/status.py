@@ -45,6 +45,8 @@ class UpstreamStatus:
     last_error: str | None = None
     server_info: Message = field(default_factory=dict)
     capabilities: Message = field(default_factory=dict)
+    protocol: str = ""
+    """The protocol version spoken to it (its era: 2026-07-28 is stateless)."""
     listing: Listing | None = None
     since: float = field(default_factory=time.time)
     reconnects: int = 0

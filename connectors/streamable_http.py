@@ -24,6 +24,7 @@ from typing import Any, Final
 import httpx
 
 from connectors import jsonrpc
+from connectors.eras import MODERN, routing_headers
 from connectors.errors import (
     UpstreamError,
     UpstreamProtocolError,
@@ -117,6 +118,9 @@ class StreamableHttpTransport:
     async def opened(self) -> None:
         # The GET stream is open before the first request: an upstream drops what it has no stream for.
         self._stop_listening()  # it listened on a session the upstream has forgotten
+        if self.link.protocol_version == MODERN:
+            self._listen_offered = False  # no GET stream in the stateless era (the engine listens instead)
+            return
         await self._start_listening()
 
     async def close(self) -> None:
@@ -159,8 +163,11 @@ class StreamableHttpTransport:
     async def _post(self, message: Message, is_request: bool) -> None:
         name = self.spec.name
         sent_session = self._session_id  # a 404 means "expired" only for a request that named a session
+        headers = self._headers()
+        if self.link.protocol_version == MODERN:
+            headers.update(routing_headers(message))
         try:
-            response = await self._posts.post(self._headers(), jsonrpc.dumps(message))
+            response = await self._posts.post(headers, jsonrpc.dumps(message))
         except Http1Error as exc:
             raise UpstreamUnavailable(name, str(exc)) from exc
         except TimeoutError:

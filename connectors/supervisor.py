@@ -90,6 +90,7 @@ class Supervisor:
                             latency_ms=(time.perf_counter() - started) * 1000,
                             server_info=connector.server_info,
                             capabilities=connector.server_capabilities,
+                            protocol=connector.protocol_version,
                             listing=listing,
                             reconnects=reconnects,
                         ),
@@ -150,7 +151,8 @@ class Supervisor:
             upstream.check.clear()
             started = time.perf_counter()
             limit = min(self.limits.health_interval, spec.request_timeout, spec.connect_timeout)
-            await connector.request("ping", time_limit=limit)
+            # The stateless era has no ping; discover is its cheapest question.
+            await connector.request("server/discover" if connector.modern else "ping", time_limit=limit)
             self._report(upstream, replace(upstream.status, latency_ms=(time.perf_counter() - started) * 1000))
 
 

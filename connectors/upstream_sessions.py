@@ -231,7 +231,7 @@ class UpstreamSessions:
                 logger.warning("upstream %s refused resources/subscribe again: %s", connector.spec.name, exc)
 
     async def _apply_level(self, connector: Connector) -> None:
-        if self.log_level is not None and "logging" in connector.server_capabilities:
+        if self.log_level is not None and "logging" in connector.server_capabilities and not connector.modern:
             try:
                 await connector.request("logging/setLevel", {"level": self.log_level})
             except UpstreamError as exc:  # the session is still good for calls

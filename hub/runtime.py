@@ -329,6 +329,7 @@ class Hub:
                 {
                     "name": status.name,
                     "transport": status.transport,
+                    "protocol": status.protocol or None,
                     "state": status.state.value,
                     "latencyMs": None if status.latency_ms is None else round(status.latency_ms, 2),
                     "tools": self.catalog.count(status.name, "tools"),

@@ -56,6 +56,9 @@ class UpstreamConfig(_Model):
     max_result_bytes: Annotated[int, Field(ge=1024)] | None = None
     max_streams: Annotated[int, Field(ge=1, le=100_000)] = 100
     session_mode: Literal["isolated", "shared"] = "isolated"
+    protocol: Literal["auto", "session", "2026-07-28"] = "auto"
+    """The era spoken to it: ``auto`` tries initialize and, when the upstream refuses it as a
+    2026-07-28-only server does, speaks 2026-07-28."""
     disabled: bool = False
     tags: list[str] = Field(default_factory=list)
 
@@ -187,6 +190,7 @@ class Config(_Model):
                     max_message_bytes=server.max_result_bytes or self.hub.max_result_bytes,
                     max_streams=server.max_streams,
                     shared=server.session_mode == "shared",
+                    protocol=server.protocol,
                     breaker_failures=self.hub.breaker.failures,
                     breaker_cooldown=self.hub.breaker.cooldown,
                 )

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from connectors import jsonrpc
+from connectors.eras import INPUT_KEY
 from connectors.jsonrpc import Message
 from hub.context import Caller
 from hub.errors import BadRequestState, ClientError, ClientTimeout, InvalidParams, ShuttingDown
@@ -86,7 +87,8 @@ class StatelessCall:
         require_capability(self.capabilities, method, params)
         if len(self._open) >= _MAX_QUESTIONS:
             raise ClientError({"code": -32000, "message": f"{_MAX_QUESTIONS} questions of this call are open"})
-        key = f"q{next(self._keys)}"
+        wanted = message.get(INPUT_KEY)  # the upstream's own key, when it asked in the same era
+        key = wanted if isinstance(wanted, str) and wanted and wanted not in self._open else f"q{next(self._keys)}"
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._open[key] = future
         self._unsent[key] = {"method": method, "params": params}

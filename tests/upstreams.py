@@ -7,13 +7,14 @@ wait on (with timeouts) instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import mcp_types as types
 from mcp.server import MCPServer
 from mcp.server.elicitation import AcceptedElicitation
-from mcp.server.mcpserver import Context
+from mcp.server.mcpserver import Context, Elicit, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
 from mcp.shared.exceptions import MCPError
@@ -317,3 +318,103 @@ def http_app(name: str, probe: Probe | None = None, *, resumable: bool = False) 
 
 def sse_app(name: str, probe: Probe | None = None) -> ASGIApp:
     return build_upstream(name, probe).sse_app(sse_path="/sse", message_path="/messages/")
+
+
+def _first_colour() -> Elicit[Colour]:
+    return Elicit("first colour?", Colour)
+
+
+def _second_colour(first: Annotated[Colour, Resolve(_first_colour)]) -> Elicit[Colour]:
+    return Elicit(f"after {first.colour}, which colour?", Colour)
+
+
+def build_modern_upstream(name: str, probe: Probe | None = None) -> MCPServer:
+    """A server written for 2026-07-28: its questions to the client are input_required rounds."""
+    probe = probe or Probe()
+    server = MCPServer(name, version="1.0.0", log_level="WARNING")
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """Echo the text back, prefixed with the upstream's name."""
+        return f"{name}: {text}"
+
+    @server.tool()
+    async def progress(ctx: Context, steps: int = 3) -> str:
+        """Report progress ``steps`` times, then finish."""
+        for step in range(1, steps + 1):
+            await ctx.report_progress(step, steps, f"step {step}")
+        return f"{steps} steps done"
+
+    @server.tool()
+    def pick(colour: Annotated[Colour, Resolve(_first_colour)]) -> str:
+        """One question (one round of input)."""
+        return f"{name}: picked {colour.colour}"
+
+    @server.tool()
+    def pick_two(
+        first: Annotated[Colour, Resolve(_first_colour)], second: Annotated[Colour, Resolve(_second_colour)]
+    ) -> str:
+        """Two questions, the second depending on the first (two rounds of input)."""
+        return f"{name}: {first.colour} then {second.colour}"
+
+    @server.tool()
+    async def slow(seconds: float = 30.0) -> str:
+        """Sleep, recording whether the call was cancelled."""
+        probe.slow_started.set()
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            probe.slow_cancelled.set()
+            raise
+        return "slept"
+
+    @server.tool()
+    async def grow(ctx: Context) -> str:
+        """Add a tool and tell listeners the list changed."""
+
+        def sprout() -> str:
+            return "I am new"
+
+        server.add_tool(sprout)
+        await ctx.notify_tools_changed()
+        return "grown"
+
+    return server
+
+
+def modern_only_app(name: str, probe: Probe | None = None) -> ASGIApp:
+    """``build_modern_upstream`` served over Streamable HTTP, refusing every request of the session era
+    as a server that speaks only 2026-07-28 does (``-32022`` naming its one version; GET is 405)."""
+    inner = build_modern_upstream(name, probe).streamable_http_app(streamable_http_path="/mcp")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            if headers.get("mcp-protocol-version") != "2026-07-28":
+                status, body = 405, b""
+                if scope["method"] == "POST":
+                    raw = b""
+                    while True:
+                        event = await receive()
+                        raw += event.get("body", b"")
+                        if not event.get("more_body"):
+                            break
+                    request_id = json.loads(raw).get("id") if raw else None
+                    error = {
+                        "code": -32022,
+                        "message": "Unsupported protocol version",
+                        "data": {"supported": ["2026-07-28"]},
+                    }
+                    status, body = 400, json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": status,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await inner(scope, receive, send)
+
+    return app

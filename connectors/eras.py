@@ -1,0 +1,128 @@
+"""Speaking the 2026-07-28 era to an upstream: the envelope, its headers, and input it asks for.
+
+A 2026-07-28 upstream has no session: every request carries the protocol
+version, the client's capabilities and the client's info in ``params._meta``,
+and repeats its method (and name) in headers. Instead of asking the client
+anything mid-call, it answers ``input_required`` with the questions and a
+``requestState``; :func:`resolve_input` asks them through the call's hooks
+(the hub relays them to its own client, in whatever era that client speaks)
+and retries the request with the answers, round after round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
+
+from connectors.calls import CallHooks
+from connectors.errors import UpstreamError, UpstreamProtocolError, UpstreamRpcError
+from connectors.jsonrpc import Message
+from connectors.spec import CLIENT_INFO, MODERN_VERSIONS
+
+__all__ = [
+    "INPUT_KEY",
+    "MAX_ROUNDS",
+    "MODERN",
+    "envelope",
+    "modern_only",
+    "resolve_input",
+    "routing_headers",
+]
+
+MODERN: Final = MODERN_VERSIONS[-1]
+MAX_ROUNDS: Final = 10
+INPUT_KEY: Final = "inputKey"
+"""Where a question relayed from an upstream's ``inputRequests`` carries its key (never sent on)."""
+_NAME_OF: Final[Mapping[str, str]] = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+_HTTP_4XX: Final = re.compile(r"\bHTTP 4\d\d\b")  # how the transport words a refusal without a JSON-RPC body
+_INPUT_METHODS: Final = frozenset({"sampling/createMessage", "elicitation/create", "roots/list"})
+
+
+def envelope(params: Message | None, capabilities: Message) -> Message:
+    """``params`` with the 2026-07-28 envelope in ``_meta`` (the client's capabilities are the hub's
+    client's, so capability-gated behaviour follows the one who asks)."""
+    out = dict(params or {})
+    meta = out.get("_meta")
+    out["_meta"] = {
+        **(meta if isinstance(meta, dict) else {}),
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": capabilities,
+        "io.modelcontextprotocol/clientInfo": CLIENT_INFO,
+    }
+    return out
+
+
+def routing_headers(message: Message) -> dict[str, str]:
+    """The headers a 2026-07-28 request repeats its routing in."""
+    method = message.get("method")
+    headers = {"mcp-protocol-version": MODERN}
+    if isinstance(method, str):
+        headers["mcp-method"] = method
+        key = _NAME_OF.get(method)
+        params = message.get("params")
+        name = params.get(key) if key is not None and isinstance(params, dict) else None
+        if isinstance(name, str):
+            headers["mcp-name"] = name if name.isascii() and name.isprintable() else _base64(name)
+    return headers
+
+
+def _base64(value: str) -> str:
+    return f"=?base64?{base64.b64encode(value.encode()).decode('ascii')}?="
+
+
+def modern_only(exc: UpstreamError) -> bool:
+    """Whether a refused ``initialize`` says the upstream speaks only the stateless era."""
+    if isinstance(exc, UpstreamRpcError) and exc.code == -32022:
+        data = exc.data if isinstance(exc.data, dict) else {}
+        supported = data.get("supported")
+        return isinstance(supported, list) and any(v in MODERN_VERSIONS for v in supported)
+    return isinstance(exc, UpstreamProtocolError) and _HTTP_4XX.search(exc.message) is not None
+
+
+async def resolve_input(
+    upstream: str,
+    params: Message | None,
+    result: Message,
+    hooks: CallHooks | None,
+    retry: Callable[[Message], Awaitable[Message]],
+) -> Message:
+    """Answer an upstream's ``input_required`` results until it gives a complete one.
+
+    Raises:
+        UpstreamProtocolError: more than ``MAX_ROUNDS`` rounds, or a question that is not one.
+        UpstreamRpcError: the upstream asked and nobody can answer (no hook).
+        ManifoldError: what asking the client raised (its refusal, its timeout).
+    """
+    rounds = 0
+    while result.get("resultType") == "input_required":
+        rounds += 1
+        if rounds > MAX_ROUNDS:
+            raise UpstreamProtocolError(upstream, f"asked for input more than {MAX_ROUNDS} times in one call")
+        asked: Any = result.get("inputRequests") or {}
+        if not isinstance(asked, dict):
+            raise UpstreamProtocolError(upstream, "inputRequests is not an object")
+        answers: Message = {}
+        if asked:
+            if hooks is None or hooks.request is None:
+                error = {"code": -32601, "message": "the upstream asked for input no client can give here"}
+                raise UpstreamRpcError(upstream, error)
+            ask = hooks.request
+            for key, question in asked.items():
+                if not isinstance(question, dict) or question.get("method") not in _INPUT_METHODS:
+                    raise UpstreamProtocolError(
+                        upstream, f"inputRequests.{key} is not a sampling, elicitation or roots request"
+                    )
+            # The key goes along: a client of the same era may be asked under the upstream's own keys.
+            replies = await asyncio.gather(
+                *(ask({"method": q["method"], "params": q.get("params") or {}, INPUT_KEY: k}) for k, q in asked.items())
+            )
+            answers = dict(zip(asked, replies, strict=True))
+        again: Message = {**(params or {}), "inputResponses": answers}
+        state = result.get("requestState")
+        if isinstance(state, str):
+            again["requestState"] = state
+        result = await retry(again)
+    return result
