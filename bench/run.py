@@ -328,10 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(plan, f"http://127.0.0.1:{up_port}/mcp", f"http://127.0.0.1:{hub_port}/mcp", hub.pid, up.pid)
         results["hub_rss_mb_at_start"] = round(resident_mb(hub.pid), 1)
         results["echo"] = asyncio.run(bench.throughput())
-        results["slow_tool"] = asyncio.run(bench.slow_tool())
-        results["hub_rss_mb_after_calls"] = round(resident_mb(hub.pid), 1)
-        results["first_call"] = asyncio.run(bench.first_call())
-        results["progress"] = asyncio.run(bench.progress())
+        # Right after the echo rounds, before rounds whose after-effects (the event log being
+        # written behind, for one) would land in its CPU figures.
         results["eras"] = asyncio.run(
             era_costs(
                 f"http://127.0.0.1:{up_port}/mcp",
@@ -344,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
                 rounds=plan.rounds,
             )
         )
+        results["slow_tool"] = asyncio.run(bench.slow_tool())
+        results["hub_rss_mb_after_calls"] = round(resident_mb(hub.pid), 1)
+        results["first_call"] = asyncio.run(bench.first_call())
+        results["progress"] = asyncio.run(bench.progress())
         results["idle_sessions"] = asyncio.run(bench.idle_sessions())
         upstream_url = f"http://127.0.0.1:{up_port}/mcp"
         results["auth"] = auth_costs(

@@ -33,9 +33,11 @@ __all__ = [
     "SERVER_INFO_KEY",
     "SUBSCRIPTION_KEY",
     "Envelope",
+    "ParamHeaders",
     "check_param_headers",
     "duplicated_routing_header",
     "open_envelope",
+    "param_headers",
     "upstream_meta",
 ]
 
@@ -185,12 +187,20 @@ def _at(arguments: Any, path: tuple[str, ...]) -> Any:
     return node
 
 
-def check_param_headers(input_schema: Any, arguments: Any, headers: Mapping[str, str]) -> None:
-    """Every argument the tool's schema marks ``x-mcp-header`` is mirrored, exactly, in its header.
+ParamHeaders = tuple[tuple[tuple[str, ...], str], ...]
+
+
+def param_headers(input_schema: Any) -> ParamHeaders:
+    """(argument path, header name) of every argument a tool's schema marks ``x-mcp-header``."""
+    return tuple(_annotated(input_schema))
+
+
+def check_param_headers(annotated: ParamHeaders, arguments: Any, headers: Mapping[str, str]) -> None:
+    """Every argument marked ``x-mcp-header`` (see :func:`param_headers`) is mirrored, exactly, in its header.
 
     Raises: HeaderMismatch: one is missing, extra, malformed or different.
     """
-    for path, name in _annotated(input_schema):
+    for path, name in annotated:
         header_name = f"{_HEADER_PREFIX}{name.lower()}"
         present = headers.get(header_name)
         value = _at(arguments, path)

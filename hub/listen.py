@@ -12,6 +12,7 @@ listens again) rather than allowed to grow.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -20,11 +21,13 @@ from connectors.jsonrpc import Message
 from hub.catalog import ListKind
 from hub.context import Caller
 from hub.envelope import SUBSCRIPTION_KEY
+from hub.errors import RateLimited, SessionLimit
 from hub.views import ViewRule
 
 __all__ = ["LIST_FLAGS", "Listener", "Listeners"]
 
 QUEUE_SIZE: Final = 256
+MAX_PER_CALLER: Final = 16
 LIST_FLAGS: Final[dict[str, tuple[ListKind, ...]]] = {
     "toolsListChanged": ("tools",),
     "promptsListChanged": ("prompts",),
@@ -48,36 +51,57 @@ class Listener:
     """The list flags it opted in to (``toolsListChanged``, ...)."""
     uris: set[str] = field(default_factory=set)
     """Public resource URIs whose updates it gets."""
-    queue: asyncio.Queue[Message | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     overflowed: bool = False
+    ended: bool = False
+    _pending: deque[Message] = field(default_factory=deque)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def put(self, method: str, params: Message | None = None) -> None:
-        meta = {SUBSCRIPTION_KEY: self.request_id}
-        body = {**(params or {}), "_meta": {**((params or {}).get("_meta") or {}), **meta}}
-        if self.overflowed:
+        if self.ended:
             return
-        try:
-            self.queue.put_nowait(jsonrpc.notification(method, body))
-        except asyncio.QueueFull:
+        if len(self._pending) >= QUEUE_SIZE:
             self.overflowed = True  # end the stream; the client listens again and re-reads its lists
-            self.queue._queue.clear()  # type: ignore[attr-defined]
-            self.queue.put_nowait(None)
+            self.end()
+            return
+        meta = {**((params or {}).get("_meta") or {}), SUBSCRIPTION_KEY: self.request_id}
+        self._pending.append(jsonrpc.notification(method, {**(params or {}), "_meta": meta}))
+        self._wake.set()
 
     def end(self) -> None:
-        """End the stream (the client went, or the hub is stopping)."""
-        if self.queue.full():
-            self.queue._queue.clear()  # type: ignore[attr-defined]
-        self.queue.put_nowait(None)
+        """End the stream (the client went, or the hub is stopping); what is queued is dropped."""
+        self.ended = True
+        self._pending.clear()
+        self._wake.set()
+
+    async def next(self, idle: float) -> Message | None:
+        """The next notification; None once the stream is ended.
+
+        Raises: TimeoutError: nothing came for ``idle`` seconds (time for a keep-alive).
+        """
+        while not self._pending and not self.ended:
+            self._wake.clear()
+            async with asyncio.timeout(idle):
+                await self._wake.wait()
+        return self._pending.popleft() if self._pending else None
 
 
 class Listeners:
-    """Every open listener of the hub."""
+    """Every open listener of the hub, bounded in all and per caller."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_total: int = 1000, max_per_caller: int = MAX_PER_CALLER) -> None:
+        self.max_total = max_total
+        self.max_per_caller = max_per_caller
         self._all: set[Listener] = set()
 
     def __len__(self) -> int:
         return len(self._all)
+
+    def admit(self, caller: Caller) -> None:
+        """Raises: SessionLimit: the hub holds its maximum of listen streams; RateLimited: the caller does."""
+        if len(self._all) >= self.max_total:
+            raise SessionLimit(f"the hub holds its maximum of {self.max_total} listen streams; try again later")
+        if sum(listener.caller == caller for listener in self._all) >= self.max_per_caller:
+            raise RateLimited(f"this caller holds its maximum of {self.max_per_caller} listen streams")
 
     def add(self, listener: Listener) -> None:
         self._all.add(listener)

@@ -45,7 +45,10 @@ async def serve_listen(
     receive: Receive,
     send: Send,
 ) -> None:
-    """Raises: InvalidParams: ``params.notifications`` is not what the method takes."""
+    """Raises:
+    InvalidParams: ``params.notifications`` is not what the method takes.
+    SessionLimit, RateLimited: the hub, or the caller, holds its maximum of listen streams.
+    """
     wanted: Any = params.get("notifications")
     if not isinstance(wanted, dict):
         raise InvalidParams("params.notifications must be an object")
@@ -53,6 +56,7 @@ async def serve_listen(
     uris = wanted.get("resourceSubscriptions")
     if uris is not None and not (isinstance(uris, list) and all(isinstance(u, str) for u in uris)):
         raise InvalidParams("params.notifications.resourceSubscriptions must be a list of URIs")
+    listeners.admit(caller)
     listener = Listener(caller, view.rule, request_id, lists)
     upstreams = principal.upstreams
     subscribed: list[tuple[str, str, str]] = []  # (public uri, upstream, original)
@@ -91,8 +95,7 @@ async def _stream(
         await writer.write(event(jsonrpc.dumps(jsonrpc.notification("notifications/subscriptions/acknowledged", ack))))
         while True:
             try:
-                async with asyncio.timeout(KEEPALIVE_SECONDS):
-                    item = await listener.queue.get()
+                item = await listener.next(KEEPALIVE_SECONDS)
             except TimeoutError:
                 await writer.write(KEEPALIVE)
                 continue

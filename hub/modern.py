@@ -33,8 +33,10 @@ from hub.envelope import (
     NAME_BEARING,
     SERVER_INFO_KEY,
     Envelope,
+    ParamHeaders,
     check_param_headers,
     open_envelope,
+    param_headers,
     upstream_meta,
 )
 from hub.errors import HubError, InvalidParams, InvalidRequest, MethodNotFound, ShuttingDown, UnknownResource, to_wire
@@ -103,6 +105,8 @@ class ModernEndpoint:
         self.services = services
         self.gate = gate
         self.accepting = accepting
+        self._headers_of: dict[str, ParamHeaders] = {}
+        self._headers_version = -1
 
     async def post(
         self,
@@ -132,12 +136,15 @@ class ModernEndpoint:
         except HubError as exc:
             await _reply_error(send, request_id, exc)
             return
-        counter = self.services.in_flight
-        counter.up()
+        # A listen stream is no call in flight: a drain must not wait for it (it ends them itself).
+        counter = None if method == "subscriptions/listen" else self.services.in_flight
+        if counter is not None:
+            counter.up()
         try:
             await self._serve(headers, caller, gate, envelope, message, size, receive, send)
         finally:
-            counter.down()
+            if counter is not None:
+                counter.down()
             if release is not None:
                 release()
 
@@ -175,11 +182,14 @@ class ModernEndpoint:
                         caller, envelope.version, envelope.capabilities, view, principal, None, envelope.log_level
                     )
                     result = self._complete(await dispatch(ctx, method, upstream_meta(params)))
-        except HubError as exc:
-            await _reply_error(send, request_id, exc)
-            return
         except Exception as exc:
             await _reply_error(send, request_id, exc)
+            if method in NAME_BEARING:  # refused before it reached an upstream: recorded all the same
+                error, _, _ = _wire(exc)
+                code = error.get("code")
+                self._audit(
+                    caller, view, method, params, started, ("error", code if isinstance(code, int) else None, 0), size
+                )
             return
         await respond(send, 200, jsonrpc.dumps(jsonrpc.response(request_id, result)), _JSON)
 
@@ -193,6 +203,17 @@ class ModernEndpoint:
             out["ttlMs"], public = cache
             out["cacheScope"] = "public" if public else "private"
         return out
+
+    def _param_headers(self, view: CatalogView, name: str) -> ParamHeaders:
+        """A tool's ``x-mcp-header`` arguments, worked out once per catalog version."""
+        catalog = view.catalog
+        if self._headers_version != catalog.version:
+            self._headers_of = {}
+            self._headers_version = catalog.version
+        annotated = self._headers_of.get(name)
+        if annotated is None:
+            annotated = self._headers_of[name] = param_headers(catalog.tool_schema(name))
+        return annotated
 
     def _read_cache(self, call: StatelessCall, view: CatalogView, result: Message) -> tuple[int, bool] | None:
         """The caching fields of a ``resources/read`` result: the upstream's own, never more public than the
@@ -256,7 +277,9 @@ class ModernEndpoint:
         else:
             if method == "tools/call":
                 view.tool(name)  # an unknown tool is refused before its headers are looked at
-                check_param_headers(view.catalog.tool_schema(name), params.get("arguments"), headers)
+                annotated = self._param_headers(view, name)
+                if annotated:
+                    check_param_headers(annotated, params.get("arguments"), headers)
             contexts = self.services.contexts
             forwarded = upstream_meta(params)
             # Progress is always asked for upstream: a later round's request may want it even if this one does not.

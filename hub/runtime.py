@@ -124,7 +124,7 @@ class Hub:
         self.sessions = SessionManager(
             services, self.views, store=self.store, events=self.events, max_sessions=settings.max_sessions
         )
-        self.listeners = Listeners()
+        self.listeners = Listeners(max_total=settings.max_sessions)
         stateless_upstreams = PrincipalUpstreams(
             self.pool.open_session,
             max_sets=settings.max_sessions,

@@ -59,7 +59,7 @@ class StatelessCall:
         self.method = method
         self.name = name
         self.capabilities = capabilities
-        self.round = secrets.token_hex(8)
+        self.round = ""  # a round's nonce, set when the call parks (its state then names it)
         self.task: asyncio.Task[Message] | None = None
         self._open: dict[str, asyncio.Future[Message]] = {}  # questions asked and not yet answered
         self._unsent: dict[str, Message] = {}  # of those, the ones the client has not seen yet
@@ -202,6 +202,7 @@ class StatelessCalls:
         self.input_timeout = input_timeout
         self.max_parked = max_parked
         self.max_parked_per_principal = max_parked_per_principal
+        self._ids = itertools.count(1)
         self._calls: dict[str, StatelessCall] = {}
         self._parked: dict[str, StatelessCall] = {}
         self._tasks: set[asyncio.Task[Message]] = set()
@@ -243,7 +244,8 @@ class StatelessCalls:
         """
         if not self._open:
             raise ShuttingDown()
-        call = StatelessCall(secrets.token_hex(12), caller, method, name, capabilities)
+        # The id only ever travels sealed (encrypted and authenticated), so a counter will do.
+        call = StatelessCall(str(next(self._ids)), caller, method, name, capabilities)
         task: asyncio.Task[Message] = asyncio.get_running_loop().create_task(_run(run, call))
         call.task = task
         self._calls[call.id] = call

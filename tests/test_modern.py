@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -323,3 +323,33 @@ async def test_each_principal_gets_its_own_upstream_session_and_its_tenant_view(
             message, headers = request(6, "tools/list")
             response = await client.post(url, json=message, headers=headers)
             assert response.status_code == 401  # no credential: refused before anything else
+
+
+async def test_a_drain_ends_listen_streams_with_their_result_and_does_not_wait_for_them() -> None:
+    async with hub_with_alpha(drainTimeout=60) as (url, hub), http() as client:
+        listen = rpc(9, "subscriptions/listen", envelope({"notifications": {"toolsListChanged": True}}))
+        async with client.stream("POST", url, json=listen, headers=headers_for(listen)) as stream:
+            lines = stream.aiter_lines()
+            assert json.loads(await _data(lines))["method"] == "notifications/subscriptions/acknowledged"
+            async with asyncio.timeout(WAIT):  # far less than drainTimeout: the listen is not a call to wait for
+                await hub.drain()
+            final = json.loads(await asyncio.wait_for(_data(lines), WAIT))
+            assert final["id"] == 9 and final["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 9
+
+
+async def test_listen_streams_are_bounded_per_caller() -> None:
+    async with hub_with_alpha() as (url, hub), http() as client, AsyncExitStack() as streams:
+        held = []  # each stream's line iterator, kept: dropping one closes its stream
+        for n in range(hub.listeners.max_per_caller):
+            listen = rpc(n, "subscriptions/listen", envelope({"notifications": {"toolsListChanged": True}}))
+            opened = client.stream("POST", url, json=listen, headers=headers_for(listen))
+            lines = (await streams.enter_async_context(opened)).aiter_lines()
+            held.append(lines)
+            acknowledged = json.loads(await _data(lines))
+            assert acknowledged["method"] == "notifications/subscriptions/acknowledged"
+        extra = rpc(99, "subscriptions/listen", envelope({"notifications": {"toolsListChanged": True}}))
+        response = await client.post(url, json=extra, headers=headers_for(extra))
+        assert response.status_code == 429 and response.json()["error"]["code"] == -32029
+        _, (listed,) = await post(client, url, *request(100, "tools/list"))
+        assert listed["result"]["tools"]  # the caller is otherwise served
+        assert len(hub.listeners) == hub.listeners.max_per_caller
