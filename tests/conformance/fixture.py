@@ -34,6 +34,14 @@ SCHEMA_2020_12 = {
     "additionalProperties": False,
 }
 NO_ARGS = {"type": "object", "properties": {}}
+CUSTOM_HEADERS = {
+    "type": "object",
+    "properties": {
+        "region": {"type": "string", "x-mcp-header": "Region"},
+        "priority": {"type": "integer", "x-mcp-header": "Priority"},
+        "note": {"type": "string"},
+    },
+}
 
 
 def _tool(name: str, description: str, schema: dict[str, Any] | None = None) -> types.Tool:
@@ -63,6 +71,8 @@ TOOLS = [
     _tool("test_elicitation_sep1330_enums", "Elicits with every enum form"),
     _tool("json_schema_2020_12_tool", "Has a JSON Schema 2020-12 input schema", SCHEMA_2020_12),
     _tool("test_reconnection", "Closes its reply stream before replying, so the client must resume"),
+    _tool("test_logging_tool", "Sends a log message while it runs (2026-07-28: only to requests that ask)"),
+    _tool("test_custom_headers", "Has arguments mirrored in Mcp-Param headers", CUSTOM_HEADERS),
 ]
 
 SEP1034 = {
@@ -166,6 +176,11 @@ async def _call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Cal
             await session.send_log_message("info", line, related_request_id=ctx.request_id)
             await asyncio.sleep(0.05)
         return _result(_text("Tool with logging executed successfully"))
+    if name == "test_logging_tool":
+        await session.send_log_message("info", "test_logging_tool ran", related_request_id=ctx.request_id)
+        return _result(_text("logged"))
+    if name == "test_custom_headers":
+        return _result(_text(f"region={args.get('region')} priority={args.get('priority')}"))
     if name == "test_error_handling":
         return _result(_text("This tool intentionally returns an error for testing"), is_error=True)
     if name == "test_tool_with_progress":
