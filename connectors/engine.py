@@ -56,7 +56,9 @@ class Connector(Handshake):
         on_message: MessageHandler | None = None,
         on_request: RequestHandler | None = None,
         on_list_changed: MessageHandler | None = None,
+        listen: bool = True,
     ) -> None:
+        self._listens = listen
         self.spec = spec
         self.transport = transport
         self._capabilities = capabilities or {}
@@ -89,7 +91,7 @@ class Connector(Handshake):
                 await self._handshake()
                 await self.transport.opened()
             self._session_ready.set()
-            if self.modern and self._on_list_changed is not None:
+            if self.modern and self._listens and self._on_list_changed is not None:
                 self.spawn(self._listen())  # the stateless era's stream of list changes
         except TimeoutError:
             await self._shutdown()

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import math
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final
 
 from connectors.calls import CallHooks
@@ -26,8 +28,12 @@ __all__ = [
     "INPUT_KEY",
     "MAX_ROUNDS",
     "MODERN",
+    "annotated_arguments",
+    "argument_at",
     "envelope",
     "modern_only",
+    "param_headers_for",
+    "rendered_argument",
     "resolve_input",
     "routing_headers",
 ]
@@ -65,12 +71,65 @@ def routing_headers(message: Message) -> dict[str, str]:
         params = message.get("params")
         name = params.get(key) if key is not None and isinstance(params, dict) else None
         if isinstance(name, str):
-            headers["mcp-name"] = name if name.isascii() and name.isprintable() else _base64(name)
+            headers["mcp-name"] = name if _header_safe(name) else _base64(name)
     return headers
 
 
 def _base64(value: str) -> str:
     return f"=?base64?{base64.b64encode(value.encode()).decode('ascii')}?="
+
+
+def rendered_argument(value: Any) -> str | None:
+    """How an argument is written in its ``Mcp-Param-*`` header; None for what no header can carry."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return json.dumps(value)
+    return None
+
+
+def annotated_arguments(schema: Any, path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], str]]:
+    """(argument path, header name) for every property of an input schema marked ``x-mcp-header``."""
+    if not isinstance(schema, dict):
+        return
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return
+    for key, prop in properties.items():
+        if not isinstance(prop, dict):
+            continue
+        header = prop.get("x-mcp-header")
+        if isinstance(header, str) and header:
+            yield (*path, key), header
+        yield from annotated_arguments(prop, (*path, key))
+
+
+def argument_at(arguments: Any, path: tuple[str, ...]) -> Any:
+    node = arguments
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def param_headers_for(input_schema: Any, arguments: Any) -> dict[str, str]:
+    """The ``Mcp-Param-*`` headers of a ``tools/call``: each argument its schema marks ``x-mcp-header``."""
+    headers: dict[str, str] = {}
+    for path, name in annotated_arguments(input_schema):
+        value = argument_at(arguments, path)
+        text = None if value is None else rendered_argument(value)
+        if text is not None:
+            headers[f"mcp-param-{name.lower()}"] = text if _header_safe(text) else _base64(text)
+    return headers
+
+
+def _header_safe(value: str) -> bool:
+    return value.isascii() and value.isprintable() and value == value.strip() and not value.startswith("=?")
 
 
 def modern_only(exc: UpstreamError) -> bool:

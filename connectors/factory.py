@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from connectors.clients import UpstreamClients
 from connectors.engine import Connector, MessageHandler, RequestHandler
 from connectors.jsonrpc import Message
@@ -22,11 +25,14 @@ def make_connector(
     on_request: RequestHandler | None = None,
     on_list_changed: MessageHandler | None = None,
     persistent: bool = True,
+    tool_schema: Callable[[str], Any] | None = None,
 ) -> Connector:
     """A connector for ``spec``, not yet entered; enter and exit it in one task.
 
     ``persistent`` sessions (discovery, shared) keep their side stream open for good and outside
     the upstream's stream budget; the others count against it and let it go while they are idle.
+    In the 2026-07-28 era only persistent ones hold a ``subscriptions/listen`` stream.
+    ``tool_schema`` gives a tool's input schema (the ``Mcp-Param-*`` headers come from it).
     """
     transport: Transport
     streams = None if persistent else clients.streams  # the few persistent sessions are never evicted
@@ -34,7 +40,9 @@ def make_connector(
         transport = SseTransport(spec, clients.http, streams=streams)
     else:
         assert clients.posts is not None
-        transport = StreamableHttpTransport(spec, clients.http, clients.posts, streams=streams, persistent=persistent)
+        transport = StreamableHttpTransport(
+            spec, clients.http, clients.posts, streams=streams, persistent=persistent, tool_schema=tool_schema
+        )
     return Connector(
         spec,
         transport,
@@ -42,4 +50,5 @@ def make_connector(
         on_message=on_message,
         on_request=on_request,
         on_list_changed=on_list_changed,
+        listen=persistent,
     )

@@ -260,6 +260,7 @@ class ConnectorPool:
                 on_message=on_message,
                 on_request=answer_unrelated,
                 on_list_changed=lambda message: upstream.refresh.set(),
+                tool_schema=upstream.tool_schema,
             )
             upstream.held.add(held)
             self._shared[(name, key)] = held

@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
 
 from connectors import jsonrpc
-from connectors.eras import MODERN, routing_headers
+from connectors.eras import MODERN, param_headers_for, routing_headers
 from connectors.errors import (
     UpstreamError,
     UpstreamProtocolError,
@@ -82,7 +83,9 @@ class StreamableHttpTransport:
         streams: StreamBudget | None = None,
         persistent: bool = True,
         linger: float = LINGER_SECONDS,
+        tool_schema: Callable[[str], Any] | None = None,
     ) -> None:
+        self._tool_schema = tool_schema
         self.spec = spec
         self._http = http
         self._posts = posts
@@ -166,6 +169,9 @@ class StreamableHttpTransport:
         headers = self._headers()
         if self.link.protocol_version == MODERN:
             headers.update(routing_headers(message))
+            params = message.get("params")
+            if message.get("method") == "tools/call" and self._tool_schema is not None and isinstance(params, dict):
+                headers.update(param_headers_for(self._tool_schema(str(params.get("name"))), params.get("arguments")))
         try:
             response = await self._posts.post(headers, jsonrpc.dumps(message))
         except Http1Error as exc:

@@ -73,6 +73,7 @@ class Supervisor:
                     on_message=lambda message: logger.debug("upstream %s said %s", spec.name, message["method"]),
                     on_request=answer_unrelated,
                     on_list_changed=lambda message: upstream.refresh.set(),
+                    tool_schema=upstream.tool_schema,
                 )
                 started = time.perf_counter()
                 async with connector:

@@ -9,7 +9,7 @@ back with :meth:`Upstream.outcome`.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol
 
 from connectors.breaker import CircuitBreaker
 from connectors.clients import UpstreamClients
@@ -52,10 +52,22 @@ class Upstream:
         self.settled = asyncio.Event()  # the first connection attempt has finished, either way
         self.held: set[Stoppable] = set()  # every upstream session opened for clients
         self.supervisor: asyncio.Task[None] | None = None
+        self._schemas: dict[Any, Any] = {}
+        self._schemas_of: Listing | None = None
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def tool_schema(self, name: str) -> Any:
+        """The input schema of one of its tools (by its own name) in its last listing, or None."""
+        listing = self.listing
+        if listing is None:
+            return None
+        if self._schemas_of is not listing:
+            self._schemas = {t.get("name"): t.get("inputSchema") for t in listing.tools if isinstance(t, dict)}
+            self._schemas_of = listing
+        return self._schemas.get(name)
 
     def admit(self) -> None:
         """Let a call go to this upstream, or refuse it at once.

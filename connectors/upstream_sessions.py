@@ -209,6 +209,7 @@ class UpstreamSessions:
             on_request=on_request,
             on_list_changed=lambda message: upstream.refresh.set(),  # the catalog is rebuilt from discovery
             persistent=False,
+            tool_schema=upstream.tool_schema,
         )
         upstream.held.add(held)
         held.task = self._directory.start(held.hold(connector, self._restore))

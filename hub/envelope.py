@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from connectors.eras import annotated_arguments, argument_at, rendered_argument
 from connectors.jsonrpc import Message
 from connectors.spec import MODERN_VERSIONS
 from hub.errors import HeaderMismatch, InvalidParams, UnsupportedVersion
@@ -138,19 +137,6 @@ def open_envelope(message: Message, headers: Mapping[str, str]) -> Envelope:
     )
 
 
-def _rendered(value: Any) -> str | None:
-    """How an argument is written in its ``Mcp-Param-*`` header; None for what no header can carry."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float) and math.isfinite(value):
-        return json.dumps(value)
-    return None
-
-
 def _same(value: Any, rendered: str, header: str) -> bool:
     if rendered == header:
         return True
@@ -162,37 +148,12 @@ def _same(value: Any, rendered: str, header: str) -> bool:
     return False
 
 
-def _annotated(schema: Any, path: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], str]]:
-    """(argument path, header name) for every property of an input schema marked ``x-mcp-header``."""
-    if not isinstance(schema, dict):
-        return
-    properties = schema.get("properties")
-    if not isinstance(properties, dict):
-        return
-    for key, prop in properties.items():
-        if not isinstance(prop, dict):
-            continue
-        header = prop.get("x-mcp-header")
-        if isinstance(header, str) and header:
-            yield (*path, key), header
-        yield from _annotated(prop, (*path, key))
-
-
-def _at(arguments: Any, path: tuple[str, ...]) -> Any:
-    node = arguments
-    for key in path:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(key)
-    return node
-
-
 ParamHeaders = tuple[tuple[tuple[str, ...], str], ...]
 
 
 def param_headers(input_schema: Any) -> ParamHeaders:
     """(argument path, header name) of every argument a tool's schema marks ``x-mcp-header``."""
-    return tuple(_annotated(input_schema))
+    return tuple(annotated_arguments(input_schema))
 
 
 def check_param_headers(annotated: ParamHeaders, arguments: Any, headers: Mapping[str, str]) -> None:
@@ -203,8 +164,8 @@ def check_param_headers(annotated: ParamHeaders, arguments: Any, headers: Mappin
     for path, name in annotated:
         header_name = f"{_HEADER_PREFIX}{name.lower()}"
         present = headers.get(header_name)
-        value = _at(arguments, path)
-        rendered = None if value is None else _rendered(value)
+        value = argument_at(arguments, path)
+        rendered = None if value is None else rendered_argument(value)
         if rendered is None:
             if present is not None:
                 raise HeaderMismatch(f"the Mcp-Param-{name} header is sent for an argument that is absent")

@@ -130,3 +130,10 @@ async def test_a_stateless_client_is_asked_under_the_upstreams_own_keys() -> Non
         upstream_keys = set(direct[-1]["result"]["inputRequests"])
         assert set(through[-1]["result"]["inputRequests"]) == upstream_keys
         assert through[-1]["result"]["requestState"] != direct[-1]["result"].get("requestState")  # the hub's own
+
+
+async def test_arguments_the_upstreams_schema_marks_go_in_mcp_param_headers() -> None:
+    async with hub_with_neo() as (url, _), Client(url, mode="legacy") as client:
+        assert text(await client.call_tool("neo__regional", {"region": "eu-1", "text": "t"})) == "eu-1: t"
+        # Not safe in a header as it is: sent base64-wrapped, and the upstream reads it back.
+        assert text(await client.call_tool("neo__regional", {"region": "zürich", "text": "t"})) == "zürich: t"

@@ -346,6 +346,11 @@ def build_modern_upstream(name: str, probe: Probe | None = None) -> MCPServer:
         return f"{steps} steps done"
 
     @server.tool()
+    def regional(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], text: str) -> str:
+        """An argument a stateless client (the hub, here) must mirror in an Mcp-Param header."""
+        return f"{region}: {text}"
+
+    @server.tool()
     def pick(colour: Annotated[Colour, Resolve(_first_colour)]) -> str:
         """One question (one round of input)."""
         return f"{name}: picked {colour.colour}"
