@@ -32,6 +32,8 @@ class Listing:
     prompts: tuple[Message, ...] = ()
     resources: tuple[Message, ...] = ()
     resource_templates: tuple[Message, ...] = ()
+    ttl_ms: int | None = None
+    """How long a 2026-07-28 upstream said its lists stay fresh (the least of them); None: it did not say."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ __all__ = ["DISCOVERY_CAPABILITIES", "Supervisor"]
 logger = logging.getLogger(__name__)
 
 _MAX_LIST_PAGES: Final = 1000
+_MIN_TTL_MS: Final = 100  # a list is not listed again more often than this, whatever ttlMs says
 
 # The discovery session declares every client capability the hub can relay: some servers list
 # capability-gated tools only to sessions that declare them. A client that lacks one gets a clear
@@ -129,21 +130,32 @@ class Supervisor:
         """Return or raise when the discovery session is lost; list again and ping as asked."""
         upstream = self.upstream
         spec = upstream.spec
+        loop = asyncio.get_running_loop()
+        listed_at = loop.time()  # the listing was made just before the watch began
         while True:
+            timeout = self.limits.health_interval
+            # A 2026-07-28 upstream's lists are listed again when the time it gave them runs out.
+            ttl = upstream.listing.ttl_ms if upstream.listing is not None else None
+            stale_at = listed_at + max(ttl, _MIN_TTL_MS) / 1000 if ttl else None
+            if stale_at is not None:
+                timeout = max(0.0, min(timeout, stale_at - loop.time()))
             waits = [
                 asyncio.ensure_future(connector.lost_event.wait()),
                 asyncio.ensure_future(upstream.refresh.wait()),
                 asyncio.ensure_future(upstream.check.wait()),
             ]
             try:
-                await asyncio.wait(waits, timeout=self.limits.health_interval, return_when="FIRST_COMPLETED")
+                await asyncio.wait(waits, timeout=timeout, return_when="FIRST_COMPLETED")
             finally:
                 for wait in waits:
                     wait.cancel()
+            if stale_at is not None and loop.time() >= stale_at:
+                upstream.refresh.set()
             if connector.is_lost:
                 raise UpstreamUnavailable(spec.name, f"connection lost ({connector.lost_reason})")
             if upstream.refresh.is_set():
                 upstream.refresh.clear()
+                listed_at = loop.time()
                 listing = await discover(connector)
                 upstream.listing = listing
                 self._report(upstream, replace(upstream.status, listing=listing))
@@ -162,21 +174,26 @@ async def discover(connector: Connector) -> Listing:
     capabilities = connector.server_capabilities
     empty: tuple[Message, ...] = ()
     tools, prompts, resources, templates = empty, empty, empty, empty
+    ttls: list[int] = []
     if "tools" in capabilities:
-        tools = await _list_all(connector, "tools/list", "tools")
+        tools = await _list_all(connector, "tools/list", "tools", ttls)
     if "prompts" in capabilities:
-        prompts = await _list_all(connector, "prompts/list", "prompts")
+        prompts = await _list_all(connector, "prompts/list", "prompts", ttls)
     if "resources" in capabilities:
-        resources = await _list_all(connector, "resources/list", "resources")
-        templates = await _list_all(connector, "resources/templates/list", "resourceTemplates")
-    return Listing(tools=tools, prompts=prompts, resources=resources, resource_templates=templates)
+        resources = await _list_all(connector, "resources/list", "resources", ttls)
+        templates = await _list_all(connector, "resources/templates/list", "resourceTemplates", ttls)
+    ttl = min(ttls) if connector.modern and ttls else None
+    return Listing(tools=tools, prompts=prompts, resources=resources, resource_templates=templates, ttl_ms=ttl)
 
 
-async def _list_all(connector: Connector, method: str, key: str) -> tuple[Message, ...]:
+async def _list_all(connector: Connector, method: str, key: str, ttls: list[int]) -> tuple[Message, ...]:
     items: list[Message] = []
     cursor: str | None = None
     for _ in range(_MAX_LIST_PAGES):
         result = await connector.request(method, {"cursor": cursor} if cursor else None)
+        ttl = result.get("ttlMs")
+        if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl >= 0:
+            ttls.append(ttl)
         page = result.get(key)
         if isinstance(page, list):
             items.extend(item for item in page if isinstance(item, dict))

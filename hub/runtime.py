@@ -287,6 +287,7 @@ class Hub:
         """How long a stateless client may cache a list: the hub's ``listTtl`` when every upstream behind
         the view announces changes of that list (and the hub passes them on), else 0."""
         capability = "resources" if kind == "resourceTemplates" else kind
+        ttl = int(self.config.hub.list_ttl * 1000)
         names = self.config.enabled()
         for name in names:
             if view.rule.upstreams is not None and name not in view.rule.upstreams:
@@ -297,7 +298,9 @@ class Hub:
                 return 0  # it may come back with other items at any moment
             if isinstance(declared, dict) and not declared.get("listChanged"):
                 return 0
-        return int(self.config.hub.list_ttl * 1000)
+            if upstream.listing is not None and upstream.listing.ttl_ms is not None:
+                ttl = min(ttl, upstream.listing.ttl_ms)  # never fresher than its own word
+        return ttl
 
     def _public(self, view: CatalogView) -> bool:
         """Whether a view's lists are the same for anyone, so a shared cache may keep them."""

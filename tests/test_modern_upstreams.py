@@ -137,3 +137,25 @@ async def test_arguments_the_upstreams_schema_marks_go_in_mcp_param_headers() ->
         assert text(await client.call_tool("neo__regional", {"region": "eu-1", "text": "t"})) == "eu-1: t"
         # Not safe in a header as it is: sent base64-wrapped, and the upstream reads it back.
         assert text(await client.call_tool("neo__regional", {"region": "zürich", "text": "t"})) == "zürich: t"
+
+
+async def test_a_stateless_upstreams_lists_are_listed_again_when_their_ttl_runs_out() -> None:
+    changed = asyncio.Event()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with (
+        serve(modern_only_app("neo", list_ttl_ms=300)) as up,
+        run_hub({"neo": {"url": f"{up}/mcp"}}) as (url, hub),
+        Client(url, mode="legacy", message_handler=on_message) as client,
+    ):
+        listing = hub.pool.upstream("neo").listing  # type: ignore[union-attr]
+        assert listing is not None and listing.ttl_ms == 300
+        assert text(await client.call_tool("neo__grow_quietly", {})) == "grown quietly"
+        await asyncio.wait_for(changed.wait(), WAIT)  # no notification: the hub listed again on time
+        assert "neo__seedling" in {tool.name for tool in (await client.list_tools(cache_mode="bypass")).tools}
+        async with httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
+            _, (listed,) = await post(http, url, *request(1, "tools/list"))
+        assert listed["result"]["ttlMs"] == 300  # never fresher than the upstream's own word

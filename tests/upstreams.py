@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import mcp_types as types
 from mcp.server import MCPServer
+from mcp.server.caching import CacheableMethod, CacheHint
 from mcp.server.elicitation import AcceptedElicitation
 from mcp.server.mcpserver import Context, Elicit, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
@@ -328,10 +329,13 @@ def _second_colour(first: Annotated[Colour, Resolve(_first_colour)]) -> Elicit[C
     return Elicit(f"after {first.colour}, which colour?", Colour)
 
 
-def build_modern_upstream(name: str, probe: Probe | None = None) -> MCPServer:
-    """A server written for 2026-07-28: its questions to the client are input_required rounds."""
+def build_modern_upstream(name: str, probe: Probe | None = None, *, list_ttl_ms: int = 0) -> MCPServer:
+    """A server written for 2026-07-28: its questions to the client are input_required rounds;
+    its lists say they stay fresh ``list_ttl_ms``."""
     probe = probe or Probe()
-    server = MCPServer(name, version="1.0.0", log_level="WARNING")
+    lists: tuple[CacheableMethod, ...] = ("tools/list", "prompts/list", "resources/list", "resources/templates/list")
+    hints = dict.fromkeys(lists, CacheHint(ttl_ms=list_ttl_ms, scope="public")) if list_ttl_ms else None
+    server = MCPServer(name, version="1.0.0", log_level="WARNING", cache_hints=hints)
 
     @server.tool()
     def echo(text: str) -> str:
@@ -384,13 +388,24 @@ def build_modern_upstream(name: str, probe: Probe | None = None) -> MCPServer:
         await ctx.notify_tools_changed()
         return "grown"
 
+    @server.tool()
+    def grow_quietly() -> str:
+        """Add a tool and tell nobody: only a list made after its list's ttlMs shows it."""
+
+        def seedling() -> str:
+            return "I am new and nobody knows"
+
+        server.add_tool(seedling)
+        return "grown quietly"
+
     return server
 
 
-def modern_only_app(name: str, probe: Probe | None = None) -> ASGIApp:
+def modern_only_app(name: str, probe: Probe | None = None, *, list_ttl_ms: int = 0) -> ASGIApp:
     """``build_modern_upstream`` served over Streamable HTTP, refusing every request of the session era
     as a server that speaks only 2026-07-28 does (``-32022`` naming its one version; GET is 405)."""
-    inner = build_modern_upstream(name, probe).streamable_http_app(streamable_http_path="/mcp")
+    server = build_modern_upstream(name, probe, list_ttl_ms=list_ttl_ms)
+    inner = server.streamable_http_app(streamable_http_path="/mcp")
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
