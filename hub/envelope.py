@@ -16,6 +16,7 @@ import binascii
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from connectors.eras import annotated_arguments, argument_at, rendered_argument
@@ -54,6 +55,7 @@ NAME_BEARING: Final[Mapping[str, str]] = {"tools/call": "name", "prompts/get": "
 _ROUTING: Final = frozenset({b"mcp-protocol-version", b"mcp-method", b"mcp-name"})
 _BASE64: Final = re.compile(r"^=\?base64\?(?P<payload>.*)\?=$")
 _HEADER_PREFIX: Final = "mcp-param-"
+_DECIMAL: Final = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +69,12 @@ class Envelope:
 
 
 def duplicated_routing_header(raw: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """A routing header sent twice (two readers could disagree on which counts), or None."""
+    """A routing or ``Mcp-Param-*`` header sent twice (two readers could disagree on which counts), or None."""
     seen: set[bytes] = set()
     for name, _ in raw:
-        if name in _ROUTING:
+        if name in _ROUTING or name.startswith(b"mcp-param-"):
             if name in seen:
-                return name.decode()
+                return name.decode("latin-1")
             seen.add(name)
     return None
 
@@ -138,14 +140,17 @@ def open_envelope(message: Message, headers: Mapping[str, str]) -> Envelope:
 
 
 def _same(value: Any, rendered: str, header: str) -> bool:
+    """Whether a header names exactly the argument: text as it is, numbers in plain decimal only."""
     if rendered == header:
         return True
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            return float(header) == float(value)  # 5 and 5.0 name the same number
-        except ValueError:
-            return False
-    return False
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _DECIMAL.fullmatch(header):
+        return False
+    if isinstance(value, int) and "." not in header:
+        return int(header) == value  # exact, however large
+    try:
+        return Decimal(header) == Decimal(repr(value))  # 5 and 5.0 name the same number; no float rounding
+    except InvalidOperation:
+        return False
 
 
 ParamHeaders = tuple[tuple[tuple[str, ...], str], ...]

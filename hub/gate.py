@@ -50,13 +50,18 @@ class Gate:
     def tenant(self, caller: Caller) -> Tenant:
         return self.tenants.get(caller.tenant)
 
-    def admit(self, caller: Caller, method: str, params: Message) -> Callable[[], None] | None:
+    def admit(
+        self, caller: Caller, method: str, params: Message, *, continuing: bool = False
+    ) -> Callable[[], None] | None:
         """Count one request; for a tool call, returns what to call when it ends (its slot).
+
+        A ``continuing`` request goes on with a call that holds its slot already (a 2026-07-28 retry
+        that brings the input a parked call asked for): it counts as a request, not as another call.
 
         Raises:
             RateLimited: a limit of the caller's tenant or principal (recorded in the audit trail).
         """
-        tool_call = method == "tools/call"
+        tool_call = method == "tools/call" and not continuing
         try:
             self.limits.admit(caller, tool_call)
         except RateLimited as exc:

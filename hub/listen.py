@@ -92,9 +92,16 @@ class Listeners:
         self.max_total = max_total
         self.max_per_caller = max_per_caller
         self._all: set[Listener] = set()
+        self._fewer = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._all)
+
+    async def wait_at_most(self, count: int) -> None:
+        """Wait until at most ``count`` listeners are open (callers bound the wait)."""
+        while len(self._all) > count:
+            self._fewer.clear()
+            await self._fewer.wait()
 
     def admit(self, caller: Caller) -> None:
         """Raises: SessionLimit: the hub holds its maximum of listen streams; RateLimited: the caller does."""
@@ -108,6 +115,11 @@ class Listeners:
 
     def remove(self, listener: Listener) -> None:
         self._all.discard(listener)
+        self._fewer.set()
+
+    def holding(self, uri: str, tenant: str) -> bool:
+        """Whether any listener of ``tenant`` still gets updates of ``uri``."""
+        return any(uri in listener.uris and listener.caller.tenant == tenant for listener in self._all)
 
     def lists_changed(self, rule: ViewRule, kinds: set[ListKind]) -> None:
         """The lists of ``kinds`` changed for the callers under ``rule``."""

@@ -32,6 +32,8 @@ __all__ = ["serve_listen"]
 logger = logging.getLogger(__name__)
 
 _UNSUBSCRIBE_DEADLINE: Final = 5.0
+MAX_URIS: Final = 100
+"""Resource URIs one listen may ask for (each is a subscription upstream)."""
 
 
 async def serve_listen(
@@ -56,15 +58,18 @@ async def serve_listen(
     uris = wanted.get("resourceSubscriptions")
     if uris is not None and not (isinstance(uris, list) and all(isinstance(u, str) for u in uris)):
         raise InvalidParams("params.notifications.resourceSubscriptions must be a list of URIs")
-    listeners.admit(caller)
+    if uris is not None and len(uris) > MAX_URIS:
+        raise InvalidParams(f"params.notifications.resourceSubscriptions lists more than {MAX_URIS} URIs")
     listener = Listener(caller, view.rule, request_id, lists)
+    listeners.admit(caller)
+    listeners.add(listener)  # counted from now, before any wait: concurrent listens cannot pass the bound
     upstreams = principal.upstreams
     subscribed: list[tuple[str, str, str]] = []  # (public uri, upstream, original)
     try:
         for uri in dict.fromkeys(uris or []):
             try:
                 entry = view.resource(uri)
-                await upstreams.request(entry.upstream, "resources/subscribe", {"uri": entry.original})
+                await _hold(principal, entry.upstream, entry.original)
             except Exception as exc:  # not in the view, or the upstream will not: the ack leaves it out
                 logger.debug("listen: %s not subscribed: %s", uri, exc)
                 continue
@@ -73,14 +78,46 @@ async def serve_listen(
         honored: Message = dict.fromkeys(sorted(lists), True)
         if uris is not None:
             honored["resourceSubscriptions"] = [uri for uri, _, _ in subscribed]
-        listeners.add(listener)
         await _stream(listener, honored, complete, receive, send)
     finally:
         listeners.remove(listener)
-        for _, upstream, original in subscribed:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(_UNSUBSCRIBE_DEADLINE):
-                    await upstreams.request(upstream, "resources/unsubscribe", {"uri": original})
+        for uri, upstream, original in subscribed:
+            # A shared upstream session serves the tenant: kept subscribed while any listener of it is.
+            if upstreams.is_shared(upstream) and listeners.holding(uri, caller.tenant):
+                _forget(principal, (upstream, original))
+                continue
+            await _let_go(principal, upstream, original)
+
+
+async def _hold(principal: PrincipalSet, upstream: str, original: str) -> None:
+    """Subscribe the caller's upstream session to a URI, unless another of its listens holds it already."""
+    key = (upstream, original)
+    held = principal.subscribed.get(key, 0)
+    principal.subscribed[key] = held + 1
+    if held:
+        return
+    try:
+        await principal.upstreams.request(upstream, "resources/subscribe", {"uri": original})
+    except BaseException:
+        _forget(principal, key)
+        raise
+
+
+async def _let_go(principal: PrincipalSet, upstream: str, original: str) -> None:
+    """One listen less holds the URI; the last one unsubscribes (bounded, never raising)."""
+    if _forget(principal, (upstream, original)):
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_UNSUBSCRIBE_DEADLINE):
+                await principal.upstreams.request(upstream, "resources/unsubscribe", {"uri": original})
+
+
+def _forget(principal: PrincipalSet, key: tuple[str, str]) -> bool:
+    left = principal.subscribed.get(key, 0) - 1
+    if left > 0:
+        principal.subscribed[key] = left
+        return False
+    principal.subscribed.pop(key, None)
+    return True
 
 
 async def _stream(

@@ -39,14 +39,15 @@ from hub.envelope import (
     param_headers,
     upstream_meta,
 )
-from hub.errors import HubError, InvalidParams, InvalidRequest, MethodNotFound, ShuttingDown, UnknownResource, to_wire
+from hub.errors import HubError, InvalidParams, InvalidRequest, MethodNotFound, ShuttingDown
 from hub.gate import Gate
 from hub.listen import Listeners
 from hub.listen_stream import serve_listen
+from hub.modern_errors import reply_error, stateless_error
 from hub.session_services import CallCount
 from hub.sse import SseWriter, event
 from hub.stateless import PrincipalUpstreams, StatelessContexts, level_rank
-from hub.stateless_calls import CallGone, StatelessCall, StatelessCalls
+from hub.stateless_calls import CallGone, CallSlot, StatelessCall, StatelessCalls
 from hub.views import CatalogView, Views
 
 __all__ = ["ModernEndpoint", "ModernServices"]
@@ -62,7 +63,6 @@ _LISTS: Final[dict[str, ListKind]] = {
 _FORWARDED: Final = frozenset({"completion/complete"})
 METHODS: Final = frozenset({"server/discover", "subscriptions/listen", *_LISTS, *NAME_BEARING, *_FORWARDED})
 """What a stateless client may call; ``ping``, ``logging/setLevel`` and ``resources/(un)subscribe`` left the era."""
-_STATUS: Final = {-32700: 400, -32600: 400, -32602: 400, -32020: 400, -32021: 400, -32022: 400, -32601: 404}
 
 
 @dataclass
@@ -80,22 +80,6 @@ class ModernServices:
     public: Callable[[CatalogView], bool]
     """Whether what a view shows is the same for anyone (no auth, no per-tenant filtering)."""
     audit: AuditLog | None = None
-
-
-def _wire(exc: BaseException) -> tuple[Message, int, dict[str, str]]:
-    """The error of a stateless request, its HTTP status (from its code) and headers."""
-    if isinstance(exc, UnknownResource):
-        exc = InvalidParams(exc.message, data=exc.data)  # 2026-07-28 says "resource not found" with -32602
-    wire = to_wire(exc)
-    code = wire.error.get("code")
-    status = wire.status if wire.status != 200 else _STATUS.get(code if isinstance(code, int) else 0, 200)
-    return wire.error, status, wire.headers
-
-
-async def _reply_error(send: Send, request_id: Any, exc: BaseException) -> None:
-    error, status, headers = _wire(exc)
-    out = [(b"content-type", b"application/json")] + [(k.encode(), v.encode()) for k, v in headers.items()]
-    await respond(send, status, jsonrpc.dumps(jsonrpc.error_response(request_id, error)), out)
 
 
 class ModernEndpoint:
@@ -132,21 +116,24 @@ class ModernEndpoint:
             if not self.accepting():
                 raise ShuttingDown()
             gate = self.gate()
-            release = gate.admit(caller, method, message.get("params") or {})
+            params = message.get("params") or {}
+            release = gate.admit(
+                caller, method, params, continuing=isinstance(params, dict) and "requestState" in params
+            )
         except HubError as exc:
-            await _reply_error(send, request_id, exc)
+            await reply_error(send, request_id, exc)
             return
         # A listen stream is no call in flight: a drain must not wait for it (it ends them itself).
         counter = None if method == "subscriptions/listen" else self.services.in_flight
         if counter is not None:
             counter.up()
+        slot = CallSlot(release)
         try:
-            await self._serve(headers, caller, gate, envelope, message, size, receive, send)
+            await self._serve(headers, caller, gate, envelope, message, size, receive, send, slot)
         finally:
             if counter is not None:
                 counter.down()
-            if release is not None:
-                release()
+            slot.release()
 
     async def _serve(
         self,
@@ -158,6 +145,7 @@ class ModernEndpoint:
         size: int,
         receive: Receive,
         send: Send,
+        slot: CallSlot,
     ) -> None:
         method = message["method"]
         request_id = message["id"]
@@ -173,7 +161,7 @@ class ModernEndpoint:
                 await self._listen(caller, gate, envelope, view, request_id, params, receive, send)
                 return
             elif method in NAME_BEARING:
-                sent = await self._interactive(headers, caller, gate, envelope, view, message, receive, send)
+                sent = await self._interactive(headers, caller, gate, envelope, view, message, receive, send, slot)
                 self._audit(caller, view, method, params, started, sent, size)
                 return
             else:
@@ -183,9 +171,9 @@ class ModernEndpoint:
                     )
                     result = self._complete(await dispatch(ctx, method, upstream_meta(params)))
         except Exception as exc:
-            await _reply_error(send, request_id, exc)
+            await reply_error(send, request_id, exc)
             if method in NAME_BEARING:  # refused before it reached an upstream: recorded all the same
-                error, _, _ = _wire(exc)
+                error, _, _ = stateless_error(exc)
                 code = error.get("code")
                 self._audit(
                     caller, view, method, params, started, ("error", code if isinstance(code, int) else None, 0), size
@@ -263,6 +251,7 @@ class ModernEndpoint:
         message: Message,
         receive: Receive,
         send: Send,
+        slot: CallSlot,
     ) -> tuple[str, int | None, int]:
         """Serve tools/call, prompts/get or resources/read; returns (outcome, code, bytes sent) for the audit."""
         method = message["method"]
@@ -298,6 +287,8 @@ class ModernEndpoint:
                     return await dispatch(ctx, method, forwarded)
 
             call = calls.start(caller, method, name, envelope.capabilities, run)
+            assert call.task is not None
+            slot.hand_to(call.task)  # the tenant's call slot is the call's, parked or not, until it ends
         meta = params.get("_meta")
         call.attach(meta.get("progressToken") if isinstance(meta, dict) else None, level_rank(envelope.log_level))
         return await self._follow(call, view, request_id, receive, send)
@@ -341,7 +332,7 @@ class ModernEndpoint:
                             await writer.end()
                         return ("cancelled", None, 0)
                     except Exception as exc:
-                        error, status, _ = _wire(exc)
+                        error, status, _ = stateless_error(exc)
                         body = jsonrpc.error_response(request_id, error)
                         code = error.get("code")
                         outcome = ("error", code if isinstance(code, int) else None)

@@ -139,6 +139,7 @@ class Hub:
                 input_timeout=settings.input_timeout,
                 max_parked=settings.max_waiting_calls,
                 max_parked_per_principal=max(1, settings.max_waiting_calls // 16),
+                max_parked_per_upstream=self._parked_cap,
             ),
             listeners=self.listeners,
             contexts=StatelessContexts(self.server),
@@ -301,6 +302,11 @@ class Hub:
             if upstream.listing is not None and upstream.listing.ttl_ms is not None:
                 ttl = min(ttl, upstream.listing.ttl_ms)  # never fresher than its own word
         return ttl
+
+    def _parked_cap(self, name: str) -> int:
+        """Stateless calls that may wait for input on one upstream: a quarter of its ``maxConcurrency``."""
+        upstream = self.pool.upstream(name)
+        return max(1, (upstream.spec.max_concurrency if upstream is not None else 4) // 4)
 
     def _public(self, view: CatalogView) -> bool:
         """Whether a view's lists are the same for anyone, so a shared cache may keep them."""

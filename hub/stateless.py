@@ -28,7 +28,6 @@ from hub.context import Caller, RequestContext, ServerFacts
 from hub.dispatcher import LOG_LEVELS
 from hub.errors import MethodNotFound, SessionLimit
 from hub.outbound import for_client
-from hub.relay import RELAYED_CAPABILITIES
 from hub.session_services import UpstreamOpener
 from hub.stateless_calls import StatelessCall
 from hub.tasks import TaskTable
@@ -69,6 +68,8 @@ class PrincipalSet:
     askers: Askers
     tasks: TaskTable = field(default_factory=lambda: TaskTable(capacity=256))
     """Tasks the caller's calls started (they pass through; the era serves no tasks methods)."""
+    subscribed: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(upstream, original URI) -> how many of the caller's listen streams hold that subscription."""
 
 
 @dataclass
@@ -150,7 +151,7 @@ class PrincipalUpstreams:
 
         Raises: SessionLimit: ``max_sets`` sets are in use by requests right now.
         """
-        relayed = {k: v for k, v in capabilities.items() if k in RELAYED_CAPABILITIES}
+        relayed = relayed_shape(capabilities)
         shape = json.dumps(relayed, sort_keys=True, separators=(",", ":")) if relayed else ""
         key = (caller.tenant, caller.principal, shape)
         held = self._held.get(key)
@@ -208,6 +209,28 @@ class PrincipalUpstreams:
                     self._close(held)
 
 
+_KNOWN: Final[dict[str, tuple[str, ...]]] = {
+    "roots": ("listChanged",),
+    "sampling": ("context", "tools"),
+    "elicitation": ("form", "url"),
+}
+
+
+def relayed_shape(capabilities: Message) -> Message:
+    """The capabilities the hub relays, reduced to what the specification names (values dropped).
+
+    Upstream sessions are kept per shape, so its number of forms is small and fixed: a caller
+    cannot make a new set of upstream sessions per request by varying what it declares.
+    """
+    shape: Message = {}
+    for name, known in _KNOWN.items():
+        declared = capabilities.get(name)
+        if isinstance(declared, dict):
+            present = [key for key in known if (declared.get(key) is True if key == "listChanged" else key in declared)]
+            shape[name] = {key: True if key == "listChanged" else {} for key in present}
+    return shape
+
+
 _LEVEL: Final = {name: rank for rank, name in enumerate(LOG_LEVELS)}
 
 
@@ -237,6 +260,7 @@ class StatelessContexts:
             if call is None:
                 return CallHooks()
             principal.askers.add(upstream, call)
+            call.upstream = upstream
 
             def message(msg: Message) -> None:
                 if msg.get("method") == "notifications/message":

@@ -37,7 +37,7 @@ from hub.errors import BadRequestState, ClientError, ClientTimeout, InvalidParam
 from hub.relay import require_capability
 from hub.request_state import Claims, StateSeal
 
-__all__ = ["CallGone", "StatelessCall", "StatelessCalls"]
+__all__ = ["CallGone", "CallSlot", "StatelessCall", "StatelessCalls"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ class StatelessCall:
         self._outbox: deque[Message] = deque(maxlen=_OUTBOX)
         self._held: deque[Message] = deque(maxlen=_HELD)
         self._attached = False
+        self.upstream = ""
+        """The upstream the call waits on (set when it is sent there)."""
         self._token: Any = None
         self._level: int | None = None
         self.expiry: asyncio.TimerHandle | None = None
@@ -196,9 +198,16 @@ class StatelessCalls:
     """Every interactive call of stateless clients; owns their tasks. An async context manager."""
 
     def __init__(
-        self, seal: StateSeal, *, input_timeout: float, max_parked: int = 1024, max_parked_per_principal: int = 64
+        self,
+        seal: StateSeal,
+        *,
+        input_timeout: float,
+        max_parked: int = 1024,
+        max_parked_per_principal: int = 64,
+        max_parked_per_upstream: Callable[[str], int] = lambda upstream: 1024,
     ) -> None:
         self.seal = seal
+        self.max_parked_per_upstream = max_parked_per_upstream
         self.input_timeout = input_timeout
         self.max_parked = max_parked
         self.max_parked_per_principal = max_parked_per_principal
@@ -264,8 +273,15 @@ class StatelessCalls:
     def park(self, call: StatelessCall) -> str | None:
         """Leave a call waiting for its client's retry; the state the retry must bring, or None when
         no more calls may wait (the call's questions are then answered with an error)."""
+        # A parked call keeps its upstream request (and its slot there) open: bounded per upstream too,
+        # so that one caller's questions cannot hold every slot of an upstream others use.
         mine = sum(parked.caller == call.caller for parked in self._parked.values())
-        if len(self._parked) >= self.max_parked or mine >= self.max_parked_per_principal:
+        there = sum(parked.upstream == call.upstream for parked in self._parked.values())
+        if (
+            len(self._parked) >= self.max_parked
+            or mine >= self.max_parked_per_principal
+            or there >= self.max_parked_per_upstream(call.upstream)
+        ):
             call.fail_questions(ClientError({"code": -32000, "message": "too many calls wait for their client"}))
             call.take_questions()
             return None
@@ -332,3 +348,22 @@ async def _run(run: Callable[[StatelessCall], Awaitable[Message]], call: Statele
         if exc.args == ("drain",):
             raise ShuttingDown() from None
         raise CallGone() from None
+
+
+class CallSlot:
+    """A tenant's call slot (``maxConcurrentCalls``): freed when the request ends, or handed to its call."""
+
+    __slots__ = ("_release",)
+
+    def __init__(self, release: Callable[[], None] | None) -> None:
+        self._release = release
+
+    def hand_to(self, task: asyncio.Task[Any]) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            task.add_done_callback(lambda _: release())
+
+    def release(self) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release()
