@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.processes import free_port, running
@@ -94,19 +95,33 @@ def main() -> int:
         "mcpServers": {"fixture": {"url": f"http://127.0.0.1:{fixture_port}/mcp", "prefix": ""}},
     }
     (work / "hub.json").write_text(json.dumps(config))
+    # Two fixtures: the direct runs and the hub's runs go at the same time, and never share a server's state.
+    direct_port = free_port()
     fixture = [sys.executable, "-m", "tests.conformance.fixture", "--port", str(fixture_port)]
+    alone = [sys.executable, "-m", "tests.conformance.fixture", "--port", str(direct_port)]
     hub = [sys.executable, "-m", "hub", "serve", "--config", str(work / "hub.json"), "--log-level", "warning"]
 
     cli_2026 = [cli[0], str(modules / "conformance-2026/dist/index.js")]
-    with running(fixture, [fixture_port], work / "fixture.log"), running(hub, [hub_port], work / "hub.log"):
-        direct_url, hub_url = f"http://127.0.0.1:{fixture_port}/mcp", f"http://127.0.0.1:{hub_port}/mcp"
-        _, direct_log = run_suite(cli, env, direct_url, work / "direct", "--suite", "all")
-        hub_code, hub_log = run_suite(
-            cli, env, hub_url, work / "hub", "--suite", "all", "--expected-failures", str(EXPECTED_FAILURES)
+    with (
+        running(fixture, [fixture_port], work / "fixture.log"),
+        running(alone, [direct_port], work / "fixture-direct.log"),
+        running(hub, [hub_port], work / "hub.log"),
+        ThreadPoolExecutor(max_workers=2) as pool,
+    ):
+        direct_url, hub_url = f"http://127.0.0.1:{direct_port}/mcp", f"http://127.0.0.1:{hub_port}/mcp"
+        direct_run = pool.submit(run_suite, cli, env, direct_url, work / "direct", "--suite", "all")
+        hub_run = pool.submit(
+            run_suite, cli, env, hub_url, work / "hub", "--suite", "all", "--expected-failures", str(EXPECTED_FAILURES)
         )
+        _, direct_log = direct_run.result()
+        hub_code, hub_log = hub_run.result()
         # The 2026-07-28 requirements (0.2.0): no baseline file; the comparison is the check.
-        run_suite(cli_2026, env, direct_url, work / "direct-2026", "--requirements", "2026-07-28")
-        _, log_2026 = run_suite(cli_2026, env, hub_url, work / "hub-2026", "--requirements", "2026-07-28")
+        direct_2026 = pool.submit(
+            run_suite, cli_2026, env, direct_url, work / "direct-2026", "--requirements", "2026-07-28"
+        )
+        hub_2026 = pool.submit(run_suite, cli_2026, env, hub_url, work / "hub-2026", "--requirements", "2026-07-28")
+        direct_2026.result()
+        _, log_2026 = hub_2026.result()
 
     direct, through = statuses(work / "direct"), statuses(work / "hub")
     problems = compare("0.1.16, session era", direct, through, 30)
