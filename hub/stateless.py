@@ -3,9 +3,11 @@
 A stateless client has no session, but a session-era upstream needs one, and
 what one principal's calls leave in an upstream session (its log level, its
 subscriptions, whatever the server keeps per session) must not be seen by
-another. So the hub keeps upstream sessions per principal and per declared
-capability set (a server lists tools by what its client can do), bounded in
-number and closed when idle; the least recently used idle set makes room.
+another. So the hub keeps upstream sessions per principal and per shape of the
+declared capabilities (a server lists tools by what its client can do; the
+shape keeps only what the specification names, so it has few forms), bounded
+in number and closed when idle; the least recently used idle set makes room,
+and a set a call holds, parked or not, is never taken.
 """
 
 from __future__ import annotations
