@@ -33,6 +33,7 @@ from connectors.errors import (
 )
 from connectors.handshake import Handshake
 from connectors.jsonrpc import Kind, Message
+from connectors.listening import Listening
 from connectors.spec import UpstreamSpec
 from connectors.transport import Transport
 
@@ -41,6 +42,7 @@ __all__ = ["CallHooks", "Connector", "MessageHandler", "ProgressHandler", "Reque
 logger = logging.getLogger(__name__)
 
 _CANCEL_DEADLINE: Final = 2.0
+_LISTENED: Final = frozenset({"resources/subscribe", "resources/unsubscribe"})
 _NEVER_CANCELLED: Final = frozenset({"initialize"})  # the spec forbids cancelling these
 
 
@@ -58,7 +60,13 @@ class Connector(Handshake):
         on_list_changed: MessageHandler | None = None,
         listen: bool = True,
     ) -> None:
-        self._listens = listen
+        self._listening = Listening(
+            spec.name,
+            lambda params: self._call("subscriptions/listen", params, None, None),
+            lambda hold: self.spawn(hold()),
+            lists=listen and on_list_changed is not None,
+            pause=spec.connect_timeout / 10,
+        )
         self.spec = spec
         self.transport = transport
         self._capabilities = capabilities or {}
@@ -91,8 +99,8 @@ class Connector(Handshake):
                 await self._handshake()
                 await self.transport.opened()
             self._session_ready.set()
-            if self.modern and self._listens and self._on_list_changed is not None:
-                self.spawn(self._listen())  # the stateless era's stream of list changes
+            if self.modern:
+                self._listening.start()  # the stateless era's stream of list changes (and resource updates)
         except TimeoutError:
             await self._shutdown()
             raise UpstreamUnavailable(self.spec.name, f"no handshake within {self.spec.connect_timeout:g}s") from None
@@ -144,6 +152,11 @@ class Connector(Handshake):
             UpstreamError: the upstream could not be reached or spoke nonsense.
         """
         spec = self.spec
+        if self.modern and method in _LISTENED and params is not None:
+            # The stateless era has no subscribe: the listen stream asks for the URI instead.
+            uri = str(params.get("uri", ""))
+            (self._listening.subscribe if method == "resources/subscribe" else self._listening.unsubscribe)(uri)
+            return {}
         limit = spec.request_timeout if time_limit is None else time_limit
         loop = asyncio.get_running_loop()
         self.last_used = loop.time()
@@ -226,28 +239,12 @@ class Connector(Handshake):
             raise UpstreamProtocolError(self.spec.name, f"{method} returned a result that is not an object")
         return result
 
-    async def _listen(self) -> None:
-        """Hold a ``subscriptions/listen`` stream open for list changes, opened again when it ends."""
-        wanted = {"toolsListChanged": True, "promptsListChanged": True, "resourcesListChanged": True}
-        delay = self.spec.connect_timeout / 10
-        while not self.lost_event.is_set():
-            try:
-                await self._call("subscriptions/listen", {"notifications": wanted}, None, None)
-                delay = self.spec.connect_timeout / 10
-            except UpstreamError as exc:
-                logger.info("upstream %s: listen stream ended (%s)", self.spec.name, exc.message)
-                delay = min(delay * 2, 30.0)
-            await asyncio.sleep(delay)  # not a tight loop against an upstream that ends it at once
-
     async def _cancel_upstream(self, request_id: int) -> None:
         # Runs while the caller is being cancelled: bounded, and never raises.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_CANCEL_DEADLINE):
-                await self.transport.send(
-                    jsonrpc.notification(
-                        "notifications/cancelled", {"requestId": request_id, "reason": "cancelled by the client"}
-                    )
-                )
+                reason = {"requestId": request_id, "reason": "cancelled by the client"}
+                await self.transport.send(jsonrpc.notification("notifications/cancelled", reason))
 
     # -- handshake ---------------------------------------------------------------------------------
 
@@ -321,6 +318,8 @@ class Connector(Handshake):
                     call.deadline.move()
                 if handler is not None:
                     handler({**params, "progressToken": token})
+        elif method == "notifications/subscriptions/acknowledged":
+            pass  # our own listen stream opening: nothing for any client
         elif method == "notifications/cancelled":
             task = self._answering.get(params.get("requestId"))
             if task is not None:

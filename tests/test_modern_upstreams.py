@@ -159,3 +159,20 @@ async def test_a_stateless_upstreams_lists_are_listed_again_when_their_ttl_runs_
         async with httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
             _, (listed,) = await post(http, url, *request(1, "tools/list"))
         assert listed["result"]["ttlMs"] == 300  # never fresher than the upstream's own word
+
+
+async def test_a_session_era_clients_subscription_to_a_stateless_upstream_rides_a_listen_stream() -> None:
+    updated = asyncio.Event()
+    seen: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            seen.append(str(message.params.uri))
+            updated.set()
+
+    async with hub_with_neo() as (url, _), Client(url, mode="legacy", message_handler=on_message) as client:
+        await client.subscribe_resource("manifold://neo/note://7")  # the era has no subscribe: the hub listens
+        assert text(await client.call_tool("neo__touch", {"uri": "note://7"})) == "touched"
+        await asyncio.wait_for(updated.wait(), WAIT)
+        assert seen == ["manifold://neo/note://7"]
+        await client.unsubscribe_resource("manifold://neo/note://7")

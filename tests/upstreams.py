@@ -388,6 +388,17 @@ def build_modern_upstream(name: str, probe: Probe | None = None, *, list_ttl_ms:
         await ctx.notify_tools_changed()
         return "grown"
 
+    @server.resource("note://{n}", mime_type="text/plain")
+    def note(n: str) -> str:
+        """A resource whose updates go to listen streams that asked for it."""
+        return f"note {n}"
+
+    @server.tool()
+    async def touch(ctx: Context, uri: str) -> str:
+        """Tell the listeners of ``uri`` it changed."""
+        await ctx.notify_resource_updated(uri)
+        return "touched"
+
     @server.tool()
     def grow_quietly() -> str:
         """Add a tool and tell nobody: only a list made after its list's ttlMs shows it."""
