@@ -21,7 +21,7 @@ from typing import Any, Final, Self
 
 from connectors import jsonrpc
 from connectors.calls import Call, CallHooks, Deadline, MessageHandler, ProgressHandler, RequestHandler, SessionState
-from connectors.eras import envelope, resolve_input
+from connectors.eras import envelope, resolve_input, without_log_level
 from connectors.errors import (
     ManifoldError,
     UpstreamError,
@@ -85,6 +85,8 @@ class Connector(Handshake):
         self.lost_event = asyncio.Event()
         self.lost_reason = ""
         self.protocol_version = ""
+        self.log_level: str | None = None
+        """The client's log level, sent with every request in the 2026-07-28 era."""
         self.server_info: Message = {}
         self.server_capabilities: Message = {}
         self.instructions: str | None = None
@@ -201,8 +203,7 @@ class Connector(Handshake):
     ) -> Message:
         if self.lost_event.is_set():
             raise UpstreamUnavailable(self.spec.name, f"connection lost ({self.lost_reason})")
-        if self.modern:
-            params = envelope(params, self._capabilities)
+        params = envelope(params, self._capabilities, self.log_level) if self.modern else without_log_level(params)
         request_id = next(self._ids)
         call = Call(asyncio.get_running_loop().create_future(), hooks, deadline)
         self._pending[request_id] = call

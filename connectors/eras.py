@@ -26,6 +26,7 @@ from connectors.spec import CLIENT_INFO, MODERN_VERSIONS
 
 __all__ = [
     "INPUT_KEY",
+    "LOG_LEVEL_KEY",
     "MAX_ROUNDS",
     "MODERN",
     "annotated_arguments",
@@ -36,10 +37,12 @@ __all__ = [
     "rendered_argument",
     "resolve_input",
     "routing_headers",
+    "without_log_level",
 ]
 
 MODERN: Final = MODERN_VERSIONS[-1]
 MAX_ROUNDS: Final = 10
+LOG_LEVEL_KEY: Final = "io.modelcontextprotocol/logLevel"
 INPUT_KEY: Final = "inputKey"
 """Where a question relayed from an upstream's ``inputRequests`` carries its key (never sent on)."""
 _NAME_OF: Final[Mapping[str, str]] = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
@@ -47,17 +50,33 @@ _HTTP_4XX: Final = re.compile(r"\bHTTP 4\d\d\b")  # how the transport words a re
 _INPUT_METHODS: Final = frozenset({"sampling/createMessage", "elicitation/create", "roots/list"})
 
 
-def envelope(params: Message | None, capabilities: Message) -> Message:
+def envelope(params: Message | None, capabilities: Message, log_level: str | None = None) -> Message:
     """``params`` with the 2026-07-28 envelope in ``_meta`` (the client's capabilities are the hub's
-    client's, so capability-gated behaviour follows the one who asks)."""
+    client's, so capability-gated behaviour follows the one who asks). A log level the request
+    names already wins over ``log_level`` (the client's session-wide one)."""
     out = dict(params or {})
     meta = out.get("_meta")
+    meta = meta if isinstance(meta, dict) else {}
     out["_meta"] = {
-        **(meta if isinstance(meta, dict) else {}),
+        **meta,
         "io.modelcontextprotocol/protocolVersion": MODERN,
         "io.modelcontextprotocol/clientCapabilities": capabilities,
         "io.modelcontextprotocol/clientInfo": CLIENT_INFO,
     }
+    if log_level is not None and LOG_LEVEL_KEY not in meta:
+        out["_meta"][LOG_LEVEL_KEY] = log_level
+    return out
+
+
+def without_log_level(params: Message | None) -> Message | None:
+    """``params`` for a session-era upstream: no per-request log level (that era sets it per session)."""
+    meta = params.get("_meta") if params is not None else None
+    if not isinstance(meta, dict) or LOG_LEVEL_KEY not in meta:
+        return params
+    rest = {k: v for k, v in meta.items() if k != LOG_LEVEL_KEY}
+    out = {k: v for k, v in (params or {}).items() if k != "_meta"}
+    if rest:
+        out["_meta"] = rest
     return out
 
 

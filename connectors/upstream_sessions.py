@@ -232,7 +232,10 @@ class UpstreamSessions:
                 logger.warning("upstream %s refused resources/subscribe again: %s", connector.spec.name, exc)
 
     async def _apply_level(self, connector: Connector) -> None:
-        if self.log_level is not None and "logging" in connector.server_capabilities and not connector.modern:
+        if connector.modern:
+            connector.log_level = self.log_level  # the era asks per request: the envelope carries it
+            return
+        if self.log_level is not None and "logging" in connector.server_capabilities:
             try:
                 await connector.request("logging/setLevel", {"level": self.log_level})
             except UpstreamError as exc:  # the session is still good for calls

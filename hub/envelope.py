@@ -47,7 +47,8 @@ CLIENT_INFO_KEY: Final = "io.modelcontextprotocol/clientInfo"
 LOG_LEVEL_KEY: Final = "io.modelcontextprotocol/logLevel"
 SERVER_INFO_KEY: Final = "io.modelcontextprotocol/serverInfo"
 SUBSCRIPTION_KEY: Final = "io.modelcontextprotocol/subscriptionId"
-_ENVELOPE_KEYS: Final = frozenset({PROTOCOL_KEY, CAPABILITIES_KEY, CLIENT_INFO_KEY, LOG_LEVEL_KEY})
+# The log level stays: a 2026-07-28 upstream gets it with the request, a session-era one has it removed.
+_ENVELOPE_KEYS: Final = frozenset({PROTOCOL_KEY, CAPABILITIES_KEY, CLIENT_INFO_KEY})
 
 NAME_BEARING: Final[Mapping[str, str]] = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 """Methods whose ``Mcp-Name`` header repeats a parameter, and which one."""

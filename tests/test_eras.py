@@ -7,7 +7,17 @@ from typing import Any
 import pytest
 
 from connectors.calls import CallHooks
-from connectors.eras import INPUT_KEY, MAX_ROUNDS, MODERN, envelope, modern_only, resolve_input, routing_headers
+from connectors.eras import (
+    INPUT_KEY,
+    LOG_LEVEL_KEY,
+    MAX_ROUNDS,
+    MODERN,
+    envelope,
+    modern_only,
+    resolve_input,
+    routing_headers,
+    without_log_level,
+)
 from connectors.errors import UpstreamProtocolError, UpstreamRpcError, UpstreamUnavailable
 from connectors.jsonrpc import Message
 
@@ -89,3 +99,13 @@ async def test_input_rounds_are_bounded_and_need_someone_to_ask() -> None:
     bad = {"resultType": "input_required", "inputRequests": {"x": {"method": "tools/call"}}}
     with pytest.raises(UpstreamProtocolError, match=r"inputRequests\.x"):
         await resolve_input("u", {}, bad, CallHooks(request=ask), retry)
+
+
+def test_a_log_level_goes_with_stateless_requests_and_never_to_session_era_ones() -> None:
+    assert envelope({}, {}, "info")["_meta"][LOG_LEVEL_KEY] == "info"
+    asked = {"name": "t", "_meta": {LOG_LEVEL_KEY: "error", "progressToken": 1}}
+    assert envelope(asked, {}, "info")["_meta"][LOG_LEVEL_KEY] == "error"  # the request's own wins
+    assert LOG_LEVEL_KEY not in envelope({}, {})["_meta"]
+    assert without_log_level(asked) == {"name": "t", "_meta": {"progressToken": 1}}
+    assert without_log_level({"_meta": {LOG_LEVEL_KEY: "info"}}) == {}
+    assert without_log_level(None) is None

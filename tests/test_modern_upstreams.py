@@ -176,3 +176,24 @@ async def test_a_session_era_clients_subscription_to_a_stateless_upstream_rides_
         await asyncio.wait_for(updated.wait(), WAIT)
         assert seen == ["manifold://neo/note://7"]
         await client.unsubscribe_resource("manifold://neo/note://7")
+
+
+async def test_a_log_level_reaches_a_stateless_upstream_with_each_request() -> None:
+    logged: list[str] = []
+
+    async def on_log(params: types.LoggingMessageNotificationParams) -> None:
+        logged.append(str(params.data))
+
+    async with hub_with_neo() as (url, _), Client(url, mode="legacy", logging_callback=on_log) as client:
+        assert text(await client.call_tool("neo__say", {"text": "before"})) == "said"
+        await client.set_logging_level("info")  # the era has no setLevel: it goes with every request
+        assert text(await client.call_tool("neo__say", {"text": "after"})) == "said"
+    assert logged == ["after"]
+    async with hub_with_neo() as (url, _), httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
+        call = {"name": "neo__say", "arguments": {"text": "asked"}}
+        _, quiet = await post(http, url, *request(1, "tools/call", call))
+        _, loud = await post(
+            http, url, *request(2, "tools/call", call, meta={"io.modelcontextprotocol/logLevel": "info"})
+        )
+    assert [m.get("method") for m in quiet] == [None]
+    assert loud[0]["method"] == "notifications/message" and loud[0]["params"]["data"] == "asked"

@@ -388,6 +388,12 @@ def build_modern_upstream(name: str, probe: Probe | None = None, *, list_ttl_ms:
         await ctx.notify_tools_changed()
         return "grown"
 
+    @server.tool()
+    async def say(ctx: Context, text: str) -> str:
+        """Log ``text`` at info level (a 2026-07-28 server logs only to requests that ask for a level)."""
+        await ctx.info(text)
+        return "said"
+
     @server.resource("note://{n}", mime_type="text/plain")
     def note(n: str) -> str:
         """A resource whose updates go to listen streams that asked for it."""
