@@ -381,7 +381,11 @@ async def test_concurrent_listens_cannot_overrun_the_per_caller_bound() -> None:
         wanted = [{"resourceSubscriptions": [f"manifold://gamma/box://{i}"]} for i in range(24)]
         opened = await asyncio.gather(*(ann.listen(w) for w in wanted))
         acknowledged = [lines for _, lines in opened if lines is not None]
-        assert len(acknowledged) <= 16, f"{len(acknowledged)} listen streams of one caller"
+        refused = [response for response, lines in opened if lines is None]
+        assert len(acknowledged) == 16, f"{len(acknowledged)} listen streams of one caller"
+        assert {(r.status_code, r.json()["error"]["code"]) for r in refused} == {(429, -32029)}
+        for response, _ in opened:
+            await response.aclose()
 
 
 async def test_one_listen_cannot_make_hundreds_of_upstream_subscriptions() -> None:
@@ -390,7 +394,8 @@ async def test_one_listen_cannot_make_hundreds_of_upstream_subscriptions() -> No
         uris = [f"manifold://alpha/item://{i}" for i in range(300)]
         response, lines = await Who(http, url, "ann").listen({"resourceSubscriptions": uris})
         await response.aclose()
-        assert lines is None or len(probe.subscribed) <= 100, f"{len(probe.subscribed)} upstream subscribes"
+        assert lines is None and response.status_code == 400 and response.json()["error"]["code"] == -32602
+        assert probe.subscribed == []  # refused before anything reached the upstream
 
 
 async def test_ending_one_listen_keeps_the_upstream_subscription_another_listen_of_the_caller_needs() -> None:
