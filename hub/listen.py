@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -73,16 +74,17 @@ class Listener:
         self._pending.clear()
         self._wake.set()
 
-    async def next(self, idle: float) -> Message | None:
-        """The next notification; None once the stream is ended.
-
-        Raises: TimeoutError: nothing came for ``idle`` seconds (time for a keep-alive).
-        """
+    async def next(self) -> Message | None:
+        """The next notification, when it comes; None once the stream is ended."""
         while not self._pending and not self.ended:
             self._wake.clear()
-            async with asyncio.timeout(idle):
-                await self._wake.wait()
+            await self._wake.wait()
         return self._pending.popleft() if self._pending else None
+
+    async def messages(self) -> AsyncGenerator[Message, None]:
+        """Every notification until the stream is ended (the writer adds keep-alives)."""
+        while (message := await self.next()) is not None:
+            yield message
 
 
 class Listeners:

@@ -23,7 +23,7 @@ from hub.context import Caller
 from hub.envelope import SUBSCRIPTION_KEY
 from hub.errors import InvalidParams
 from hub.listen import LIST_FLAGS, Listener, Listeners
-from hub.sse import KEEPALIVE, KEEPALIVE_SECONDS, SseWriter, event
+from hub.sse import KEEPALIVE, SseWriter, event, with_keepalive
 from hub.stateless import PrincipalSet
 from hub.views import CatalogView
 
@@ -130,15 +130,9 @@ async def _stream(
         await writer.start()
         ack = {"notifications": honored, "_meta": {SUBSCRIPTION_KEY: listener.request_id}}
         await writer.write(event(jsonrpc.dumps(jsonrpc.notification("notifications/subscriptions/acknowledged", ack))))
-        while True:
-            try:
-                item = await listener.next(KEEPALIVE_SECONDS)
-            except TimeoutError:
-                await writer.write(KEEPALIVE)
-                continue
-            if item is None:
-                break
-            await writer.write(event(jsonrpc.dumps(item)))
+        async with contextlib.aclosing(with_keepalive(listener.messages())) as items:
+            async for item in items:  # None: a quiet spell, time for a keep-alive
+                await writer.write(KEEPALIVE if item is None else event(jsonrpc.dumps(item)))
         if not gone.is_set() and not listener.overflowed:
             # The hub ends the subscription (it is stopping): say so with the listen's result.
             final = complete({"_meta": {SUBSCRIPTION_KEY: listener.request_id}})

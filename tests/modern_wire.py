@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
 
-from tests.wire import HEADERS, rpc
+from tests.wire import HEADERS, rpc, sse_messages
 
 VERSION = "2026-07-28"
 CAPABILITIES: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}}, "roots": {}}
@@ -55,9 +54,7 @@ async def post(
     """POST one stateless request; returns the response and every JSON-RPC message in its body."""
     response = await http.post(url, json=message, headers=headers or headers_for(message))
     if response.headers.get("content-type", "").startswith("text/event-stream"):
-        messages = [
-            json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:") and line[5:].strip()
-        ]
+        messages = sse_messages(response.text)
     elif response.content:
         messages = [response.json()]
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from hub.context import Caller
@@ -23,15 +25,15 @@ async def test_list_changes_reach_the_listeners_of_the_view_that_changed_for_wha
     for listener in (tools, prompts, narrow):
         listeners.add(listener)
     listeners.lists_changed(EVERYTHING, {"tools", "resourceTemplates"})
-    first = await tools.next(1.0)
+    first = await asyncio.wait_for(tools.next(), 1.0)
     assert first is not None and first["method"] == "notifications/tools/list_changed"
     assert first["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 1
     with pytest.raises(TimeoutError):
-        await prompts.next(0.01)  # nothing for it: prompts did not change
+        await asyncio.wait_for(prompts.next(), 0.01)  # nothing for it: prompts did not change
     with pytest.raises(TimeoutError):
-        await narrow.next(0.01)  # another view: its own change comes from its own rebuild
+        await asyncio.wait_for(narrow.next(), 0.01)  # another view: its own change comes from its own rebuild
     listeners.lists_changed(NARROW, {"resourceTemplates"})
-    templates = await narrow.next(1.0)
+    templates = await asyncio.wait_for(narrow.next(), 1.0)
     assert templates is not None and templates["method"] == "notifications/resources/list_changed"
 
 
@@ -44,14 +46,16 @@ async def test_resource_updates_reach_only_the_caller_or_tenant_subscribed() -> 
     listeners.add(bob)
     update = {"method": "notifications/resources/updated", "params": {"uri": "manifold://a/x"}}
     listeners.resource_updated("manifold://a/x", update, caller=ANN)
-    assert (await ann.next(1.0)) is not None
+    assert (await asyncio.wait_for(ann.next(), 1.0)) is not None
     with pytest.raises(TimeoutError):
-        await bob.next(0.01)
+        await asyncio.wait_for(bob.next(), 0.01)
     listeners.resource_updated("manifold://a/x", update, tenant="acme")  # a shared upstream session: the tenant
-    assert (await ann.next(1.0)) is not None and (await bob.next(1.0)) is not None
+    assert (await asyncio.wait_for(ann.next(), 1.0)) is not None and (
+        await asyncio.wait_for(bob.next(), 1.0)
+    ) is not None
     listeners.resource_updated("manifold://a/other", update, tenant="acme")
     with pytest.raises(TimeoutError):
-        await ann.next(0.01)
+        await asyncio.wait_for(ann.next(), 0.01)
 
 
 async def test_a_listener_that_falls_too_far_behind_is_ended_not_grown() -> None:
@@ -59,7 +63,7 @@ async def test_a_listener_that_falls_too_far_behind_is_ended_not_grown() -> None
     for _ in range(QUEUE_SIZE + 5):
         listener.put("notifications/tools/list_changed")
     assert listener.overflowed and listener.ended
-    assert await listener.next(1.0) is None
+    assert await asyncio.wait_for(listener.next(), 1.0) is None
 
 
 def test_listeners_are_bounded_in_all_and_per_caller() -> None:

@@ -59,10 +59,8 @@ def _session_of(ctx: Context) -> str:
     return str((ctx.headers or {}).get("mcp-session-id", ""))
 
 
-def build_upstream(name: str, probe: Probe | None = None) -> MCPServer:
-    """A server with a tool for each behaviour the hub must carry."""
-    probe = probe or Probe()
-    server = MCPServer(name, version="1.0.0", instructions=f"the {name} test upstream", log_level="WARNING")
+def _shared_tools(server: MCPServer, name: str, probe: Probe) -> None:
+    """The tools every test upstream has, whatever era it speaks."""
 
     @server.tool()
     def echo(text: str) -> str:
@@ -86,6 +84,19 @@ def build_upstream(name: str, probe: Probe | None = None) -> MCPServer:
             probe.slow_cancelled.set()
             raise
         return "slept"
+
+    @server.tool()
+    def regional(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], text: str) -> str:
+        """An argument a stateless client (the hub, here) must mirror in an Mcp-Param header."""
+        return f"{region}: {text}"
+
+
+def build_upstream(name: str, probe: Probe | None = None) -> MCPServer:
+    """A server with a tool for each behaviour the hub must carry."""
+    probe = probe or Probe()
+    server = MCPServer(name, version="1.0.0", instructions=f"the {name} test upstream", log_level="WARNING")
+
+    _shared_tools(server, name, probe)
 
     @server.tool()
     async def rendezvous(text: str) -> str:
@@ -181,11 +192,6 @@ def build_upstream(name: str, probe: Probe | None = None) -> MCPServer:
     def recall(ctx: Context) -> str:
         """The note this upstream session kept, if any."""
         return probe.notes.get(_session_of(ctx), "")
-
-    @server.tool()
-    def regional(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], text: str) -> str:
-        """A tool with an argument that stateless clients mirror in a header."""
-        return f"{region}: {text}"
 
     @server.tool()
     async def say(ctx: Context, level: str, text: str) -> str:
@@ -337,22 +343,7 @@ def build_modern_upstream(name: str, probe: Probe | None = None, *, list_ttl_ms:
     hints = dict.fromkeys(lists, CacheHint(ttl_ms=list_ttl_ms, scope="public")) if list_ttl_ms else None
     server = MCPServer(name, version="1.0.0", log_level="WARNING", cache_hints=hints)
 
-    @server.tool()
-    def echo(text: str) -> str:
-        """Echo the text back, prefixed with the upstream's name."""
-        return f"{name}: {text}"
-
-    @server.tool()
-    async def progress(ctx: Context, steps: int = 3) -> str:
-        """Report progress ``steps`` times, then finish."""
-        for step in range(1, steps + 1):
-            await ctx.report_progress(step, steps, f"step {step}")
-        return f"{steps} steps done"
-
-    @server.tool()
-    def regional(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], text: str) -> str:
-        """An argument a stateless client (the hub, here) must mirror in an Mcp-Param header."""
-        return f"{region}: {text}"
+    _shared_tools(server, name, probe)
 
     @server.tool()
     def pick(colour: Annotated[Colour, Resolve(_first_colour)]) -> str:
@@ -365,17 +356,6 @@ def build_modern_upstream(name: str, probe: Probe | None = None, *, list_ttl_ms:
     ) -> str:
         """Two questions, the second depending on the first (two rounds of input)."""
         return f"{name}: {first.colour} then {second.colour}"
-
-    @server.tool()
-    async def slow(seconds: float = 30.0) -> str:
-        """Sleep, recording whether the call was cancelled."""
-        probe.slow_started.set()
-        try:
-            await asyncio.sleep(seconds)
-        except asyncio.CancelledError:
-            probe.slow_cancelled.set()
-            raise
-        return "slept"
 
     @server.tool()
     async def grow(ctx: Context) -> str:
