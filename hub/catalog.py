@@ -67,6 +67,8 @@ class _Build:
     counts: dict[str, dict[ListKind, int]] = field(default_factory=dict)
     schemas: dict[str, Any] = field(default_factory=dict)
     """The input schema of each tool, by public name."""
+    task_support: dict[str, str] = field(default_factory=dict)
+    """The ``execution.taskSupport`` of each tool that declared one other than "forbidden"."""
     collisions: list[str] = field(default_factory=list)
 
 
@@ -141,6 +143,9 @@ class Catalog:
         table[name] = Entry(source.name, original)
         if kind == "tools" and "inputSchema" in item:
             build.schemas[name] = item["inputSchema"]
+        execution = item.get("execution") if kind == "tools" else None
+        if isinstance(execution, dict) and execution.get("taskSupport") in ("optional", "required"):
+            build.task_support[name] = execution["taskSupport"]
         if source.listed:
             build.items[kind].append({**item, key: name})
             build.owners[kind].append(source.name)
@@ -191,6 +196,10 @@ class Catalog:
     def tool_schema(self, name: str) -> Any:
         """The input schema a tool was listed with (None when it had none)."""
         return self._build.schemas.get(name)
+
+    def task_support(self, name: str) -> str:
+        """How a tool runs as a task: "forbidden" (the default), "optional" or "required"."""
+        return self._build.task_support.get(name, "forbidden")
 
     def prompt(self, name: str) -> Entry:
         """Raises: UnknownName: no prompt has that public name."""

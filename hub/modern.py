@@ -24,6 +24,7 @@ from typing import Any, Final
 from connectors import jsonrpc
 from connectors.jsonrpc import Kind, Message
 from connectors.spec import MODERN_VERSIONS
+from hub import modern_tasks
 from hub.asgi import Receive, Send, respond, watch_disconnect
 from hub.audit import AUDITED, AuditLog
 from hub.catalog import ListKind
@@ -61,7 +62,9 @@ _LISTS: Final[dict[str, ListKind]] = {
     "resources/templates/list": "resourceTemplates",
 }
 _FORWARDED: Final = frozenset({"completion/complete"})
-METHODS: Final = frozenset({"server/discover", "subscriptions/listen", *_LISTS, *NAME_BEARING, *_FORWARDED})
+METHODS: Final = frozenset(
+    {"server/discover", "subscriptions/listen", *_LISTS, *NAME_BEARING, *_FORWARDED, *modern_tasks.METHODS}
+)
 """What a stateless client may call; ``ping``, ``logging/setLevel`` and ``resources/(un)subscribe`` left the era."""
 
 
@@ -160,6 +163,14 @@ class ModernEndpoint:
             elif method == "subscriptions/listen":
                 await self._listen(caller, gate, envelope, view, request_id, params, receive, send)
                 return
+            elif method in modern_tasks.METHODS:
+                task_id = params.get("taskId")
+                with self.services.upstreams.use_task(
+                    caller, gate.tenant(caller), envelope.capabilities, task_id if isinstance(task_id, str) else ""
+                ) as principal:
+                    result = self._complete(
+                        await modern_tasks.serve(principal.bridges, envelope.capabilities, method, params)
+                    )
             elif method in NAME_BEARING:
                 sent = await self._interactive(headers, caller, gate, envelope, view, message, receive, send, slot)
                 self._audit(caller, view, method, params, started, sent, size)
@@ -214,7 +225,8 @@ class ModernEndpoint:
 
     def _discover(self, view: CatalogView, gate: Gate) -> Message:
         server = self.services.contexts.server
-        result: Message = {"supportedVersions": list(MODERN_VERSIONS), "capabilities": server.capabilities()}
+        capabilities = modern_tasks.discovered(server.capabilities())
+        result: Message = {"supportedVersions": list(MODERN_VERSIONS), "capabilities": capabilities}
         if server.instructions:
             result["instructions"] = server.instructions
         ttl = min(self.services.list_ttl_ms(view, kind) for kind in ("tools", "prompts", "resources"))
@@ -271,6 +283,10 @@ class ModernEndpoint:
                     check_param_headers(annotated, params.get("arguments"), headers)
             contexts = self.services.contexts
             forwarded = upstream_meta(params)
+            support = view.catalog.task_support(name) if method == "tools/call" else "forbidden"
+            task = modern_tasks.task_request(support, envelope.capabilities)
+            if task is not None:
+                forwarded["task"] = task  # the upstream runs it as a task: the hub bridges it to this era
             # Progress is always asked for upstream: a later round's request may want it even if this one does not.
             meta = forwarded.get("_meta")
             forwarded["_meta"] = {"progressToken": "", **(meta if isinstance(meta, dict) else {})}
@@ -284,7 +300,10 @@ class ModernEndpoint:
                     ctx = contexts.context(
                         caller, envelope.version, envelope.capabilities, view, principal, call, envelope.log_level
                     )
-                    return await dispatch(ctx, method, forwarded)
+                    result = await dispatch(ctx, method, forwarded)
+                    if task is None:
+                        return result
+                    return await modern_tasks.settle_call(principal.bridges, result, ctx)
 
             call = calls.start(caller, method, name, envelope.capabilities, run)
             assert call.task is not None

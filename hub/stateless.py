@@ -29,6 +29,7 @@ from connectors.upstream_sessions import UpstreamSessions
 from hub.context import Caller, RequestContext, ServerFacts
 from hub.dispatcher import LOG_LEVELS
 from hub.errors import MethodNotFound, SessionLimit
+from hub.modern_tasks import TaskBridges
 from hub.outbound import for_client
 from hub.session_services import UpstreamOpener
 from hub.stateless_calls import StatelessCall
@@ -69,9 +70,18 @@ class PrincipalSet:
     upstreams: UpstreamSessions
     askers: Askers
     tasks: TaskTable = field(default_factory=lambda: TaskTable(capacity=256))
-    """Tasks the caller's calls started (they pass through; the era serves no tasks methods)."""
+    """Public ids of the tasks the caller's calls started on these upstream sessions."""
     subscribed: dict[tuple[str, str], int] = field(default_factory=dict)
     """(upstream, original URI) -> how many of the caller's listen streams hold that subscription."""
+    bridges: TaskBridges = field(init=False)
+    """Those tasks as the 2026-07-28 tasks extension shows them."""
+
+    def __post_init__(self) -> None:
+        self.bridges = TaskBridges(self.tasks, self.upstreams)
+
+    async def aclose(self) -> None:
+        await self.bridges.aclose()
+        await self.upstreams.aclose()
 
 
 @dataclass
@@ -131,7 +141,7 @@ class PrincipalUpstreams:
     ) -> None:
         await self._stack.aclose()
         held, self._held = list(self._held.values()), OrderedDict()
-        await asyncio.gather(*(h.held.upstreams.aclose() for h in held), return_exceptions=True)
+        await asyncio.gather(*(h.held.aclose() for h in held), return_exceptions=True)
         if self._closing:
             await asyncio.wait(self._closing, timeout=5.0)
 
@@ -165,6 +175,14 @@ class PrincipalUpstreams:
             self._held.move_to_end(key)
         return _Lease(held)
 
+    def use_task(self, caller: Caller, tenant: Tenant, capabilities: Message, public: str) -> _Lease:
+        """The caller's upstream sessions that started task ``public`` (a request may declare other
+        capabilities than the call that started it), as a context manager; :meth:`use` when none did."""
+        for (tenant_name, principal, _), held in self._held.items():
+            if (tenant_name, principal) == (caller.tenant, caller.principal) and held.held.bridges.knows(public):
+                return _Lease(held)
+        return self.use(caller, tenant, capabilities)
+
     def _open(self, caller: Caller, tenant: Tenant, capabilities: Message) -> PrincipalSet:
         on_message = self._on_message
         askers = Askers()
@@ -197,7 +215,7 @@ class PrincipalUpstreams:
         raise SessionLimit(f"the hub holds upstream sessions for {self.max_sets} stateless callers; try again later")
 
     def _close(self, held: _Held) -> None:
-        task = asyncio.get_running_loop().create_task(held.held.upstreams.aclose())
+        task = asyncio.get_running_loop().create_task(held.held.aclose())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
@@ -206,7 +224,7 @@ class PrincipalUpstreams:
             await asyncio.sleep(max(0.05, self.idle_timeout * _REAP_EVERY))
             limit = time.monotonic() - self.idle_timeout
             for key, held in list(self._held.items()):
-                if held.users == 0 and held.last_used < limit:
+                if held.users == 0 and held.last_used < limit and held.held.bridges.keep_until < time.monotonic():
                     del self._held[key]
                     self._close(held)
 

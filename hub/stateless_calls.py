@@ -268,6 +268,8 @@ class StatelessCalls:
         self._parked.pop(call.id, None)
         if call.expiry is not None:
             call.expiry.cancel()
+        if not task.cancelled():
+            task.exception()  # retrieved: a call that ended parked (its client gone) has nobody to read it
         call.done(task)
 
     def park(self, call: StatelessCall) -> str | None:

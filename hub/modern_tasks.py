@@ -1,0 +1,299 @@
+"""Tasks for 2026-07-28 clients (the ``io.modelcontextprotocol/tasks`` extension) over session-era upstreams.
+
+A client that declares the extension may get a task instead of a result from
+``tools/call``: the server decides, and it polls ``tasks/get`` until the task
+ends, when the result (or the error) comes inlined. Session-era upstreams speak
+the 2025-11-25 tasks instead: the client asks for a task (``params.task``), polls
+``tasks/get`` and fetches the outcome with a blocking ``tasks/result``, whose
+stream also carries the questions of a task waiting for input. The hub bridges
+one to the other:
+
+- a tool the upstream lists as task-supporting runs as a task when the client
+  declared the extension (the create result is made flat, with a public id), and
+  when the tool requires a task and the client did not declare it, the hub runs
+  the task itself and answers with its result, as a plain call;
+- ``tasks/get`` asks the upstream; once the task needs input or has ended, the
+  hub fetches its outcome in the background: the questions on that stream are
+  shown as ``inputRequests`` and answered by ``tasks/update``, and the outcome is
+  inlined (a tool's own error as ``completed`` with ``isError``, a protocol
+  error as ``failed`` with its error);
+- ``tasks/cancel`` cancels upstream and answers an empty acknowledgement, also
+  for a task that had already ended.
+
+Tasks belong to the caller's upstream sessions (a session-era task lives in the
+upstream session that started it); :class:`TaskBridges` keeps each one's state,
+bounded in number, and owns the fetches it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from connectors.engine import CallHooks
+from connectors.errors import ManifoldError
+from connectors.jsonrpc import Message
+from connectors.upstream_sessions import UpstreamSessions
+from hub.context import RequestContext
+from hub.errors import ClientError, InvalidParams, MissingCapability
+from hub.relay import require_capability
+from hub.tasks import RELATED_TASK, TaskTable
+
+__all__ = [
+    "METHODS",
+    "TASKS_EXTENSION",
+    "TTL_MS",
+    "TaskBridges",
+    "declares_tasks",
+    "discovered",
+    "serve",
+    "settle_call",
+    "task_request",
+]
+
+TASKS_EXTENSION: Final = "io.modelcontextprotocol/tasks"
+METHODS: Final = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
+TTL_MS: Final = 300_000
+"""The time to live the hub asks of an upstream for its clients' tasks."""
+
+_TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
+_SETTLE: Final = 2.0
+"""How long ``tasks/get`` waits for what a fetch brings (a question, or the outcome of an ended task)."""
+_MAX_QUESTIONS: Final = 8
+
+
+def declares_tasks(capabilities: Message) -> bool:
+    extensions = capabilities.get("extensions")
+    return isinstance(extensions, dict) and isinstance(extensions.get(TASKS_EXTENSION), dict)
+
+
+def task_request(support: str, capabilities: Message) -> Message | None:
+    """The ``task`` parameter to send upstream with a ``tools/call``, or None to call it plainly."""
+    if support == "required" or (support == "optional" and declares_tasks(capabilities)):
+        return {"ttl": TTL_MS}
+    return None
+
+
+def flat_task(task: Message, public: str) -> Message:
+    """A 2025-11-25 task object as the fields of a 2026-07-28 task, under its public id."""
+    out: Message = {"taskId": public, "status": task.get("status", "working")}
+    for key in ("statusMessage", "createdAt", "lastUpdatedAt"):
+        if isinstance(task.get(key), str):
+            out[key] = task[key]
+    ttl = task.get("ttl")
+    out["ttlMs"] = ttl if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0 else None
+    poll = task.get("pollInterval")
+    if isinstance(poll, int) and not isinstance(poll, bool) and poll > 0:
+        out["pollIntervalMs"] = poll
+    return out
+
+
+def _without_related(result: Message) -> Message:
+    meta = result.get("_meta")
+    if not isinstance(meta, dict) or RELATED_TASK not in meta:
+        return result
+    rest = {key: value for key, value in meta.items() if key != RELATED_TASK}
+    return {**{key: value for key, value in result.items() if key != "_meta"}, **({"_meta": rest} if rest else {})}
+
+
+class _Bridge:
+    """One task: where it runs, the fetch of its outcome, and the questions that fetch brought."""
+
+    def __init__(self, upstream: str, original: str, capabilities: Message) -> None:
+        self.upstream = upstream
+        self.original = original
+        self.capabilities = capabilities
+        self.fetch: asyncio.Task[Message] | None = None
+        self.questions: dict[str, tuple[Message, asyncio.Future[Message]]] = {}
+        self.changed = asyncio.Event()
+        self._keys = itertools.count(1)
+
+    async def ask(self, message: Message) -> Message:
+        """A question on the fetch's stream: kept until ``tasks/update`` answers it (or the task goes)."""
+        method = message["method"]
+        params = message.get("params")
+        params = params if isinstance(params, dict) else {}
+        require_capability(self.capabilities, method, params)
+        if len(self.questions) >= _MAX_QUESTIONS:
+            raise ClientError({"code": -32000, "message": f"{_MAX_QUESTIONS} questions of this task are open"})
+        key = f"q{next(self._keys)}"
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self.questions[key] = ({"method": method, "params": params}, future)
+        self.changed.set()
+        try:
+            async with asyncio.timeout(TTL_MS / 1000):
+                return await future
+        finally:
+            self.questions.pop(key, None)
+
+    def outcome(self) -> Message | None:
+        """The ended fetch as the fields of a detailed task, or None while it runs."""
+        if self.fetch is None or not self.fetch.done() or self.fetch.cancelled():
+            return None
+        exc = self.fetch.exception()
+        if exc is None:
+            return {"status": "completed", "result": _without_related(self.fetch.result())}
+        error = exc.to_error() if isinstance(exc, ManifoldError) else {"code": -32603, "message": "internal error"}
+        return {"status": "failed", "error": error}
+
+
+class TaskBridges:
+    """The tasks of one caller's upstream sessions, as 2026-07-28 tasks; bounded, owns its fetches."""
+
+    def __init__(self, table: TaskTable, upstreams: UpstreamSessions, capacity: int = 256) -> None:
+        self.table = table
+        self.upstreams = upstreams
+        self.capacity = capacity
+        self.keep_until = 0.0
+        """Until when (monotonic) a task of these sessions may still be asked for."""
+        self._bridges: OrderedDict[str, _Bridge] = OrderedDict()
+
+    def created(self, task: Message, capabilities: Message) -> Message:
+        """The flat create result of a task a call started (``task`` carries the public id already)."""
+        public = task["taskId"]
+        upstream, original = self.table.find(public)
+        self._bridges[public] = _Bridge(upstream, original, capabilities)
+        while len(self._bridges) > self.capacity:
+            _, oldest = self._bridges.popitem(last=False)
+            self._drop(oldest)
+        flat = flat_task(task, public)
+        ttl = flat["ttlMs"] if isinstance(flat["ttlMs"], int) else TTL_MS
+        self.keep_until = max(self.keep_until, time.monotonic() + ttl / 1000)
+        return {**flat, "resultType": "task"}
+
+    async def result_of(self, task: Message, hooks: Callable[[str], CallHooks]) -> Message:
+        """The result of a task the client cannot poll, waited for here (its questions go through ``hooks``)."""
+        upstream, original = self.table.find(task["taskId"])
+        result = await self.upstreams.request(upstream, "tasks/result", {"taskId": original}, hooks=hooks(upstream))
+        return _without_related(result)
+
+    def knows(self, public: str) -> bool:
+        return public in self._bridges
+
+    def _find(self, public: str) -> _Bridge:
+        bridge = self._bridges.get(public)
+        if bridge is None:
+            raise InvalidParams(f"unknown task: {public}")
+        return bridge
+
+    async def get(self, public: str) -> Message:
+        bridge = self._find(public)
+        task = await self.upstreams.request(bridge.upstream, "tasks/get", {"taskId": bridge.original})
+        out = flat_task(task, public)
+        status = out["status"]
+        if status == "cancelled":
+            self._drop(bridge)
+            return out
+        if status in ("input_required", "completed", "failed"):
+            await self._settle(bridge)
+        ended = bridge.outcome()
+        if bridge.questions and ended is None:
+            requests = {key: asked for key, (asked, _) in bridge.questions.items()}
+            return {**out, "status": "input_required", "inputRequests": requests}
+        if ended is not None:
+            return {**out, **ended}
+        return {**out, "status": "working"} if status in _TERMINAL or status == "input_required" else out
+
+    async def _settle(self, bridge: _Bridge) -> None:
+        """Start the fetch of a task's outcome if it is not running, and wait briefly for what it brings."""
+        if bridge.fetch is None:
+            hooks = CallHooks(request=bridge.ask)
+            fetching = self.upstreams.request(bridge.upstream, "tasks/result", {"taskId": bridge.original}, hooks=hooks)
+            bridge.fetch = asyncio.get_running_loop().create_task(_noted(fetching, bridge.changed))
+        if bridge.questions or bridge.fetch.done():
+            return
+        bridge.changed.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_SETTLE):
+                await bridge.changed.wait()
+
+    def update(self, public: str, responses: object) -> Message:
+        """Answer the open questions of a task (``tasks/update``); keys it did not ask are ignored."""
+        bridge = self._find(public)
+        if not isinstance(responses, dict):
+            raise InvalidParams("params.inputResponses must be an object")
+        for key, response in responses.items():
+            asked = bridge.questions.get(key)
+            if asked is None or asked[1].done():
+                continue
+            if not isinstance(response, dict):
+                raise InvalidParams(f"params.inputResponses.{key} must be an object")
+            asked[1].set_result(response)
+        return {}
+
+    async def cancel(self, public: str) -> Message:
+        """Cancel a task upstream; a task that had already ended is acknowledged all the same."""
+        bridge = self._find(public)
+        try:
+            await self.upstreams.request(bridge.upstream, "tasks/cancel", {"taskId": bridge.original})
+        except ManifoldError:
+            task = await self.upstreams.request(bridge.upstream, "tasks/get", {"taskId": bridge.original})
+            if task.get("status") not in _TERMINAL:
+                raise
+        return {}
+
+    def _drop(self, bridge: _Bridge) -> None:
+        if bridge.fetch is not None and not bridge.fetch.done():
+            bridge.fetch.cancel()
+
+    async def aclose(self) -> None:
+        fetches = [bridge.fetch for bridge in self._bridges.values() if bridge.fetch is not None]
+        self._bridges.clear()
+        for fetch in fetches:
+            fetch.cancel()
+        if fetches:
+            await asyncio.wait(fetches, timeout=5.0)
+
+
+async def _noted(work: Awaitable[Message], changed: asyncio.Event) -> Message:
+    try:
+        return await work
+    finally:
+        changed.set()
+
+
+def gate(capabilities: Message, method: str) -> None:
+    """Raises: MissingCapability: a tasks method from a request that did not declare the extension."""
+    if not declares_tasks(capabilities):
+        raise MissingCapability(
+            f"{method} needs the {TASKS_EXTENSION} extension in the request's client capabilities",
+            data={"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
+        )
+
+
+async def serve(bridges: TaskBridges, capabilities: Message, method: str, params: Message) -> Message:
+    """``tasks/get``, ``tasks/update`` or ``tasks/cancel`` of a 2026-07-28 request."""
+    gate(capabilities, method)
+    public = params.get("taskId")
+    if not isinstance(public, str) or not public:
+        raise InvalidParams("params.taskId must be a non-empty string")
+    if method == "tasks/get":
+        return await bridges.get(public)
+    if method == "tasks/update":
+        return bridges.update(public, params.get("inputResponses"))
+    return await bridges.cancel(public)
+
+
+def discovered(capabilities: Message) -> Message:
+    """The hub's capabilities as ``server/discover`` shows them: tasks as the extension, not the 2025 slot."""
+    if "tasks" not in capabilities:
+        return capabilities
+    out = {key: value for key, value in capabilities.items() if key != "tasks"}
+    extensions = out.get("extensions")
+    out["extensions"] = {**(extensions if isinstance(extensions, dict) else {}), TASKS_EXTENSION: {}}
+    return out
+
+
+async def settle_call(bridges: TaskBridges, result: Message, ctx: RequestContext) -> Message:
+    """A ``tools/call`` result for a 2026-07-28 client: a task it may poll, or the result the task gave."""
+    task = result.get("task")
+    if not isinstance(task, dict) or not isinstance(task.get("taskId"), str):
+        return result
+    if declares_tasks(ctx.client_capabilities):
+        return bridges.created(task, ctx.client_capabilities)
+    return await bridges.result_of(task, lambda upstream: ctx.hooks(upstream, {}))
