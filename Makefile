@@ -6,15 +6,16 @@ STAMP := $(VENV)/.installed
 
 # Real npm peers for the protocol tests: Node 22 (from the npm registry), the official conformance
 # suite (0.1.16 for the session era, 0.2.0-alpha.12 under another name for 2026-07-28), the
-# reference server-everything and the MCP Inspector CLI. Pinned; installed once.
+# reference server-everything and server-filesystem, and the MCP Inspector CLI. Pinned; installed once.
 NODE_DIR := .cache/node
 NODE_MODULES := $(NODE_DIR)/node_modules
-NODE_STAMP := $(NODE_DIR)/.installed-2
+NODE_STAMP := $(NODE_DIR)/.installed-3
 NPM_PEERS := node@22 @modelcontextprotocol/conformance@0.1.16 \
 	conformance-2026@npm:@modelcontextprotocol/conformance@0.2.0-alpha.12 \
-	@modelcontextprotocol/server-everything@2026.8.31 @modelcontextprotocol/inspector@2.12.0
+	@modelcontextprotocol/server-everything@2026.8.31 @modelcontextprotocol/server-filesystem@2026.8.31 \
+	@modelcontextprotocol/inspector@2.12.0
 
-.PHONY: run test lint conformance bench clean
+.PHONY: run test lint conformance bench clean sandbox
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,8 +46,25 @@ $(NODE_STAMP):
 conformance: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m tests.conformance.run --node-modules $(NODE_MODULES)
 
-## test: lint, the conformance comparison, then the whole pytest suite (with the npm peers)
-test: lint conformance
+## sandbox: what local servers run in (bubblewrap, and setpriv from util-linux for a hub run as root);
+## installed with apt-get when missing and possible, or named exactly when not
+sandbox:
+	@missing=""; command -v bwrap >/dev/null || missing="bubblewrap"; \
+	command -v setpriv >/dev/null || missing="$$missing util-linux"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing$$missing (Debian packages) for the sandbox of local servers"; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null || \
+			{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }; \
+		else \
+			echo "missing Debian packages for the sandbox:$$missing (run: sudo apt-get install$$missing)"; exit 1; \
+		fi; \
+	fi; \
+	bwrap --unshare-all --ro-bind /usr /usr --symlink usr/lib /lib --symlink usr/lib64 /lib64 -- /usr/bin/true || \
+		{ echo "bubblewrap is installed but cannot make namespaces here (user namespaces disabled?)"; exit 1; }
+
+## test: lint, the conformance comparison, then the whole pytest suite (with the npm peers and the sandbox)
+test: lint conformance sandbox
 	MANIFOLD_NODE_MODULES=$(CURDIR)/$(NODE_MODULES) $(BIN)/pytest
 
 ## bench: the hub against the direct call, same run (prints a table, writes bench/results/latest.json)

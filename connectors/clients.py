@@ -1,4 +1,4 @@
-"""The HTTP clients the connectors use, made in one place around one TLS context.
+"""The clients the connectors use, made in one place around one TLS context (and the process table).
 
 Hot-path POSTs go through :class:`~connectors.http1.Http1Pool` (a tenth of
 httpx's CPU per request, measured); GET streams, resumption, DELETE and the
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import httpx
 
 from connectors.http1 import Http1Pool
+from connectors.processes import Processes
 from connectors.spec import UpstreamSpec
 from connectors.stream_budget import StreamBudget
 
@@ -27,6 +28,8 @@ class UpstreamClients:
     http: httpx.AsyncClient
     posts: Http1Pool | None
     streams: StreamBudget
+    processes: Processes
+    """The pool's local processes (every upstream shares the one table)."""
 
     async def aclose(self) -> None:
         if self.posts is not None:
@@ -37,8 +40,9 @@ class UpstreamClients:
 class HttpClients:
     """Makes every upstream's clients with one shared TLS context."""
 
-    def __init__(self) -> None:
+    def __init__(self, processes: Processes | None = None) -> None:
         self._tls: ssl.SSLContext | None = None
+        self.processes = processes or Processes()
 
     @property
     def tls(self) -> ssl.SSLContext:
@@ -59,4 +63,4 @@ class HttpClients:
         posts = None
         if spec.transport == "streamable-http":
             posts = Http1Pool(spec.url, idle_limit=idle, connect_timeout=spec.connect_timeout, ssl_context=self.tls)
-        return UpstreamClients(http=http, posts=posts, streams=StreamBudget(spec.max_streams))
+        return UpstreamClients(http=http, posts=posts, streams=StreamBudget(spec.max_streams), processes=self.processes)

@@ -10,6 +10,7 @@ from connectors.engine import Connector, MessageHandler, RequestHandler
 from connectors.jsonrpc import Message
 from connectors.spec import UpstreamSpec
 from connectors.sse import SseTransport
+from connectors.stdio import StdioTransport
 from connectors.streamable_http import StreamableHttpTransport
 from connectors.transport import Transport
 
@@ -26,6 +27,7 @@ def make_connector(
     on_list_changed: MessageHandler | None = None,
     persistent: bool = True,
     tool_schema: Callable[[str], Any] | None = None,
+    key: str = "",
 ) -> Connector:
     """A connector for ``spec``, not yet entered; enter and exit it in one task.
 
@@ -33,10 +35,13 @@ def make_connector(
     the upstream's stream budget; the others count against it and let it go while they are idle.
     In the 2026-07-28 era only persistent ones hold a ``subscriptions/listen`` stream.
     ``tool_schema`` gives a tool's input schema (the ``Mcp-Param-*`` headers come from it).
+    ``key`` is the tenant a local (stdio) process runs for: its workspace is that tenant's.
     """
     transport: Transport
     streams = None if persistent else clients.streams  # the few persistent sessions are never evicted
-    if spec.transport == "sse":
+    if spec.transport == "stdio":
+        transport = StdioTransport(spec, clients.processes, key)
+    elif spec.transport == "sse":
         transport = SseTransport(spec, clients.http, streams=streams)
     else:
         assert clients.posts is not None

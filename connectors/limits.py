@@ -86,3 +86,5 @@ class PoolLimits:
     health_interval: float = 15.0
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
+    max_processes: int = 64
+    """Local (stdio) server processes the pool may run at once, over all upstreams."""

@@ -28,6 +28,7 @@ from connectors.errors import UpstreamUnavailable
 from connectors.factory import make_connector
 from connectors.jsonrpc import Message
 from connectors.limits import Limiter, PoolLimits
+from connectors.processes import Processes
 from connectors.spec import UpstreamSpec
 from connectors.status import UpstreamState, UpstreamStatus
 from connectors.supervisor import DISCOVERY_CAPABILITIES, Supervisor, answer_unrelated
@@ -68,7 +69,7 @@ class ConnectorPool:
         self._global = Limiter(
             self.limits.max_in_flight, queue_size=self.limits.queue_size, wait=self.limits.queue_timeout
         )
-        self._clients = HttpClients()
+        self._clients = HttpClients(Processes(self.limits.max_processes))
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stack = contextlib.AsyncExitStack()
@@ -101,6 +102,7 @@ class ConnectorPool:
             for upstream in self._upstreams.values():
                 await upstream.clients.aclose()
             self._upstreams.clear()
+            await self._clients.processes.aclose()  # any a connector did not stop itself
 
     def start(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` as a task of the pool's task group (cancelled when the pool closes).
@@ -187,6 +189,11 @@ class ConnectorPool:
     # -- facts -------------------------------------------------------------------------------------
 
     @property
+    def processes(self) -> Processes:
+        """The local server processes the pool runs."""
+        return self._clients.processes
+
+    @property
     def names(self) -> list[str]:
         return list(self._upstreams)
 
@@ -245,7 +252,9 @@ class ConnectorPool:
         if held is None or held.upstream is not upstream or not held.usable():
             if held is not None:
                 held.stop()
-            held = HeldSession(upstream)
+            # A local server's process for a tenant is stopped once idle (and started again on use).
+            idle = upstream.spec.stdio.idle_timeout if upstream.spec.stdio is not None else None
+            held = HeldSession(upstream, idle)
             name = upstream.name
             handler = self._on_shared_message
 
@@ -261,10 +270,12 @@ class ConnectorPool:
                 on_request=answer_unrelated,
                 on_list_changed=lambda message: upstream.refresh.set(),
                 tool_schema=upstream.tool_schema,
+                key=key,
             )
             upstream.held.add(held)
             self._shared[(name, key)] = held
             held.task = self.start(held.hold(connector))
+        held.touch()
         # Shielded: a caller that gives up must not abort an open that others share.
         return await asyncio.shield(held.ready)
 

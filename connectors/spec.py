@@ -12,11 +12,13 @@ __all__ = [
     "MODERN_VERSIONS",
     "SUPPORTED_VERSIONS",
     "Protocol",
+    "SandboxSpec",
+    "StdioSpec",
     "Transport",
     "UpstreamSpec",
 ]
 
-Transport = Literal["streamable-http", "sse"]
+Transport = Literal["streamable-http", "sse", "stdio"]
 Protocol = Literal["auto", "session", "2026-07-28"]
 
 # The protocol versions with initialize and sessions. Spelled out rather than imported from the SDK's
@@ -26,6 +28,37 @@ LATEST_VERSION: Final[str] = SUPPORTED_VERSIONS[-1]
 # The stateless versions: no initialize, every request carries its envelope in ``_meta``.
 MODERN_VERSIONS: Final[tuple[str, ...]] = ("2026-07-28",)
 CLIENT_INFO: Final[dict[str, str]] = {"name": "manifold", "version": "0.1.0"}
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """How a local server is contained (see :mod:`connectors.sandbox`); the defaults are the tight ones."""
+
+    network: bool = False
+    memory_mb: int = 1024
+    """Its data (heap and private writable mappings; what a program allocates), in MiB."""
+    cpu_seconds: int = 3600
+    open_files: int = 256
+    processes: int = 64
+    paths: tuple[str, ...] = ()
+    """Host paths it may read besides /usr and its runtime (a package cache, a virtual environment)."""
+
+
+@dataclass(frozen=True)
+class StdioSpec:
+    """A local MCP server: a program that speaks newline-delimited JSON-RPC on stdin and stdout."""
+
+    command: str
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    sandbox: SandboxSpec | None = SandboxSpec()
+    """None runs it unsandboxed (``"sandbox": false`` in the config)."""
+    workspaces: str = "workspaces"
+    """Where the writable workspace of each (upstream, tenant) is kept."""
+    max_processes: int = 16
+    idle_timeout: float = 600.0
+    """How long a shared process may serve nobody before it is stopped (it starts again on use)."""
 
 
 @dataclass(frozen=True)
@@ -53,3 +86,5 @@ class UpstreamSpec:
     protocol: Protocol = "auto"
     breaker_failures: int = 5
     breaker_cooldown: float = 30.0
+    stdio: StdioSpec | None = None
+    """What to run, for ``transport == "stdio"`` (whose ``url`` is empty)."""

@@ -24,6 +24,7 @@ from connectors.errors import NotRelayed, UpstreamError, UpstreamUnavailable
 from connectors.factory import make_connector
 from connectors.jsonrpc import Message
 from connectors.limits import PoolLimits
+from connectors.sandbox import DISCOVERY
 from connectors.status import Listing, UpstreamState, UpstreamStatus
 from connectors.upstream import Upstream
 
@@ -75,6 +76,7 @@ class Supervisor:
                     on_request=answer_unrelated,
                     on_list_changed=lambda message: upstream.refresh.set(),
                     tool_schema=upstream.tool_schema,
+                    key=DISCOVERY,
                 )
                 started = time.perf_counter()
                 async with connector:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import replace
 from typing import Any, Final, Protocol
@@ -69,11 +70,22 @@ def with_headers(spec: UpstreamSpec, headers: Mapping[str, str] | None) -> Upstr
 class HeldSession:
     """One upstream session held open by a task of the pool until :meth:`stop`."""
 
-    def __init__(self, upstream: Upstream) -> None:
+    def __init__(self, upstream: Upstream, idle_timeout: float | None = None) -> None:
         self.upstream = upstream
         self.ready: asyncio.Future[Connector] = asyncio.get_running_loop().create_future()
         self._stop = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.idle_timeout = idle_timeout
+        """Close it once it has served nobody for this long (None: never)."""
+        self.last_used = time.monotonic()
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+    def _idle(self, connector: Connector) -> bool:
+        if self.idle_timeout is None or connector.busy or connector.listening_wanted:
+            return False
+        return time.monotonic() - self.last_used >= self.idle_timeout
 
     def usable(self) -> bool:
         if not self.ready.done():
@@ -91,10 +103,13 @@ class HeldSession:
                 if opened is not None:
                     await opened(connector)
                 self.ready.set_result(connector)
+                self.touch()  # its idle time starts once it is open
                 stop = asyncio.ensure_future(self._stop.wait())
                 lost = asyncio.ensure_future(connector.lost_event.wait())
+                check = None if self.idle_timeout is None else max(self.idle_timeout / 4, 0.05)
                 try:
-                    await asyncio.wait({stop, lost}, return_when=asyncio.FIRST_COMPLETED)
+                    while not (stop.done() or lost.done() or self._idle(connector)):
+                        await asyncio.wait({stop, lost}, timeout=check, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     stop.cancel()
                     lost.cancel()
@@ -210,6 +225,7 @@ class UpstreamSessions:
             on_list_changed=lambda message: upstream.refresh.set(),  # the catalog is rebuilt from discovery
             persistent=False,
             tool_schema=upstream.tool_schema,
+            key=self.key,
         )
         upstream.held.add(held)
         held.task = self._directory.start(held.hold(connector, self._restore))

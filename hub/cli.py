@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from connectors import jsonrpc
+from connectors.sandbox import loosened
 from hub import cli_remote
 from hub.config import ProcessSettings, exposure_problem, load_config
 from hub.errors import ConfigError
@@ -108,6 +109,9 @@ def _check(path: str) -> int:
         print(f"{path}: {exc.message}", file=sys.stderr)
         return 2
     print(f"{path}: ok ({len(config.enabled())} upstreams enabled of {len(config.mcp_servers)})")
+    for spec in config.upstream_specs():
+        if spec.stdio is not None and (loose := loosened(spec.stdio)):
+            print(f"{path}: upstream {spec.name} runs with a loosened sandbox: {', '.join(loose)}")
     problem = exposure_problem(config, config.hub.host)
     if problem is not None:
         print(f"{path}: {problem}", file=sys.stderr)

@@ -62,10 +62,36 @@ def health(url: str, as_json: bool, token: str | None = None) -> int:
                 ]
             )
         print(_table(rows))
+        _processes(report["upstreams"])
         print(f"\nhub: {report['status']}, {report['sessions']} sessions, {report['tools']} tools")
         for note in report.get("collisions", []):
             print(f"collision: {note}")
     return 0 if report.get("status") == "ok" else 1
+
+
+def _processes(upstreams: list[dict[str, Any]]) -> None:
+    """The processes of local servers, and what their sandboxes loosen."""
+    rows = [["UPSTREAM", "PID", "FOR", "AGE", "RESTARTS", "MEMORY"]]
+    for upstream in upstreams:
+        for process in upstream.get("processes", []):
+            whom = "discovery" if process["role"] == "discovery" else f"tenant {process['tenant'] or '-'}"
+            rss = f"{process['rssBytes'] / 1048576:.1f} MiB"
+            rows.append(
+                [
+                    upstream["name"],
+                    str(process["pid"]),
+                    whom,
+                    f"{process['ageSeconds']:.0f}s",
+                    str(process["restarts"]),
+                    rss,
+                ]
+            )
+    if len(rows) > 1:
+        print("\n" + _table(rows))
+    for upstream in upstreams:
+        sandbox = upstream.get("sandbox")
+        if sandbox and sandbox.get("loosened"):
+            print(f"sandbox of {upstream['name']} loosened: {', '.join(sandbox['loosened'])}")
 
 
 def _breaker(breaker: dict[str, Any]) -> str:

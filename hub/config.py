@@ -4,8 +4,9 @@ The file uses the ``mcpServers`` shape MCP clients already know, plus the
 ``hub``, ``auth``, ``tenants`` and ``audit`` sections (:mod:`hub.schema`,
 :mod:`hub.access`). It is validated in full before anything starts: every
 problem is reported with its JSON path, and a file with any problem is
-refused whole. ``${VAR}`` and ``${VAR:-default}`` in upstream urls and
-headers (and tenants' upstream headers) are expanded from the environment.
+refused whole. ``${VAR}`` and ``${VAR:-default}`` in upstream urls,
+headers and (local servers') env, and tenants' upstream headers, are expanded
+from the environment.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def _expand(value: str, path: str, env: dict[str, str], problems: list[str]) -> 
 
 
 def _expand_env(raw: Any, env: dict[str, str], problems: list[str]) -> set[str]:
-    """Expand ``${VAR}`` in upstream urls and headers in place; return the paths that failed."""
+    """Expand ``${VAR}`` in upstream urls, headers and env in place; return the paths that failed."""
     failed: set[str] = set()
     targets: list[tuple[dict[str, Any], str, str]] = []
     servers = raw.get("mcpServers") if isinstance(raw, dict) else None
@@ -70,9 +71,10 @@ def _expand_env(raw: Any, env: dict[str, str], problems: list[str]) -> set[str]:
         if not isinstance(server, dict):
             continue
         targets.append((server, "url", _path(["mcpServers", key, "url"])))
-        headers = server.get("headers")
-        if isinstance(headers, dict):
-            targets += [(headers, h, _path(["mcpServers", key, "headers", h])) for h in headers]
+        for section in ("headers", "env"):  # a local server's env: its secrets come from the hub's environment
+            values = server.get(section)
+            if isinstance(values, dict):
+                targets += [(values, h, _path(["mcpServers", key, section, h])) for h in values]
     tenants = raw.get("tenants") if isinstance(raw, dict) else None
     for key, tenant in tenants.items() if isinstance(tenants, dict) else []:
         per_upstream = tenant.get("headers") if isinstance(tenant, dict) else None
@@ -182,7 +184,8 @@ def exposure_problem(config: Config, host: str) -> str | None:
 
 
 def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Config:
-    """Read and validate a config file; a relative ``hub.storage`` is taken relative to the file.
+    """Read and validate a config file; a relative ``hub.storage`` or ``hub.workspaces`` is taken
+    relative to the file.
 
     Raises:
         ConfigError: the file cannot be read, is not JSON, or has problems (all listed).
@@ -199,8 +202,11 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None)
     except orjson.JSONDecodeError as exc:
         raise ConfigError([f"$: not valid JSON: {exc}"]) from exc
     config = parse_config(raw, env)
-    storage = config.hub.storage
-    if storage != ":memory:" and not Path(storage).is_absolute():
-        storage = str((file.parent / storage).resolve())
-        config = config.model_copy(update={"hub": config.hub.model_copy(update={"storage": storage})})
+    paths: dict[str, str] = {}
+    if config.hub.storage != ":memory:" and not Path(config.hub.storage).is_absolute():
+        paths["storage"] = str((file.parent / config.hub.storage).resolve())
+    if not Path(config.hub.workspaces).is_absolute():
+        paths["workspaces"] = str((file.parent / config.hub.workspaces).resolve())
+    if paths:
+        config = config.model_copy(update={"hub": config.hub.model_copy(update=paths)})
     return config

@@ -21,6 +21,8 @@ from connectors import jsonrpc
 from connectors.jsonrpc import Message
 from connectors.limits import PoolLimits
 from connectors.pool import ConnectorPool
+from connectors.sandbox import loosened
+from connectors.spec import UpstreamSpec
 from connectors.status import UpstreamState
 from hub.audit import AuditLog
 from hub.catalog import Catalog, ListKind, Source
@@ -78,6 +80,7 @@ def pool_limits(config: Config) -> PoolLimits:
         health_interval=settings.health_interval,
         backoff_initial=settings.reconnect.initial_delay,
         backoff_max=settings.reconnect.max_delay,
+        max_processes=settings.max_processes,
     )
 
 
@@ -326,6 +329,13 @@ class Hub:
         """What ``GET /health`` tells anyone: whether the hub is up."""
         return {"status": self.health()["status"], "server": SERVER_INFO}
 
+    def _local(self, spec: UpstreamSpec) -> dict[str, Any]:
+        """What ``/health`` adds for a local server: its processes and what its sandbox loosens."""
+        if spec.stdio is None:
+            return {}
+        sandbox = {"on": spec.stdio.sandbox is not None, "loosened": loosened(spec.stdio)}
+        return {"processes": self.pool.processes.snapshot(spec.name), "sandbox": sandbox}
+
     def health(self) -> dict[str, Any]:
         """Liveness and per-upstream state, as served by ``GET /health`` to admins (or without auth)."""
         upstreams = []
@@ -351,6 +361,7 @@ class Hub:
                     "inFlight": upstream.limiter.in_use,
                     "waiting": upstream.limiter.waiting,
                     "server": {k: status.server_info.get(k) for k in ("name", "version") if k in status.server_info},
+                    **self._local(upstream.spec),
                 }
             )
         up = sum(u["state"] == UpstreamState.UP.value for u in upstreams)

@@ -15,10 +15,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.spec import UpstreamSpec
+from connectors.spec import SandboxSpec, StdioSpec, UpstreamSpec
 from hub.access import AuditConfig, AuthConfig, TenantConfig
 
-__all__ = ["Breaker", "Config", "Events", "HubSettings", "ProcessSettings", "Reconnect", "Timeouts", "UpstreamConfig"]
+__all__ = [
+    "Breaker",
+    "Config",
+    "Events",
+    "HubSettings",
+    "ProcessSettings",
+    "Reconnect",
+    "SandboxConfig",
+    "Timeouts",
+    "UpstreamConfig",
+]
 
 _NAME = r"^[A-Za-z0-9_.-]+$"
 
@@ -44,18 +54,50 @@ class Reconnect(_Model):
     max_delay: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
 
-class UpstreamConfig(_Model):
-    """One entry of ``mcpServers``."""
+class SandboxConfig(_Model):
+    """``mcpServers.<name>.sandbox`` of a local server: each field loosens the default sandbox."""
 
-    url: str
-    type: Literal["streamable-http", "http", "sse"] = "streamable-http"
+    network: bool = False
+    memory_mb: Annotated[int, Field(ge=16, le=1_048_576)] = 1024
+    cpu_seconds: Annotated[int, Field(ge=1)] = 3600
+    open_files: Annotated[int, Field(ge=16, le=1_048_576)] = 256
+    processes: Annotated[int, Field(ge=1, le=100_000)] = 64
+    paths: list[str] = Field(default_factory=list)
+    """Host paths it may read (absolute), besides /usr and its command's runtime."""
+
+    @field_validator("paths")
+    @classmethod
+    def _absolute(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r} is not an absolute path")
+        return value
+
+
+class UpstreamConfig(_Model):
+    """One entry of ``mcpServers``: a remote server (``url``) or a local one (``command``)."""
+
+    url: str | None = None
+    type: Literal["streamable-http", "http", "sse", "stdio"] | None = None
+    command: Annotated[str, Field(min_length=1)] | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    sandbox: SandboxConfig | None = SandboxConfig()
+    """A local server runs in a sandbox (``true`` or an object loosening it); ``false`` (None here) runs it
+    as the hub's user, uncontained."""
+    max_processes: Annotated[int, Field(ge=1, le=10_000)] = 16
+    idle_timeout: Annotated[float, Field(gt=0, le=604_800)] = 600.0
+    """How long a tenant's process of a local server (``shared``) may serve nobody before it is stopped."""
     headers: dict[str, str] = Field(default_factory=dict)
     prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]*$", max_length=64)] | None = None
     timeouts: Timeouts = Timeouts()
     max_concurrency: Annotated[int, Field(ge=1, le=100_000)] = 64
     max_result_bytes: Annotated[int, Field(ge=1024)] | None = None
     max_streams: Annotated[int, Field(ge=1, le=100_000)] = 100
-    session_mode: Literal["isolated", "shared"] = "isolated"
+    session_mode: Literal["isolated", "shared"] | None = None
+    """Upstream sessions per client (``isolated``, the default of remote servers) or per tenant
+    (``shared``, the default of local ones: one process per tenant)."""
     protocol: Literal["auto", "session", "2026-07-28"] = "auto"
     """The era spoken to it: ``auto`` tries initialize and, when the upstream refuses it as a
     2026-07-28-only server does, speaks 2026-07-28."""
@@ -71,12 +113,36 @@ class UpstreamConfig(_Model):
                 raise ValueError(f"header {name!r} has a line break or NUL in its name or value")
         return value
 
+    @field_validator("sandbox", mode="before")
+    @classmethod
+    def _sandbox_switch(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("give true, false or an object")
+        return {} if value is True else None if value is False else value
+
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http:// or https:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _remote_or_local(self) -> UpstreamConfig:
+        if self.local:
+            if self.command is None:
+                raise ValueError("a stdio server needs a command")
+            if self.url is not None:
+                raise ValueError("give a url or a command, not both")
+            if self.headers:
+                raise ValueError("headers are for remote servers; a local one gets env")
+        elif self.url is None:
+            raise ValueError("needs a url (a remote server) or a command (a local one)")
+        return self
+
+    @property
+    def local(self) -> bool:
+        return self.type == "stdio" or (self.type is None and self.command is not None)
 
 
 class Events(_Model):
@@ -127,6 +193,10 @@ class HubSettings(_Model):
     """How long a stateless client's call waits for its retry with the input it was asked for."""
     max_waiting_calls: Annotated[int, Field(ge=1)] = 1024
     """Stateless calls that may wait for their client's input at once (a principal: a sixteenth)."""
+    max_processes: Annotated[int, Field(ge=1, le=100_000)] = 64
+    """Local server processes the hub may run at once, over every upstream."""
+    workspaces: str = "workspaces"
+    """Where the writable workspace of each local server and tenant is kept (kept across restarts)."""
     list_ttl: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     """``ttlMs`` of lists (seconds) for stateless clients, when every upstream behind them announces changes."""
     events: Events = Events()
@@ -173,15 +243,39 @@ class Config(_Model):
         """Names of the upstreams to serve, in file order."""
         return [name for name, server in self.mcp_servers.items() if not server.disabled]
 
+    def _stdio(self, server: UpstreamConfig) -> StdioSpec:
+        assert server.command is not None
+        sandbox = server.sandbox
+        return StdioSpec(
+            command=server.command,
+            args=tuple(server.args),
+            env=dict(server.env),
+            cwd=server.cwd,
+            sandbox=None
+            if sandbox is None
+            else SandboxSpec(
+                network=sandbox.network,
+                memory_mb=sandbox.memory_mb,
+                cpu_seconds=sandbox.cpu_seconds,
+                open_files=sandbox.open_files,
+                processes=sandbox.processes,
+                paths=tuple(sandbox.paths),
+            ),
+            workspaces=self.hub.workspaces,
+            max_processes=server.max_processes,
+            idle_timeout=server.idle_timeout,
+        )
+
     def upstream_specs(self) -> list[UpstreamSpec]:
         specs = []
         for name in self.enabled():
             server = self.mcp_servers[name]
+            local = server.local
             specs.append(
                 UpstreamSpec(
                     name=name,
-                    url=server.url,
-                    transport="sse" if server.type == "sse" else "streamable-http",
+                    url=server.url or "",
+                    transport="stdio" if local else "sse" if server.type == "sse" else "streamable-http",
                     headers=dict(server.headers),
                     connect_timeout=server.timeouts.connect,
                     request_timeout=server.timeouts.request,
@@ -189,10 +283,11 @@ class Config(_Model):
                     max_concurrency=server.max_concurrency,
                     max_message_bytes=server.max_result_bytes or self.hub.max_result_bytes,
                     max_streams=server.max_streams,
-                    shared=server.session_mode == "shared",
+                    shared=(server.session_mode or ("shared" if local else "isolated")) == "shared",
                     protocol=server.protocol,
                     breaker_failures=self.hub.breaker.failures,
                     breaker_cooldown=self.hub.breaker.cooldown,
+                    stdio=self._stdio(server) if local else None,
                 )
             )
         return specs

@@ -76,7 +76,9 @@ async def clients_for(spec: UpstreamSpec, http: httpx.AsyncClient | None = None)
     clients = HttpClients().for_upstream(spec)
     if http is not None:
         await clients.http.aclose()
-        clients = UpstreamClients(http=http, posts=clients.posts, streams=StreamBudget(spec.max_streams))
+        clients = UpstreamClients(
+            http=http, posts=clients.posts, streams=StreamBudget(spec.max_streams), processes=clients.processes
+        )
     try:
         yield clients
     finally:

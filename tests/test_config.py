@@ -48,12 +48,13 @@ def test_a_server_with_only_a_url_gets_the_default_settings() -> None:
     config = parse_config(one_server(), env={})
 
     server = config.mcp_servers["alpha"]
-    assert server.type == "streamable-http"
+    [spec] = config.upstream_specs()
+    assert spec.transport == "streamable-http" and not server.local
     assert server.headers == {}
     assert server.prefix is None
     assert (server.timeouts.connect, server.timeouts.request) == (10.0, 60.0)
     assert server.max_concurrency == 64
-    assert server.session_mode == "isolated"
+    assert server.session_mode is None and not spec.shared  # isolated, the default of a remote server
     assert server.disabled is False
     assert config.prefix_of("alpha") == "alpha"
 
@@ -180,14 +181,16 @@ def test_every_problem_in_a_file_is_reported_together() -> None:
             "$.mcpServers.alpha.url",
             "$.mcpServers.beta.url",
             "$.mcpServers.beta.maxConcurrency",
-            "$.mcpServers.gamma.url",
+            "$.mcpServers.gamma",
             "$.mcpServers['my server']",
         ]
     )
 
 
 def test_a_missing_url_is_required() -> None:
-    assert problems_of({"mcpServers": {"alpha": {}}}) == ["$.mcpServers.alpha.url: required"]
+    assert problems_of({"mcpServers": {"alpha": {}}}) == [
+        "$.mcpServers.alpha: needs a url (a remote server) or a command (a local one)"
+    ]
 
 
 def test_a_url_that_is_not_http_is_refused() -> None:
