@@ -33,6 +33,7 @@ from bench.client import RpcSession
 from bench.eras import era_costs
 from bench.processes import free_port, free_ports, resident_mb, running
 from bench.rounds import Round, call_round, percentile, summarize
+from bench.stdio import stdio_costs
 
 __all__ = ["main"]
 
@@ -352,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             upstream_url, work, sessions=8, calls=plan.calls, seconds=plan.seconds, rounds=plan.rounds
         )
         results["tenants"] = tenant_isolation(upstream_url, work, calls=plan.calls // 3, seconds=plan.seconds / 2)
+    results["stdio"] = stdio_costs(work, levels=(1, 8), calls=plan.calls, seconds=plan.seconds, rounds=plan.rounds)
     results["catalog"] = catalog_scale(plan, work)
     print(render(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -426,6 +428,28 @@ def render(results: dict[str, Any]) -> str:
                 f"{progress[f'hub_{q}_ms'] - progress[f'direct_{q}_ms']:+.3f} ms",
             )
         )
+    stdio = results["stdio"]
+    for level in ("level_1", "level_8"):
+        entry = stdio[level]
+        direct, sandboxed, bare = entry["direct"], entry["sandboxed"], entry["unsandboxed"]
+        rows.append(
+            (
+                f"local server echo, {level[6:]} session(s): calls/s (hub: sandboxed / not)",
+                f"{direct['calls_per_s']}",
+                f"{sandboxed['calls_per_s']} / {bare['calls_per_s']}",
+                f"hub CPU per call {entry['sandboxed_hub_cpu_ms_per_call']} / "
+                f"{entry['unsandboxed_hub_cpu_ms_per_call']} ms",
+            )
+        )
+    starts = stdio["start_ms_p50"]
+    rows.append(
+        (
+            "local server start to initialize p50 ms (sandboxed / not)",
+            "-",
+            f"{starts['sandboxed']} / {starts['unsandboxed']}",
+            "",
+        )
+    )
     catalog = results["catalog"]
     rows.append(
         (

@@ -1,6 +1,7 @@
 """Upstreams for the benchmark, built with the official SDK, each run as its own process.
 
-``fast``: one server with ``echo(text)``, ``slow(ms)`` and ``progress(steps)``;
+``fast``: one server with ``echo(text)``, ``slow(ms)`` and ``progress(steps)``
+(``stdio``: the same on stdin and stdout);
 each progress notification carries the monotonic clock (ns) at which it was
 sent, so a client can time its way to it (CLOCK_MONOTONIC is shared by every
 process on the machine). ``farm``: ``--count`` servers of ``--tools`` tools
@@ -18,10 +19,10 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from starlette.types import ASGIApp
 
-__all__ = ["farm_app", "fast_app"]
+__all__ = ["farm_app", "fast_app", "fast_server"]
 
 
-def fast_app() -> ASGIApp:
+def fast_server() -> MCPServer:
     server = MCPServer("bench", version="1.0.0", log_level="WARNING")
 
     @server.tool()
@@ -42,7 +43,11 @@ def fast_app() -> ASGIApp:
             await ctx.report_progress(step, steps, str(time.monotonic_ns()))
         return f"{steps} steps"
 
-    return server.streamable_http_app(streamable_http_path="/mcp")
+    return server
+
+
+def fast_app() -> ASGIApp:
+    return fast_server().streamable_http_app(streamable_http_path="/mcp")
 
 
 def farm_app(index: int, tools: int) -> ASGIApp:
@@ -65,11 +70,14 @@ async def serve_all(apps: list[tuple[ASGIApp, int]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["fast", "farm"])
-    parser.add_argument("--port", type=int, required=True, help="the (first) port")
+    parser.add_argument("kind", choices=["fast", "farm", "stdio"])
+    parser.add_argument("--port", type=int, default=0, help="the (first) port")
     parser.add_argument("--count", type=int, default=50)
     parser.add_argument("--tools", type=int, default=100)
     args = parser.parse_args()
+    if args.kind == "stdio":  # the fast server on stdin and stdout, as a local server
+        fast_server().run("stdio")
+        return
     if args.kind == "fast":
         apps = [(fast_app(), args.port)]
     else:
