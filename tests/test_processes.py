@@ -23,7 +23,9 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from connectors.processes import descendants
+from connectors.errors import UpstreamBusy
+from connectors.processes import Processes, descendants
+from hub.config import parse_config
 from hub.runtime import Hub
 from tests.servers import reserve_port, run_config
 from tests.stdio_helpers import ROOT, WAIT, alive, local_server, tree, wait_gone
@@ -178,3 +180,23 @@ async def test_in_the_2026_era_an_isolated_local_server_runs_a_process_per_princ
                 again = await client.call_tool("local__echo", {"text": name})  # the same principal: the same process
                 assert text(again) == f"local: {name}"
         assert len(tenant_pids(hub)) == 2
+
+
+async def test_the_hub_wide_cap_on_processes_refuses_the_next_one_naming_it(tmp_path: Path) -> None:
+
+    config = parse_config(
+        {"hub": {"workspaces": str(tmp_path / "ws")}, "mcpServers": {"local": local_server()}}, env={}
+    )
+    [spec] = config.upstream_specs()
+    table = Processes(max_total=1)
+    running = await table.start(spec, "acme")
+    try:
+        with pytest.raises(
+            UpstreamBusy, match=r"upstream 'local': the hub runs 1 local processes \(hub.maxProcesses\)"
+        ):
+            await table.start(spec, "zeta")
+        assert [p.key for p in table.of("local")] == ["acme"]
+    finally:
+        await table.aclose()
+    await wait_gone([running.pid])
+    assert len(table) == 0
