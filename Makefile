@@ -15,7 +15,7 @@ NPM_PEERS := node@22 @modelcontextprotocol/conformance@0.1.16 \
 	@modelcontextprotocol/server-everything@2026.8.31 @modelcontextprotocol/server-filesystem@2026.8.31 \
 	@modelcontextprotocol/inspector@2.12.0
 
-.PHONY: run test lint conformance bench clean sandbox
+.PHONY: run test lint conformance bench clean system
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,25 +46,29 @@ $(NODE_STAMP):
 conformance: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m tests.conformance.run --node-modules $(NODE_MODULES)
 
-## sandbox: what local servers run in (bubblewrap, and setpriv from util-linux for a hub run as root);
-## installed with apt-get when missing and possible, or named exactly when not
-sandbox:
-	@missing=""; command -v bwrap >/dev/null || missing="bubblewrap"; \
-	command -v setpriv >/dev/null || missing="$$missing util-linux"; \
+## system: the Debian packages the suite needs: bubblewrap (the sandbox of local servers), util-linux's
+## setpriv (a hub run as root) and chromium (the admin page's test); installed with apt-get when missing and
+## possible, or named exactly when not
+SYSTEM_NEEDS := bwrap:bubblewrap setpriv:util-linux chromium:chromium
+system:
+	@missing=""; for need in $(SYSTEM_NEEDS); do \
+		command -v $${need%%:*} >/dev/null || missing="$$missing $${need##*:}"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			echo "installing$$missing (Debian packages) for the sandbox of local servers"; \
+			echo "installing Debian packages:$$missing"; \
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null || \
-			{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }; \
+			{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; } || \
+			{ echo "could not install:$$missing (run: sudo apt-get install$$missing)"; exit 1; }; \
 		else \
-			echo "missing Debian packages for the sandbox:$$missing (run: sudo apt-get install$$missing)"; exit 1; \
+			echo "missing Debian packages:$$missing (run: sudo apt-get install$$missing)"; exit 1; \
 		fi; \
 	fi; \
 	bwrap --unshare-all --ro-bind /usr /usr --symlink usr/lib /lib --symlink usr/lib64 /lib64 -- /usr/bin/true || \
 		{ echo "bubblewrap is installed but cannot make namespaces here (user namespaces disabled?)"; exit 1; }
 
-## test: lint, the conformance comparison, then the whole pytest suite (with the npm peers and the sandbox)
-test: lint conformance sandbox
+## test: lint, the conformance comparison, then the whole pytest suite (with the npm peers and system packages)
+test: lint conformance system
 	MANIFOLD_NODE_MODULES=$(CURDIR)/$(NODE_MODULES) $(BIN)/pytest
 
 ## bench: the hub against the direct call, same run (prints a table, writes bench/results/latest.json)

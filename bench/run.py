@@ -31,6 +31,7 @@ from mcp import Client
 from bench.auth import auth_costs, tenant_isolation
 from bench.client import RpcSession
 from bench.eras import era_costs
+from bench.operations import metrics_costs, soak
 from bench.processes import free_port, free_ports, resident_mb, running
 from bench.rounds import Round, call_round, percentile, summarize
 from bench.stdio import stdio_costs
@@ -51,10 +52,11 @@ class Plan:
     slow: tuple[int, int]  # sessions, milliseconds per call
     list_calls: int
     sessions: tuple[int, ...]
+    soak: tuple[int, int]  # waves, sessions each
 
 
-FULL = Plan(3000, 8.0, 2, (1, 8, 32), (1, 8, 32), 20, 10, (50, 100), (32, 100), 50, (1000, 10000))
-SMOKE = Plan(150, 3.0, 1, (1, 8), (1,), 3, 2, (5, 20), (8, 20), 5, (50, 100))
+FULL = Plan(3000, 8.0, 2, (1, 8, 32), (1, 8, 32), 20, 10, (50, 100), (32, 100), 50, (1000, 10000), (10, 300))
+SMOKE = Plan(150, 3.0, 1, (1, 8), (1,), 3, 2, (5, 20), (8, 20), 5, (50, 100), (2, 30))
 
 
 class Bench:
@@ -353,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
             upstream_url, work, sessions=8, calls=plan.calls, seconds=plan.seconds, rounds=plan.rounds
         )
         results["tenants"] = tenant_isolation(upstream_url, work, calls=plan.calls // 3, seconds=plan.seconds / 2)
+        results["metrics"] = metrics_costs(
+            upstream_url, work, sessions=8, calls=plan.calls, seconds=plan.seconds, rounds=max(2, plan.rounds * 2)
+        )
+    waves, soak_sessions = plan.soak
+    results["soak"] = soak(work, waves=waves, sessions=soak_sessions, seconds=300.0)
     results["stdio"] = stdio_costs(work, levels=(1, 8), calls=plan.calls, seconds=plan.seconds, rounds=plan.rounds)
     results["catalog"] = catalog_scale(plan, work)
     print(render(results))
@@ -428,6 +435,28 @@ def render(results: dict[str, Any]) -> str:
                 f"{progress[f'hub_{q}_ms'] - progress[f'direct_{q}_ms']:+.3f} ms",
             )
         )
+    metrics = results["metrics"]
+    rows.append(
+        (
+            "metrics on / off, 8 sessions: hub CPU per call",
+            "-",
+            f"{metrics['on']['hub_cpu_ms_per_call']} / {metrics['off']['hub_cpu_ms_per_call']} ms",
+            f"{metrics['added_cpu_ms_per_call']:+} ms; a scrape: {metrics['scrape_ms']} ms",
+        )
+    )
+    soaked = results["soak"]
+    before, after = (
+        "/".join(str(sample[key]) for key in ("rss_mb", "fds", "tasks"))
+        for sample in (soaked["samples"][0], soaked["samples"][-1])
+    )
+    rows.append(
+        (
+            f"soak, {soaked['waves']} waves x {soaked['sessions_per_wave']} sessions: RSS MB, fds, tasks",
+            "-",
+            f"{before} -> {after}",
+            f"{soaked['errors']} errors (the upstream restarted between waves)",
+        )
+    )
     stdio = results["stdio"]
     for level in ("level_1", "level_8"):
         entry = stdio[level]

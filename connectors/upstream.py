@@ -22,6 +22,7 @@ from connectors.errors import (
     UpstreamTooLarge,
     UpstreamUnavailable,
 )
+from connectors.histogram import Histogram
 from connectors.limits import Limiter, PoolLimits
 from connectors.spec import UpstreamSpec
 from connectors.status import Listing, UpstreamState, UpstreamStatus
@@ -51,6 +52,8 @@ class Upstream:
         self.check = asyncio.Event()  # a call failed as if it were down: ping it now
         self.settled = asyncio.Event()  # the first connection attempt has finished, either way
         self.held: set[Stoppable] = set()  # every upstream session opened for clients
+        self.latency = Histogram()
+        """How long its requests for clients took, from the slot taken to the answer."""
         self.supervisor: asyncio.Task[None] | None = None
         self._schemas: dict[Any, Any] = {}
         self._schemas_of: Listing | None = None

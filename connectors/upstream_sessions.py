@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import replace
 from typing import Any, Final, Protocol
 
+from connectors import log_context
 from connectors.engine import CallHooks, Connector
 from connectors.errors import UpstreamBusy, UpstreamError, UpstreamUnavailable
 from connectors.factory import make_connector
@@ -170,10 +171,15 @@ class UpstreamSessions:
             raise UpstreamUnavailable(upstream, "no such upstream")
         entry.admit()
         error: BaseException | None = None
+        noted = log_context.UPSTREAM.set(upstream)
         try:
             async with entry.limiter.slot(), self._directory.global_limiter.slot():
                 connector = await self._connector(entry)
-                result = await connector.request(method, params, hooks=hooks)
+                started = time.perf_counter()
+                try:
+                    result = await connector.request(method, params, hooks=hooks)
+                finally:
+                    entry.latency.observe(time.perf_counter() - started)
                 if method in ("resources/subscribe", "resources/unsubscribe") and params is not None:
                     self._remember(upstream, method, str(params.get("uri", "")))
                 return result
@@ -183,6 +189,7 @@ class UpstreamSessions:
             error = exc
             raise
         finally:
+            log_context.UPSTREAM.reset(noted)
             entry.outcome(error)
 
     async def _connector(self, upstream: Upstream) -> Connector:

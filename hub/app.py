@@ -5,14 +5,17 @@ The only module (with ``hub.server``) that knows FastAPI, Starlette or uvicorn.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from starlette.routing import Route
 
 from connectors import jsonrpc
+from hub import admin as admin_routes
 from hub.asgi import Receive, Scope, Send
 from hub.config import Config, HubSettings
 from hub.errors import Forbidden, HubError, InvalidParams, WireError, to_wire
@@ -43,8 +46,8 @@ class ManifoldApp:
     middleware); everything else, and the lifespan that runs the hub, goes through FastAPI.
     The Origin/Host guard stands in front of both."""
 
-    def __init__(self, config: Config) -> None:
-        self.hub = Hub(config)
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        self.hub = Hub(config, config_path)
         hub = self.hub
 
         @asynccontextmanager
@@ -117,6 +120,7 @@ class ManifoldApp:
             records = await hub.audit.query(query)
             return Response(jsonrpc.dumps([asdict(r) for r in records]), media_type="application/json")
 
+        admin_routes.install(self.api, hub, hub.reloader)
         hub_settings = config.hub
         origins = default_allowed_origins() if hub_settings.allowed_origins is None else hub_settings.allowed_origins
         hosts = (
@@ -141,6 +145,7 @@ def _error(wire: WireError) -> Response:
     return Response(body, status_code=wire.status, headers=wire.headers, media_type="application/json")
 
 
-def create_app(config: Config) -> ManifoldApp:
-    """An ASGI app serving ``config``; the hub starts and stops with the app's lifespan."""
-    return ManifoldApp(config)
+def create_app(config: Config, config_path: str | os.PathLike[str] | None = None) -> ManifoldApp:
+    """An ASGI app serving ``config`` (read from ``config_path``, which reloads read again); the hub
+    starts and stops with the app's lifespan."""
+    return ManifoldApp(config, None if config_path is None else Path(config_path))

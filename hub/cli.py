@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import logging
 import secrets
 import sys
 from collections.abc import Sequence
@@ -13,7 +12,7 @@ from typing import Any
 
 from connectors import jsonrpc
 from connectors.sandbox import loosened
-from hub import cli_remote
+from hub import cli_operate, cli_remote
 from hub.config import ProcessSettings, exposure_problem, load_config
 from hub.errors import ConfigError
 
@@ -45,6 +44,8 @@ def _parser(settings: ProcessSettings) -> argparse.ArgumentParser:
         ("tools", "print the merged catalog of a running hub"),
         ("health", "ask a running hub how it and its upstreams are"),
         ("audit", "print a running hub's recent audit records"),
+        ("sessions", "list a running hub's open sessions by tenant"),
+        ("reload", "make a running hub read its config file again; exit 1 with every problem"),
     )
     for name, text in remote:
         command = commands.add_parser(name, help=text)
@@ -71,11 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cli_remote.tools(args.url, args.json, args.token)
     if args.command == "audit":
         return cli_remote.audit(args.url, args.json, args.token, args.tenant, args.since, args.tool)
+    if args.command == "sessions":
+        return cli_operate.sessions(args.url, args.json, args.token)
+    if args.command == "reload":
+        return cli_operate.reload(args.url, args.json, args.token)
     return cli_remote.health(args.url, args.json, args.token)
 
 
 def _serve(path: str, host: str | None, port: int | None, log_level: str) -> int:
     from hub.app import create_app
+    from hub.logs import configure as configure_logs
     from hub.server import HubServer, server_config
 
     try:
@@ -87,15 +93,15 @@ def _serve(path: str, host: str | None, port: int | None, log_level: str) -> int
     if problem is not None:
         print(f"{path}: {problem}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request is noise
-    app = create_app(config)
+    log_config = configure_logs(log_level, ProcessSettings().log_format)
+    app = create_app(config, path)
     listen = server_config(
         app,
         config.hub,
         host=host or config.hub.host,
         port=config.hub.port if port is None else port,
         log_level=log_level,
+        log_config=log_config,
     )
     server = HubServer(listen, app.hub)
     server.run()

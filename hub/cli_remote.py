@@ -17,7 +17,7 @@ from httpx_sse import EventSource
 from connectors import jsonrpc
 from connectors.spec import LATEST_VERSION
 
-__all__ = ["audit", "health", "tools"]
+__all__ = ["audit", "health", "table", "tools"]
 
 _TIMEOUT: Final = 10.0
 
@@ -26,7 +26,7 @@ def _auth(token: str | None) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"} if token else {}
 
 
-def _table(rows: list[list[str]]) -> str:
+def table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
@@ -61,7 +61,7 @@ def health(url: str, as_json: bool, token: str | None = None) -> int:
                     upstream.get("lastError") or "",
                 ]
             )
-        print(_table(rows))
+        print(table(rows))
         _processes(report["upstreams"])
         print(f"\nhub: {report['status']}, {report['sessions']} sessions, {report['tools']} tools")
         for note in report.get("collisions", []):
@@ -87,7 +87,7 @@ def _processes(upstreams: list[dict[str, Any]]) -> None:
                 ]
             )
     if len(rows) > 1:
-        print("\n" + _table(rows))
+        print("\n" + table(rows))
     for upstream in upstreams:
         sandbox = upstream.get("sandbox")
         if sandbox and sandbox.get("loosened"):
@@ -177,7 +177,7 @@ def tools(url: str, as_json: bool, token: str | None = None) -> int:
         description = (tool.get("description") or tool.get("title") or "").strip().splitlines()
         text = description[0] if description else ""
         rows.append([tool["name"], text if len(text) <= 70 else text[:67] + "..."])
-    print(_table(rows))
+    print(table(rows))
     print(f"\n{len(tools)} tools")
     return 0
 
@@ -234,6 +234,6 @@ def audit(url: str, as_json: bool, token: str | None, tenant: str | None, since:
                 outcome,
             ]
         )
-    print(_table(rows))
+    print(table(rows))
     print(f"\n{len(payload)} records")
     return 0

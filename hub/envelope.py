@@ -22,6 +22,7 @@ from typing import Any, Final
 from connectors.eras import annotated_arguments, argument_at, rendered_argument
 from connectors.jsonrpc import Message
 from connectors.spec import MODERN_VERSIONS
+from hub.catalog import Catalog
 from hub.errors import HeaderMismatch, InvalidParams, UnsupportedVersion
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "SERVER_INFO_KEY",
     "SUBSCRIPTION_KEY",
     "Envelope",
+    "ParamHeaderCache",
     "ParamHeaders",
     "check_param_headers",
     "duplicated_routing_header",
@@ -160,6 +162,23 @@ ParamHeaders = tuple[tuple[tuple[str, ...], str], ...]
 def param_headers(input_schema: Any) -> ParamHeaders:
     """(argument path, header name) of every argument a tool's schema marks ``x-mcp-header``."""
     return tuple(annotated_arguments(input_schema))
+
+
+class ParamHeaderCache:
+    """Each tool's ``x-mcp-header`` arguments, worked out once per catalog version."""
+
+    def __init__(self) -> None:
+        self._of: dict[str, ParamHeaders] = {}
+        self._version = -1
+
+    def of(self, catalog: Catalog, name: str) -> ParamHeaders:
+        if self._version != catalog.version:
+            self._of = {}
+            self._version = catalog.version
+        annotated = self._of.get(name)
+        if annotated is None:
+            annotated = self._of[name] = param_headers(catalog.tool_schema(name))
+        return annotated
 
 
 def check_param_headers(annotated: ParamHeaders, arguments: Any, headers: Mapping[str, str]) -> None:

@@ -16,6 +16,7 @@ from hub.audit import AuditLog
 from hub.context import Caller
 from hub.errors import Forbidden, RateLimited, Unauthorized
 from hub.identity import Authenticator
+from hub.metrics import Metrics
 from hub.ratelimit import Limits
 from hub.schema import Config
 from hub.tenants import Tenant, Tenants
@@ -26,8 +27,16 @@ __all__ = ["Gate"]
 class Gate:
     """Authentication, tenancy and limits for one config."""
 
-    def __init__(self, config: Config, audit: AuditLog | None, authenticator: Authenticator | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        audit: AuditLog | None,
+        authenticator: Authenticator | None = None,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.authenticator = authenticator or Authenticator(config)
+        self.metrics = metrics
         self.tenants = Tenants(config)
         self.limits = Limits({name: tenant.limits for name, tenant in config.tenants.items()})
         self.audit = audit
@@ -65,6 +74,8 @@ class Gate:
         try:
             self.limits.admit(caller, tool_call)
         except RateLimited as exc:
+            if self.metrics is not None:
+                self.metrics.refused(caller.tenant, "concurrency" if "maxConcurrentCalls" in exc.message else "rate")
             if self.audit is not None:
                 self.audit.refused(caller, method, params, exc.code, exc.message)
             raise

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from connectors import jsonrpc
+from connectors import jsonrpc, log_context
 from connectors.jsonrpc import Kind, Message
 from connectors.spec import MODERN_VERSIONS
 from hub import modern_tasks
@@ -34,16 +34,16 @@ from hub.envelope import (
     NAME_BEARING,
     SERVER_INFO_KEY,
     Envelope,
-    ParamHeaders,
+    ParamHeaderCache,
     check_param_headers,
     open_envelope,
-    param_headers,
     upstream_meta,
 )
 from hub.errors import HubError, InvalidParams, InvalidRequest, MethodNotFound, ShuttingDown
 from hub.gate import Gate
 from hub.listen import Listeners
 from hub.listen_stream import serve_listen
+from hub.metrics import Metrics
 from hub.modern_errors import reply_error, stateless_error
 from hub.session_services import CallCount
 from hub.sse import SseWriter, event
@@ -83,6 +83,7 @@ class ModernServices:
     public: Callable[[CatalogView], bool]
     """Whether what a view shows is the same for anyone (no auth, no per-tenant filtering)."""
     audit: AuditLog | None = None
+    metrics: Metrics | None = None
 
 
 class ModernEndpoint:
@@ -92,8 +93,7 @@ class ModernEndpoint:
         self.services = services
         self.gate = gate
         self.accepting = accepting
-        self._headers_of: dict[str, ParamHeaders] = {}
-        self._headers_version = -1
+        self._param_headers = ParamHeaderCache()
 
     async def post(
         self,
@@ -155,6 +155,8 @@ class ModernEndpoint:
         params: Message = message.get("params") or {}
         view = self.services.views.view(gate.tenant(caller).rule)
         started = time.perf_counter()
+        log_context.REQUEST.set(str(request_id))
+        log_context.TENANT.set(caller.tenant)
         try:
             if method == "server/discover":
                 result = self._discover(view, gate)
@@ -183,14 +185,16 @@ class ModernEndpoint:
                     result = self._complete(await dispatch(ctx, method, upstream_meta(params)))
         except Exception as exc:
             await reply_error(send, request_id, exc)
-            if method in NAME_BEARING:  # refused before it reached an upstream: recorded all the same
-                error, _, _ = stateless_error(exc)
-                code = error.get("code")
-                self._audit(
-                    caller, view, method, params, started, ("error", code if isinstance(code, int) else None, 0), size
-                )
+            # Refused before it reached an upstream (or it failed there): recorded all the same.
+            error, _, _ = stateless_error(exc)
+            code = error.get("code")
+            self._audit(
+                caller, view, method, params, started, ("error", code if isinstance(code, int) else None, 0), size
+            )
             return
-        await respond(send, 200, jsonrpc.dumps(jsonrpc.response(request_id, result)), _JSON)
+        data = jsonrpc.dumps(jsonrpc.response(request_id, result))
+        await respond(send, 200, data, _JSON)
+        self._audit(caller, view, method, params, started, ("ok", None, len(data)), size)
 
     # -- results -----------------------------------------------------------------------------------
 
@@ -202,17 +206,6 @@ class ModernEndpoint:
             out["ttlMs"], public = cache
             out["cacheScope"] = "public" if public else "private"
         return out
-
-    def _param_headers(self, view: CatalogView, name: str) -> ParamHeaders:
-        """A tool's ``x-mcp-header`` arguments, worked out once per catalog version."""
-        catalog = view.catalog
-        if self._headers_version != catalog.version:
-            self._headers_of = {}
-            self._headers_version = catalog.version
-        annotated = self._headers_of.get(name)
-        if annotated is None:
-            annotated = self._headers_of[name] = param_headers(catalog.tool_schema(name))
-        return annotated
 
     def _read_cache(self, call: StatelessCall, view: CatalogView, result: Message) -> tuple[int, bool] | None:
         """The caching fields of a ``resources/read`` result: the upstream's own, never more public than the
@@ -246,9 +239,13 @@ class ModernEndpoint:
         sent: tuple[str, int | None, int],
         size: int,
     ) -> None:
+        outcome, code, out = sent
+        metrics = self.services.metrics
+        if metrics is not None:
+            tool = params.get("name") if method == "tools/call" else None
+            metrics.request("stateless", method, caller.tenant, outcome, time.perf_counter() - started, str(tool or ""))
         audit = self.services.audit
         if audit is not None and method in AUDITED:
-            outcome, code, out = sent
             audit.call(caller, "", view, method, params, started, outcome, code, size, out)
 
     # -- calls that may need the client's input ----------------------------------------------------
@@ -278,7 +275,7 @@ class ModernEndpoint:
         else:
             if method == "tools/call":
                 view.tool(name)  # an unknown tool is refused before its headers are looked at
-                annotated = self._param_headers(view, name)
+                annotated = self._param_headers.of(view.catalog, name)
                 if annotated:
                     check_param_headers(annotated, params.get("arguments"), headers)
             contexts = self.services.contexts

@@ -14,6 +14,7 @@ import contextlib
 import enum
 import logging
 import secrets
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -21,7 +22,6 @@ from connectors import jsonrpc
 from connectors.jsonrpc import Message
 from connectors.limits import PoolLimits
 from connectors.pool import ConnectorPool
-from connectors.sandbox import loosened
 from connectors.spec import UpstreamSpec
 from connectors.status import UpstreamState
 from hub.audit import AuditLog
@@ -30,9 +30,12 @@ from hub.config import Config
 from hub.context import Caller, ServerFacts
 from hub.events import EventLog
 from hub.gate import Gate
+from hub.health import process_facts, upstream_report
 from hub.listen import Listeners
+from hub.metrics import Metrics
 from hub.modern import ModernServices
 from hub.outbound import for_client
+from hub.reload import Reloader
 from hub.request_state import StateSeal
 from hub.session_services import SessionServices
 from hub.session_streams import StreamSettings
@@ -87,8 +90,9 @@ def pool_limits(config: Config) -> PoolLimits:
 class Hub:
     """Everything one running hub holds; an async context manager run by the app's lifespan."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
         self.config = config
+        self.reloader = Reloader(self, config_path)
         settings = config.hub
         self.state = HubState.STARTING
         self.catalog = Catalog(
@@ -105,7 +109,10 @@ class Hub:
         self.store = open_store(settings.storage)
         self.events = EventLog(self.store, max_age=settings.events.max_age, max_events=settings.events.max_logged)
         self.audit = AuditLog(self.store, config.audit)
-        self.gate = Gate(config, self.audit)
+        self.metrics = Metrics(per_tool=settings.metrics.per_tool)
+        self.counting = self.metrics if settings.metrics.enabled else None
+        """The metrics the request path counts into, or None with ``hub.metrics.enabled`` off."""
+        self.gate = Gate(config, self.audit, metrics=self.counting)
         self.server = ServerFacts(info=SERVER_INFO, capabilities=self.server_capabilities)
         services = SessionServices(
             open_upstreams=self.pool.open_session,
@@ -123,6 +130,7 @@ class Hub:
             subscribers=lambda uri: self.sessions.subscribers(uri),
             record=lambda session: self.sessions.record(session),
             audit=self.audit,
+            metrics=self.counting,
         )
         self.sessions = SessionManager(
             services, self.views, store=self.store, events=self.events, max_sessions=settings.max_sessions
@@ -150,6 +158,7 @@ class Hub:
             list_ttl_ms=self._list_ttl_ms,
             public=self._public,
             audit=self.audit,
+            metrics=self.counting,
         )
         self.stopped = asyncio.Event()
         """Set once draining has ended every stream (endpoints that hold connections end theirs)."""
@@ -166,6 +175,7 @@ class Hub:
             await stack.enter_async_context(self.modern.upstreams)
             await stack.enter_async_context(self.modern.calls)
             await stack.enter_async_context(self.sessions)
+            await stack.enter_async_context(self.reloader)
             self._stack = stack.pop_all()
         # Serve a full catalog from the first request when upstreams answer promptly; a slow or
         # dead one joins later (clients get list_changed) without holding up the port.
@@ -230,8 +240,9 @@ class Hub:
         old = {spec.name: spec for spec in self.pool.specs}
         new = {spec.name: spec for spec in config.upstream_specs()}
         self.config = config
-        self.gate = Gate(config, self.audit)
+        self.gate = Gate(config, self.audit, metrics=self.counting)
         self.audit.config = config.audit
+        self.metrics.per_tool = config.hub.metrics.per_tool
         deadline = config.hub.drain_timeout
         await asyncio.gather(
             *(self.pool.remove(name, deadline) for name in old if name not in new),
@@ -241,6 +252,10 @@ class Hub:
             if name not in old:
                 self.pool.add(spec)
         self._rebuild()
+        # Sessions see their tenant's new view at once, and hear of it if it changed.
+        changed = self.sessions.review(lambda caller: self.views.view(self.gate.tenant(caller).rule))
+        if changed:
+            logger.info("reload: %d sessions see a changed view", changed)
 
     # -- catalog -----------------------------------------------------------------------------------
 
@@ -323,47 +338,23 @@ class Hub:
             capabilities["tasks"] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
         return capabilities
 
+    def upstream_specs(self) -> list[UpstreamSpec]:
+        """The upstreams served now."""
+        return self.pool.specs
+
     # -- health ------------------------------------------------------------------------------------
 
     def liveness(self) -> dict[str, Any]:
         """What ``GET /health`` tells anyone: whether the hub is up."""
         return {"status": self.health()["status"], "server": SERVER_INFO}
 
-    def _local(self, spec: UpstreamSpec) -> dict[str, Any]:
-        """What ``/health`` adds for a local server: its processes and what its sandbox loosens."""
-        if spec.stdio is None:
-            return {}
-        sandbox = {"on": spec.stdio.sandbox is not None, "loosened": loosened(spec.stdio)}
-        return {"processes": self.pool.processes.snapshot(spec.name), "sandbox": sandbox}
-
     def health(self) -> dict[str, Any]:
         """Liveness and per-upstream state, as served by ``GET /health`` to admins (or without auth)."""
         upstreams = []
         for name in self.pool.names:
             upstream = self.pool.upstream(name)
-            if upstream is None:
-                continue
-            status = upstream.status
-            upstreams.append(
-                {
-                    "name": status.name,
-                    "transport": status.transport,
-                    "protocol": status.protocol or None,
-                    "state": status.state.value,
-                    "latencyMs": None if status.latency_ms is None else round(status.latency_ms, 2),
-                    "tools": self.catalog.count(status.name, "tools"),
-                    "prompts": self.catalog.count(status.name, "prompts"),
-                    "resources": self.catalog.count(status.name, "resources"),
-                    "lastError": status.last_error,
-                    "since": status.since,
-                    "reconnects": status.reconnects,
-                    "breaker": upstream.breaker.snapshot(),
-                    "inFlight": upstream.limiter.in_use,
-                    "waiting": upstream.limiter.waiting,
-                    "server": {k: status.server_info.get(k) for k in ("name", "version") if k in status.server_info},
-                    **self._local(upstream.spec),
-                }
-            )
+            if upstream is not None:
+                upstreams.append(upstream_report(upstream, self.catalog, self.pool.processes))
         up = sum(u["state"] == UpstreamState.UP.value for u in upstreams)
         state = "ok" if up == len(upstreams) else ("degraded" if up else "down")
         if self.state is HubState.DRAINING:
@@ -375,4 +366,5 @@ class Hub:
             "tools": len(self.catalog.items("tools")),
             "upstreams": upstreams,
             "collisions": self.catalog.collisions,
+            "process": process_facts(),
         }

@@ -23,8 +23,10 @@ __all__ = [
     "Config",
     "Events",
     "HubSettings",
+    "MetricsSettings",
     "ProcessSettings",
     "Reconnect",
+    "ReloadSettings",
     "SandboxConfig",
     "Timeouts",
     "UpstreamConfig",
@@ -162,6 +164,20 @@ class Breaker(_Model):
     cooldown: Annotated[float, Field(gt=0, le=3600)] = 30.0
 
 
+class ReloadSettings(_Model):
+    watch: bool = True
+    """Reload when the config file changes (besides SIGHUP and ``manifold reload``)."""
+    interval: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    debounce: Annotated[float, Field(ge=0, le=60)] = 0.5
+
+
+class MetricsSettings(_Model):
+    enabled: bool = True
+    """Count requests for ``GET /metrics`` (off: the endpoint answers 404)."""
+    per_tool: bool = False
+    """Count tool calls per tool too (one label value per tool in the catalog)."""
+
+
 class HubSettings(_Model):
     """The ``hub`` section."""
 
@@ -200,6 +216,8 @@ class HubSettings(_Model):
     list_ttl: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     """``ttlMs`` of lists (seconds) for stateless clients, when every upstream behind them announces changes."""
     events: Events = Events()
+    metrics: MetricsSettings = MetricsSettings()
+    reload: ReloadSettings = ReloadSettings()
     allowed_origins: list[str] | None = None
     allowed_hosts: list[str] | None = None
     public_url: str | None = None
@@ -304,3 +322,4 @@ class ProcessSettings(BaseSettings):
     url: str = "http://127.0.0.1:8765"
     token: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"

@@ -141,13 +141,22 @@ def protocol_for(settings: HubSettings) -> type[HttpToolsProtocol]:
     return LimitedHttpProtocol
 
 
-def server_config(app: Any, settings: HubSettings, *, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
+def server_config(
+    app: Any,
+    settings: HubSettings,
+    *,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    log_config: dict[str, Any] | None = None,
+) -> uvicorn.Config:
     """uvicorn's config for the hub's app: the limited protocol, the lifespan, a bounded shutdown."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level,
+        log_config=log_config,
         lifespan="on",
         http=protocol_for(settings),
         timeout_graceful_shutdown=_GRACEFUL_SECONDS,
@@ -181,6 +190,8 @@ class HubServer(uvicorn.Server):
     async def serve(self, sockets: list[Any] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._drain = asyncio.Event()
+        # SIGHUP reloads the config file (refused whole when it has problems; see hub.reload).
+        self._loop.add_signal_handler(signal.SIGHUP, self.hub.reloader.request, "SIGHUP")
         async with asyncio.TaskGroup() as tasks:
             watcher = tasks.create_task(self._drain_on_signal(self._drain))
             try:

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from connectors import jsonrpc
+from connectors import jsonrpc, log_context
 from connectors.engine import CallHooks
 from connectors.jsonrpc import Kind, Message
 from connectors.upstream_sessions import UpstreamSessions
@@ -68,11 +68,14 @@ class Session:
         caller: Caller = ANONYMOUS,
         created: float = 0.0,
         headers: Mapping[str, Mapping[str, str]] | None = None,
+        fixed_view: bool = False,
     ) -> None:
         self.id = session_id
         self.caller = caller
         self._headers = headers or {}
         self.view = view
+        self.fixed_view = fixed_view
+        """Opened with a view of its own (not its tenant's): a reload leaves it as it is."""
         self.created = created
         self.services = services
         self.protocol_version = ""
@@ -317,6 +320,9 @@ class Session:
             return
         params = message.get("params") or {}
         started = time.perf_counter()
+        log_context.REQUEST.set(str(request_id))  # this request's own task: its log lines say whose they are
+        log_context.SESSION.set(self.id)
+        log_context.TENANT.set(self.caller.tenant)
         try:
             result = await dispatch(self._context(stream), method, params)
         except asyncio.CancelledError as exc:
@@ -341,9 +347,13 @@ class Session:
     def _audit(
         self, method: str, params: Message, started: float, outcome: str, code: int | None, size: int, sent: int
     ) -> None:
-        audit = self.services.audit
-        if audit is not None and method in AUDITED:
-            audit.call(self.caller, self.id, self.view, method, params, started, outcome, code, size, sent)
+        services = self.services
+        if services.metrics is not None:
+            tool = params.get("name") if method == "tools/call" else None
+            elapsed = time.perf_counter() - started
+            services.metrics.request("session", method, self.caller.tenant, outcome, elapsed, str(tool or ""))
+        if services.audit is not None and method in AUDITED:
+            services.audit.call(self.caller, self.id, self.view, method, params, started, outcome, code, size, sent)
 
     # -- what upstreams send -----------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from connectors.upstream_sessions import UpstreamSessions
 from hub.audit import AuditLog
 from hub.context import Caller, ServerFacts
 from hub.errors import InvalidRequest
+from hub.metrics import Metrics
 from hub.session_streams import StreamSettings
 from hub.streams import Event
 
@@ -104,6 +105,7 @@ class SessionServices:
     subscribers: Callable[[str], int] | None = None
     record: Callable[[Negotiated], Awaitable[None]] | None = None
     audit: AuditLog | None = None
+    metrics: Metrics | None = None
     calls: CallCount = field(default_factory=CallCount)
 
 

@@ -17,10 +17,11 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Final, Self
 
+from connectors import jsonrpc
 from connectors.jsonrpc import Message
 from hub.context import ANONYMOUS, Caller
 from hub.errors import RateLimited, SessionLimit, ShuttingDown
@@ -29,7 +30,7 @@ from hub.session import Session
 from hub.session_services import EndReason, Negotiated, SessionServices, SessionState
 from hub.store import SessionRecord, Store, StoreError
 from hub.tenants import ANONYMOUS_TENANT, Tenant
-from hub.views import ViewRule, Views
+from hub.views import CatalogView, ViewRule, Views
 
 __all__ = ["SessionManager"]
 
@@ -189,6 +190,7 @@ class SessionManager:
             session_id,
             self.services,
             self.views.view(rule if rule is not None else tenant.rule),
+            fixed_view=rule is not None,
             caller=caller,
             created=record.created if record is not None else time.time(),
             headers=tenant.headers,
@@ -264,6 +266,21 @@ class SessionManager:
         """End every connection reading a session's stream (clients resume on the next start)."""
         for session in self._sessions.values():
             session.streams.release_all()
+
+    def review(self, view_of: Callable[[Caller], CatalogView]) -> int:
+        """Give each session the view ``view_of`` its caller now; a session whose view changed gets
+        ``list_changed`` for tools, prompts and resources. Returns how many changed."""
+        changed = 0
+        for session in list(self._sessions.values()):
+            view = view_of(session.caller)
+            if session.fixed_view or view.rule == session.view.rule:
+                continue
+            session.view = view
+            changed += 1
+            if session.initialized:
+                for kind in ("tools", "prompts", "resources"):
+                    session.send(jsonrpc.notification(f"notifications/{kind}/list_changed"))
+        return changed
 
     def broadcast(self, message: Message, rule: ViewRule | None = None) -> int:
         """Send a message to the GET stream of every session (under ``rule``); returns how many took it."""

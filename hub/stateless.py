@@ -158,6 +158,17 @@ class PrincipalUpstreams:
     def __len__(self) -> int:
         return len(self._held)
 
+    def callers(self) -> list[tuple[str, str, int]]:
+        """(tenant, principal, requests using the set now) of every set held."""
+        return [(tenant, principal, held.users) for (tenant, principal, _), held in self._held.items()]
+
+    def tenants(self) -> dict[str, int]:
+        """How many sets each tenant's callers hold."""
+        counts: dict[str, int] = {}
+        for tenant, _, _ in self._held:
+            counts[tenant] = counts.get(tenant, 0) + 1
+        return counts
+
     def use(self, caller: Caller, tenant: Tenant, capabilities: Message) -> _Lease:
         """The caller's upstream sessions for one request (opened on first use), as a context manager.
 

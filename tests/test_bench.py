@@ -25,6 +25,8 @@ def test_a_smoke_run_measures_everything(tmp_path: Path) -> None:
     catalog = results["catalog"]
     assert catalog["tools_listed"] == catalog["tools_expected"] == catalog["tools_in_catalog_at_start"]
     assert results["idle_sessions"]["rss_mb_100_sessions"] > 0
+    assert results["metrics"]["on"]["hub_cpu_ms_per_call"] > 0 and results["metrics"]["scrape_bytes"] > 0
+    assert results["soak"]["waves"] == 2 and len(results["soak"]["samples"]) == 2
     stdio = results["stdio"]
     assert stdio["start_ms_p50"]["sandboxed"] > 0 and stdio["start_ms_p50"]["unsandboxed"] > 0
     for target in ("direct", "sandboxed", "unsandboxed"):

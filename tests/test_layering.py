@@ -77,7 +77,7 @@ def test_connectors_import_nothing_of_hub() -> None:
 def test_only_the_http_layer_imports_the_web_frameworks() -> None:
     frameworks = ("fastapi", "starlette", "uvicorn")
     users = {name for name, path in modules().items() if any(i.split(".")[0] in frameworks for i in imports(path))}
-    assert users == {"hub.app", "hub.server"}
+    assert users == {"hub.app", "hub.admin", "hub.server"}
 
 
 def test_the_json_rpc_engine_and_its_transport_protocol_import_no_http_library() -> None:

@@ -1,0 +1,167 @@
+"""Reloading the config while the hub serves: on SIGHUP, on a change of the file, or when asked.
+
+A reload reads and validates the whole file; a file with problems is refused (each problem
+logged and reported with its JSON path) and the hub keeps serving the config it has. A
+valid one is applied without dropping sessions (:meth:`hub.runtime.Hub.apply`): upstreams
+added, removed (their calls finish within ``hub.drainTimeout``) and changed (reconnected);
+tenants, keys and limits at once; sessions whose view changed get ``list_changed``.
+Settings that only a restart can apply (where the hub listens, its storage) are reported and
+left as they are. Reloads never overlap. The file is watched by polling its metadata (size,
+mtime, inode) every ``hub.reload.interval`` seconds, and a change is applied once the file has
+stayed the same for ``hub.reload.debounce`` seconds, so an editor's several writes make one
+reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from connectors.spec import UpstreamSpec
+from hub.config import Config, load_config
+from hub.errors import ConfigError
+
+__all__ = ["ReloadOutcome", "Reloadable", "Reloader"]
+
+logger = logging.getLogger(__name__)
+
+_RESTART_ONLY = ("host", "port", "storage", "workspaces")
+
+
+@dataclass
+class ReloadOutcome:
+    ok: bool
+    source: str
+    problems: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    restart_needed: list[str] = field(default_factory=list)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "source": self.source,
+            "problems": self.problems,
+            "upstreams": {"added": self.added, "removed": self.removed, "changed": self.changed},
+            "restartNeeded": self.restart_needed,
+        }
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+class Reloadable(Protocol):
+    """What a reload needs of the hub."""
+
+    @property
+    def config(self) -> Config: ...
+
+    def upstream_specs(self) -> list[UpstreamSpec]: ...
+
+    async def apply(self, config: Config) -> None: ...
+
+
+class Reloader:
+    """Reloads one hub from its config file; an async context manager that watches the file."""
+
+    def __init__(self, hub: Reloadable, path: Path | None) -> None:
+        self.hub = hub
+        self.path = path
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[ReloadOutcome]] = set()
+        self.reloads = 0
+        self.last: ReloadOutcome | None = None
+
+    async def __aenter__(self) -> Reloader:
+        settings = self.hub.config.hub.reload
+        if self.path is not None and settings.watch:
+            self._task = asyncio.get_running_loop().create_task(self._watch(), name="config-watcher")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        tasks = [t for t in (self._task, *self._pending) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def request(self, source: str) -> None:
+        """Reload soon, in a task of this reloader (for a signal handler)."""
+        task = asyncio.get_running_loop().create_task(self.reload(source))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def reload(self, source: str) -> ReloadOutcome:
+        async with self._lock:
+            outcome = await self._reload(source)
+        self.last = outcome
+        return outcome
+
+    async def _reload(self, source: str) -> ReloadOutcome:
+        if self.path is None:
+            return ReloadOutcome(False, source, ["$: the hub was not started from a config file"])
+        try:
+            config = await asyncio.to_thread(load_config, self.path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                logger.error("reload (%s) refused, the hub keeps its config: %s", source, problem)
+            return ReloadOutcome(False, source, list(exc.problems))
+        old_hub, new_hub = self.hub.config.hub, config.hub
+        restart = [name for name in _RESTART_ONLY if getattr(old_hub, name) != getattr(new_hub, name)]
+        kept = {name: getattr(old_hub, name) for name in restart}
+        if old_hub.metrics.enabled != new_hub.metrics.enabled:
+            restart.append("metrics.enabled")
+            kept["metrics"] = new_hub.metrics.model_copy(update={"enabled": old_hub.metrics.enabled})
+        if restart:
+            # Applied without them: they keep their running values until a restart.
+            config = config.model_copy(update={"hub": new_hub.model_copy(update=kept)})
+            logger.warning("reload (%s): %s change only with a restart", source, ", ".join(f"hub.{n}" for n in restart))
+        old = {spec.name: spec for spec in self.hub.upstream_specs()}
+        new = {spec.name: spec for spec in config.upstream_specs()}
+        await self.hub.apply(config)
+        self.reloads += 1
+        outcome = ReloadOutcome(
+            True,
+            source,
+            added=sorted(set(new) - set(old)),
+            removed=sorted(set(old) - set(new)),
+            changed=sorted(name for name in set(old) & set(new) if old[name] != new[name]),
+            restart_needed=[f"hub.{name}" for name in restart],
+        )
+        logger.info(
+            "reloaded (%s): upstreams added %s, removed %s, changed %s",
+            source, outcome.added or "-", outcome.removed or "-", outcome.changed or "-",
+        )  # fmt: skip
+        return outcome
+
+    async def _watch(self) -> None:
+        assert self.path is not None
+        settings = self.hub.config.hub.reload
+        seen = _stamp(self.path)
+        while True:
+            await asyncio.sleep(settings.interval)
+            now = _stamp(self.path)
+            if now == seen or now is None:
+                continue
+            # Changed: wait until it stays the same for the debounce time (an editor writes in steps).
+            while True:
+                await asyncio.sleep(settings.debounce)
+                settled = _stamp(self.path)
+                if settled == now:
+                    break
+                now = settled
+            seen = now
+            await self.reload("file")
