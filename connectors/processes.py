@@ -66,6 +66,8 @@ class Processes:
         self.grace = grace
         self._running: dict[int, LocalProcess] = {}
         self._history: dict[tuple[str, str], _History] = {}
+        self._stopping: dict[int, asyncio.Task[None]] = {}
+        """Stops under way, owned here: one whose caller is cancelled still runs to its end."""
 
     def __len__(self) -> int:
         return len(self._running)
@@ -128,7 +130,21 @@ class Processes:
             history.quick_deaths = 0
 
     async def stop(self, running: LocalProcess) -> None:
-        """Stop a process and everything it started; returns once the process is reaped."""
+        """Stop a process and everything it started; returns once the process is reaped.
+
+        The stop runs in a task of the table: cancelling the caller does not cut it short.
+        """
+        await asyncio.shield(self._stop_task(running))
+
+    def _stop_task(self, running: LocalProcess) -> asyncio.Task[None]:
+        pid = running.pid
+        task = self._stopping.get(pid)
+        if task is None:
+            task = self._stopping[pid] = asyncio.get_running_loop().create_task(self._stop(running))
+            task.add_done_callback(lambda _: self._stopping.pop(pid, None))
+        return task
+
+    async def _stop(self, running: LocalProcess) -> None:
         running.stopping = True
         process = running.process
         try:
@@ -146,8 +162,13 @@ class Processes:
             # left behind; a group id is not reused while the group has members).
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
+            # Its pipes are read to their end and closed (their last bytes go nowhere).
+            with contextlib.suppress(TimeoutError, OSError, ValueError):
+                async with asyncio.timeout(self.grace):
+                    await process.communicate()
         finally:
             self._running.pop(process.pid, None)
+            _close_pipes(process)
 
     def snapshot(self, upstream: str) -> list[dict[str, Any]]:
         """The processes of one upstream, for ``/health``: pid, tenant, age, restarts, memory of the tree."""
@@ -166,9 +187,17 @@ class Processes:
 
     async def aclose(self) -> None:
         """Stop every process still running (its connector normally stops it first)."""
-        running = list(self._running.values())
-        if running:
-            await asyncio.gather(*(self.stop(p) for p in running), return_exceptions=True)
+        for running in list(self._running.values()):
+            self._stop_task(running)
+        if self._stopping:
+            await asyncio.gather(*self._stopping.values(), return_exceptions=True)
+
+
+def _close_pipes(process: asyncio.subprocess.Process) -> None:
+    """Close a process's pipes whatever state they are in (asyncio has no public call for its read pipes)."""
+    transport = getattr(process, "_transport", None)
+    if transport is not None:
+        transport.close()
 
 
 def _parents() -> dict[int, int]:
