@@ -1,7 +1,8 @@
-"""What operating the hub costs and whether it holds up: metrics on against off, and a bounded soak.
+"""What operating the hub costs and whether it holds up: metrics and traces on against off, and a soak.
 
-Metrics: two hubs in front of the same upstream, one with ``hub.metrics.enabled`` and one
-without, rounds interleaved, hub CPU per call from /proc; then the time and CPU of one scrape.
+Metrics: three hubs in front of the same upstream, one with ``hub.metrics.enabled``, one
+without, and one with metrics and traces (the console exporter, into its log), rounds
+interleaved, hub CPU per call from /proc; then the time and CPU of one scrape.
 
 Soak: one hub in front of an upstream that is killed and started again between waves; each
 wave opens and closes sessions (half of them calling a tool) and makes stateless calls. The
@@ -54,12 +55,17 @@ def metrics_costs(
     out: dict[str, Any] = {}
     with ExitStack() as stack:
         hubs = {}
-        for name, enabled in (("on", True), ("off", False)):
+        for name, enabled in (("on", True), ("off", False), ("traced", True)):
             port = free_port()
             config = _config(port, upstream, metrics={"enabled": enabled})
-            process = stack.enter_context(
-                running(_hub(config, work, f"metrics-{name}"), [port], work / f"m-{name}.log")
-            )
+            if name == "traced":  # spans made and written out (to its log) for every call
+                os.environ["OTEL_TRACES_EXPORTER"] = "console"
+            try:
+                process = stack.enter_context(
+                    running(_hub(config, work, f"metrics-{name}"), [port], work / f"m-{name}.log")
+                )
+            finally:
+                os.environ.pop("OTEL_TRACES_EXPORTER", None)
             hubs[name] = (f"http://127.0.0.1:{port}", process.pid)
         collected: dict[str, tuple[list[Round], float]] = {name: ([], 0.0) for name in hubs}
         for index in range(rounds):
@@ -75,6 +81,9 @@ def metrics_costs(
         for name, (done, spent) in collected.items():
             out[name] = {**summarize(done), "hub_cpu_ms_per_call": round(spent * 1000 / sum(r.calls for r in done), 3)}
         out["added_cpu_ms_per_call"] = round(out["on"]["hub_cpu_ms_per_call"] - out["off"]["hub_cpu_ms_per_call"], 3)
+        out["tracing_added_cpu_ms_per_call"] = round(
+            out["traced"]["hub_cpu_ms_per_call"] - out["on"]["hub_cpu_ms_per_call"], 3
+        )
         base, pid = hubs["on"]
         with httpx.Client(trust_env=False, timeout=30) as http:
             before, started = cpu_seconds(pid), time.perf_counter()
@@ -100,12 +109,17 @@ async def _wave(url: str, sessions: int) -> int:
             nonlocal errors
             try:
                 session = await RpcSession(http, url).open()
-                if index % 2 == 0:
-                    await session.call("tools/call", {"name": "bench__echo", "arguments": {"text": "soak"}})
-                await session.close()
-                await ModernClient(http, url).call("bench__echo", {"text": "soak"})
             except Exception:
                 errors += 1
+                return
+            try:
+                if index % 2 == 0:
+                    await session.call("tools/call", {"name": "bench__echo", "arguments": {"text": "soak"}})
+                await ModernClient(http, url).call("bench__echo", {"text": "soak"})
+            except Exception:
+                errors += 1  # a call while the hub reconnects to the restarted upstream
+            finally:
+                await session.close()
 
         for start in range(0, sessions, 50):  # 50 at a time
             await asyncio.gather(*(one(i) for i in range(start, min(start + 50, sessions))))

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import replace
 from typing import Any, Final, Protocol
 
-from connectors import log_context
+from connectors import log_context, tracing
 from connectors.engine import CallHooks, Connector
 from connectors.errors import UpstreamBusy, UpstreamError, UpstreamUnavailable
 from connectors.factory import make_connector
@@ -177,7 +177,11 @@ class UpstreamSessions:
                 connector = await self._connector(entry)
                 started = time.perf_counter()
                 try:
-                    result = await connector.request(method, params, hooks=hooks)
+                    if tracing.enabled():
+                        with tracing.upstream_span(upstream, method, params) as traced:
+                            result = await connector.request(method, traced, hooks=hooks)
+                    else:
+                        result = await connector.request(method, params, hooks=hooks)
                 finally:
                     entry.latency.observe(time.perf_counter() - started)
                 if method in ("resources/subscribe", "resources/unsubscribe") and params is not None:

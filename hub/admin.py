@@ -60,7 +60,8 @@ def install(api: FastAPI, hub: Hub, reloader: Reloader) -> None:
         if refused is not None:
             return refused
         outcome = await reloader.reload("api")
-        return Response(jsonrpc.dumps(outcome.report()), status_code=200 if outcome.ok else 422)
+        status = 200 if outcome.ok else 422
+        return Response(jsonrpc.dumps(outcome.report()), status_code=status, media_type="application/json")
 
     @api.get("/admin")
     async def page() -> Response:

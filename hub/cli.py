@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from connectors import jsonrpc
+from connectors import jsonrpc, tracing
 from connectors.sandbox import loosened
 from hub import cli_operate, cli_remote
 from hub.config import ProcessSettings, exposure_problem, load_config
@@ -94,6 +94,7 @@ def _serve(path: str, host: str | None, port: int | None, log_level: str) -> int
         print(f"{path}: {problem}", file=sys.stderr)
         return 2
     log_config = configure_logs(log_level, ProcessSettings().log_format)
+    tracing.configure()  # on when OTEL_TRACES_EXPORTER names an exporter
     app = create_app(config, path)
     listen = server_config(
         app,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from connectors import jsonrpc, log_context
+from connectors import jsonrpc, log_context, tracing
 from connectors.jsonrpc import Kind, Message
 from connectors.spec import MODERN_VERSIONS
 from hub import modern_tasks
@@ -131,8 +131,10 @@ class ModernEndpoint:
         if counter is not None:
             counter.up()
         slot = CallSlot(release)
+        traced = message if "traceparent" not in headers else tracing.with_trace_context(message, headers)
         try:
-            await self._serve(headers, caller, gate, envelope, message, size, receive, send, slot)
+            with tracing.client_span(method, traced.get("params"), **{"mcp.tenant": caller.tenant}):
+                await self._serve(headers, caller, gate, envelope, message, size, receive, send, slot)
         finally:
             if counter is not None:
                 counter.down()

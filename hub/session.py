@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from connectors import jsonrpc, log_context
+from connectors import jsonrpc, log_context, tracing
 from connectors.engine import CallHooks
 from connectors.jsonrpc import Kind, Message
 from connectors.upstream_sessions import UpstreamSessions
@@ -324,7 +324,8 @@ class Session:
         log_context.SESSION.set(self.id)
         log_context.TENANT.set(self.caller.tenant)
         try:
-            result = await dispatch(self._context(stream), method, params)
+            with tracing.client_span(method, params, **{"mcp.session": self.id, "mcp.tenant": self.caller.tenant}):
+                result = await dispatch(self._context(stream), method, params)
         except asyncio.CancelledError as exc:
             if exc.args == ("drain",):
                 error = ShuttingDown().to_error()

@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
-from connectors import jsonrpc
+from connectors import jsonrpc, tracing
 from connectors.jsonrpc import Kind, Message
 from connectors.spec import MODERN_VERSIONS, SUPPORTED_VERSIONS
 from hub.asgi import Receive, Scope, Send, header_map, read_body, respond, respond_error
@@ -220,6 +220,8 @@ class McpEndpoint:
         release = None
         if kind is Kind.REQUEST:
             release = self.gate().admit(caller, message["method"], message.get("params") or {})
+            if tracing.enabled() and "traceparent" in headers:
+                message = tracing.with_trace_context(message, headers)
         try:
             if kind is Kind.REQUEST and message["method"] == "initialize" and SESSION_HEADER not in headers:
                 if not self.accepting():
