@@ -159,10 +159,11 @@ def launch(stdio: StdioSpec, upstream: str, key: str) -> Launch:
     argv += ["--perms", "0755", "--dir", "/etc"]  # made by bubblewrap, it would be root's alone
     for name in _ETC + (_NETWORK_ETC if sandbox.network else ()):
         argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    argv += _read_only([*_runtime_roots(executable), *(Path(p).absolute() for p in sandbox.paths)])
     # /tmp is memory: it is bounded by the memory limit too.
     tmp_size = str(sandbox.memory_mb * 1024 * 1024)
     argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--size", tmp_size, "--tmpfs", "/tmp"]
+    # After /tmp: a runtime or path under /tmp is bound on top of the private one.
+    argv += _read_only([*_runtime_roots(executable), *(Path(p).absolute() for p in sandbox.paths)])
     argv += ["--bind", str(workspace), WORKSPACE]
     argv += ["--chdir", stdio.cwd or WORKSPACE, "--clearenv"]
     for name, value in env.items():
@@ -178,7 +179,7 @@ def _read_only(roots: list[Path]) -> list[str]:
         if not any(root.is_relative_to(outer) for outer in chosen):
             chosen.append(root)
     out: list[str] = []
-    made: set[Path] = set()
+    made: set[Path] = {Path("/tmp"), Path("/proc"), Path("/dev")}  # mounted already
     for root in sorted(chosen):
         for parent in reversed(root.parents):
             if parent != Path("/") and parent not in made and not parent.is_relative_to("/usr"):

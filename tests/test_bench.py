@@ -8,9 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bench.run import main
 
 
+@pytest.mark.timeout(240)  # about a minute on two cores: every part of the bench, in small
 def test_a_smoke_run_measures_everything(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     assert main(["--smoke", "--json", str(out)]) == 0
