@@ -40,8 +40,8 @@ from connectors.errors import ManifoldError
 from connectors.jsonrpc import Message
 from connectors.upstream_sessions import UpstreamSessions
 from hub.context import RequestContext
-from hub.errors import ClientError, InvalidParams, MissingCapability
-from hub.relay import require_capability
+from hub.errors import InvalidParams, MissingCapability
+from hub.relay import held_question
 from hub.tasks import RELATED_TASK, TaskTable
 
 __all__ = [
@@ -115,12 +115,7 @@ class _Bridge:
 
     async def ask(self, message: Message) -> Message:
         """A question on the fetch's stream: kept until ``tasks/update`` answers it (or the task goes)."""
-        method = message["method"]
-        params = message.get("params")
-        params = params if isinstance(params, dict) else {}
-        require_capability(self.capabilities, method, params)
-        if len(self.questions) >= _MAX_QUESTIONS:
-            raise ClientError({"code": -32000, "message": f"{_MAX_QUESTIONS} questions of this task are open"})
+        method, params = held_question(message, self.capabilities, len(self.questions), _MAX_QUESTIONS, "task")
         key = f"q{next(self._keys)}"
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self.questions[key] = ({"method": method, "params": params}, future)

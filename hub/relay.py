@@ -19,7 +19,7 @@ from connectors.jsonrpc import Message
 from hub.errors import ClientError, ClientTimeout, MethodNotFound
 from hub.streams import Stream
 
-__all__ = ["RELAYED_CAPABILITIES", "Relay", "require_capability"]
+__all__ = ["RELAYED_CAPABILITIES", "Relay", "held_question", "require_capability"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,22 @@ def require_capability(capabilities: Message, method: str, params: Message) -> N
         # An empty elicitation capability means form mode only.
         if (declared and mode not in declared) or (not declared and mode != "form"):
             raise MethodNotFound(f"the client does not support {mode} elicitation")
+
+
+def held_question(message: Message, capabilities: Message, open_now: int, limit: int, of: str) -> tuple[str, Message]:
+    """The method and params of an upstream's question that waits for a later answer of the client.
+
+    Raises:
+        MethodNotFound: the client did not declare the capability the question needs.
+        ClientError: ``limit`` questions of this ``of`` (a call, a task) are open already.
+    """
+    method = message["method"]
+    params = message.get("params")
+    params = params if isinstance(params, dict) else {}
+    require_capability(capabilities, method, params)
+    if open_now >= limit:
+        raise ClientError({"code": -32000, "message": f"{limit} questions of this {of} are open"})
+    return method, params
 
 
 class Relay:

@@ -34,7 +34,7 @@ from connectors.eras import INPUT_KEY
 from connectors.jsonrpc import Message
 from hub.context import Caller
 from hub.errors import BadRequestState, ClientError, ClientTimeout, InvalidParams, ShuttingDown
-from hub.relay import require_capability
+from hub.relay import held_question
 from hub.request_state import Claims, StateSeal
 
 __all__ = ["CallGone", "CallSlot", "StatelessCall", "StatelessCalls"]
@@ -83,12 +83,7 @@ class StatelessCall:
             MethodNotFound: the client did not declare the capability the question needs.
             ClientError: too many questions of this call are open.
         """
-        method = message["method"]
-        params = message.get("params")
-        params = params if isinstance(params, dict) else {}
-        require_capability(self.capabilities, method, params)
-        if len(self._open) >= _MAX_QUESTIONS:
-            raise ClientError({"code": -32000, "message": f"{_MAX_QUESTIONS} questions of this call are open"})
+        method, params = held_question(message, self.capabilities, len(self._open), _MAX_QUESTIONS, "call")
         wanted = message.get(INPUT_KEY)  # the upstream's own key, when it asked in the same era
         key = wanted if isinstance(wanted, str) and wanted and wanted not in self._open else f"q{next(self._keys)}"
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
