@@ -28,21 +28,24 @@ def _ask(method: str, url: str, path: str, token: str | None) -> httpx.Response 
         return None
 
 
-def _refused(response: httpx.Response) -> bool:
+def _answer(method: str, url: str, path: str, token: str | None) -> dict[str, Any] | None:
+    """The hub's JSON answer, or None (said why on stderr) when it could not be reached or refused."""
+    response = _ask(method, url, path, token)
+    if response is None:
+        return None
     if response.status_code in (401, 403):
-        print(
-            f"manifold: the hub refused (HTTP {response.status_code}): an admin credential is needed", file=sys.stderr
-        )
-        return True
-    return False
+        status = response.status_code
+        print(f"manifold: the hub refused (HTTP {status}): an admin credential is needed", file=sys.stderr)
+        return None
+    answer: dict[str, Any] = response.json()
+    return answer
 
 
 def sessions(url: str, as_json: bool, token: str | None = None) -> int:
     """Print the hub's open sessions; exit 0 when it answered."""
-    response = _ask("GET", url, "/admin/sessions", token)
-    if response is None or _refused(response):
+    report = _answer("GET", url, "/admin/sessions", token)
+    if report is None:
         return 1
-    report: dict[str, Any] = response.json()
     if as_json:
         print(jsonrpc.dumps(report).decode())
         return 0
@@ -61,10 +64,9 @@ def sessions(url: str, as_json: bool, token: str | None = None) -> int:
 
 def reload(url: str, as_json: bool, token: str | None = None) -> int:
     """Ask the hub to reload its config file; exit 0 when applied, 1 with every problem when refused."""
-    response = _ask("POST", url, "/admin/reload", token)
-    if response is None or _refused(response):
+    outcome = _answer("POST", url, "/admin/reload", token)
+    if outcome is None:
         return 1
-    outcome: dict[str, Any] = response.json()
     if as_json:
         print(jsonrpc.dumps(outcome).decode())
     elif outcome["ok"]:
