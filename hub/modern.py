@@ -132,10 +132,14 @@ class ModernEndpoint:
             counter.up()
         slot = CallSlot(release)
         traced = message if "traceparent" not in headers else tracing.with_trace_context(message, headers)
+        # This task serves the connection's next request too: the log ids are taken back when this one ends.
+        noted = (log_context.REQUEST.set(str(request_id)), log_context.TENANT.set(caller.tenant))
         try:
             with tracing.client_span(method, traced.get("params"), **{"mcp.tenant": caller.tenant}):
                 await self._serve(headers, caller, gate, envelope, message, size, receive, send, slot)
         finally:
+            log_context.REQUEST.reset(noted[0])
+            log_context.TENANT.reset(noted[1])
             if counter is not None:
                 counter.down()
             slot.release()
@@ -157,8 +161,6 @@ class ModernEndpoint:
         params: Message = message.get("params") or {}
         view = self.services.views.view(gate.tenant(caller).rule)
         started = time.perf_counter()
-        log_context.REQUEST.set(str(request_id))
-        log_context.TENANT.set(caller.tenant)
         try:
             if method == "server/discover":
                 result = self._discover(view, gate)
