@@ -47,9 +47,9 @@ conformance: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m tests.conformance.run --node-modules $(NODE_MODULES)
 
 ## system: the Debian packages the suite needs: bubblewrap (the sandbox of local servers), util-linux's
-## setpriv (a hub run as root) and chromium (the admin page's test); installed with apt-get when missing and
-## possible, or named exactly when not
-SYSTEM_NEEDS := bwrap:bubblewrap setpriv:util-linux chromium:chromium
+## setpriv (a hub run as root), chromium (the admin page's test) and redis-server (the Redis store's
+## tests); installed with apt-get when missing and possible, or named exactly when not
+SYSTEM_NEEDS := bwrap:bubblewrap setpriv:util-linux chromium:chromium redis-server:redis-server
 system:
 	@missing=""; for need in $(SYSTEM_NEEDS); do \
 		command -v $${need%%:*} >/dev/null || missing="$$missing $${need##*:}"; \

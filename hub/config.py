@@ -203,7 +203,7 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None)
         raise ConfigError([f"$: not valid JSON: {exc}"]) from exc
     config = parse_config(raw, env)
     paths: dict[str, str] = {}
-    if config.hub.storage != ":memory:" and not Path(config.hub.storage).is_absolute():
+    if config.hub.storage != ":memory:" and not config.hub.replicated and not Path(config.hub.storage).is_absolute():
         paths["storage"] = str((file.parent / config.hub.storage).resolve())
     if not Path(config.hub.workspaces).is_absolute():
         paths["workspaces"] = str((file.parent / config.hub.workspaces).resolve())

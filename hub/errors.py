@@ -71,6 +71,7 @@ __all__ = [
     "SessionLimit",
     "SessionNotFound",
     "ShuttingDown",
+    "StoreUnavailable",
     "StreamConflict",
     "StreamGone",
     "TooDeep",
@@ -214,6 +215,13 @@ class RateLimited(HubError):
 
 
 class SessionLimit(HubError):
+    code = -32000
+    http_status: ClassVar[int | None] = 503
+
+
+class StoreUnavailable(HubError):
+    """The shared store (Redis) does not answer, so no new session can be owned safely."""
+
     code = -32000
     http_status: ClassVar[int | None] = 503
 

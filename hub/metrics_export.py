@@ -78,6 +78,12 @@ class HubCollector(Collector):
         backlog.add_metric(["events"], hub.events.backlog)
         backlog.add_metric(["audit"], hub.audit.backlog)
         yield backlog
+        store = hub.store_report()
+        reachable = GaugeMetricFamily(
+            "manifold_store_reachable", "Whether the store answers (1) or not (0).", labels=["kind"]
+        )
+        reachable.add_metric([store["kind"]], 0 if store.get("reachable") is False else 1)
+        yield reachable
         yield GaugeMetricFamily(
             "manifold_catalog_tools", "Tools in the merged catalog.", value=len(hub.catalog.items("tools"))
         )

@@ -30,7 +30,7 @@ __all__ = ["ReloadOutcome", "Reloadable", "Reloader"]
 
 logger = logging.getLogger(__name__)
 
-_RESTART_ONLY = ("host", "port", "storage", "workspaces")
+_RESTART_ONLY = ("host", "port", "storage", "redis", "workspaces")
 
 
 @dataclass

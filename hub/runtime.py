@@ -26,7 +26,7 @@ from connectors.spec import UpstreamSpec
 from connectors.status import UpstreamState
 from hub.audit import AuditLog
 from hub.catalog import Catalog, ListKind, Source
-from hub.config import Config
+from hub.config import Config, ProcessSettings
 from hub.context import Caller, ServerFacts
 from hub.events import EventLog
 from hub.gate import Gate
@@ -35,6 +35,7 @@ from hub.listen import Listeners
 from hub.metrics import Metrics
 from hub.modern import ModernServices
 from hub.outbound import for_client
+from hub.redis_store import RedisStore, redacted
 from hub.reload import Reloader
 from hub.request_state import StateSeal
 from hub.session_services import SessionServices
@@ -106,7 +107,7 @@ class Hub:
             on_shared_message=self._shared_message,
         )
         self.run = secrets.token_hex(4)  # names this run of the hub in SSE event ids
-        self.store = open_store(settings.storage)
+        self.store = open_store(settings, ProcessSettings().redis_password)
         self.events = EventLog(self.store, max_age=settings.events.max_age, max_events=settings.events.max_logged)
         self.audit = AuditLog(self.store, config.audit)
         self.metrics = Metrics(per_tool=settings.metrics.per_tool)
@@ -135,6 +136,9 @@ class Hub:
         self.sessions = SessionManager(
             services, self.views, store=self.store, events=self.events, max_sessions=settings.max_sessions
         )
+        shared = self.store
+        if isinstance(shared, RedisStore):
+            self.sessions.store_ready = lambda: shared.reachable
         self.listeners = Listeners(max_total=settings.max_sessions)
         stateless_upstreams = PrincipalUpstreams(
             self.pool.open_session,
@@ -357,6 +361,8 @@ class Hub:
                 upstreams.append(upstream_report(upstream, self.catalog, self.pool.processes))
         up = sum(u["state"] == UpstreamState.UP.value for u in upstreams)
         state = "ok" if up == len(upstreams) else ("degraded" if up else "down")
+        if isinstance(self.store, RedisStore) and not self.store.reachable and state == "ok":
+            state = "degraded"  # sessions it owns go on; new ones are refused until Redis answers
         if self.state is HubState.DRAINING:
             state = "draining"
         return {
@@ -367,4 +373,17 @@ class Hub:
             "upstreams": upstreams,
             "collisions": self.catalog.collisions,
             "process": process_facts(),
+            "store": self.store_report(),
         }
+
+    def store_report(self) -> dict[str, Any]:
+        """Which store the hub uses and, for Redis, whether it answers."""
+        store = self.store
+        if isinstance(store, RedisStore):
+            return {
+                "kind": "redis",
+                "url": redacted(store.url),
+                "reachable": store.reachable,
+                "lastError": store.last_error or None,
+            }
+        return {"kind": "sqlite", "path": self.config.hub.storage}

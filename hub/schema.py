@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -178,6 +179,15 @@ class MetricsSettings(_Model):
     """Count tool calls per tool too (one label value per tool in the catalog)."""
 
 
+class RedisSettings(_Model):
+    """The Redis store (``hub.storage`` a ``redis://`` or ``rediss://`` URL)."""
+
+    timeout: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """The deadline of one Redis call, in seconds."""
+    key_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "manifold"
+    """Keys in Redis begin with it (hubs of one deployment share it)."""
+
+
 class HubSettings(_Model):
     """The ``hub`` section."""
 
@@ -218,12 +228,35 @@ class HubSettings(_Model):
     events: Events = Events()
     metrics: MetricsSettings = MetricsSettings()
     reload: ReloadSettings = ReloadSettings()
+    redis: RedisSettings = RedisSettings()
     allowed_origins: list[str] | None = None
     allowed_hosts: list[str] | None = None
     public_url: str | None = None
     """Where clients reach the hub (the OAuth resource identifier); defaults to its listen address."""
     allow_anonymous: bool = False
     """Serve without credentials on a non-loopback address (on purpose)."""
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        if value.startswith(("redis://", "rediss://")):
+            parts = urlsplit(value)
+            if not parts.hostname:
+                raise ValueError("a Redis URL names its host: redis://host:6379/0")
+            try:
+                parts.port  # noqa: B018 (raises on a bad port)
+            except ValueError:
+                raise ValueError("the Redis URL's port is not a number") from None
+            if parts.path not in ("", "/") and not parts.path.lstrip("/").isdigit():
+                raise ValueError("the Redis URL's path is a database number: redis://host:6379/0")
+        elif "://" in value:
+            raise ValueError("a SQLite file path, :memory:, or a redis:// or rediss:// URL")
+        return value
+
+    @property
+    def replicated(self) -> bool:
+        """Whether the store is Redis (shared by every hub process that names it)."""
+        return self.storage.startswith(("redis://", "rediss://"))
 
     @field_validator("public_url")
     @classmethod
@@ -323,3 +356,5 @@ class ProcessSettings(BaseSettings):
     token: str | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    redis_password: str | None = None
+    """The Redis store's password, when its URL has none."""

@@ -24,7 +24,7 @@ from typing import Final, Self
 from connectors import jsonrpc
 from connectors.jsonrpc import Message
 from hub.context import ANONYMOUS, Caller
-from hub.errors import RateLimited, SessionLimit, ShuttingDown
+from hub.errors import RateLimited, SessionLimit, ShuttingDown, StoreUnavailable
 from hub.events import EventLog
 from hub.session import Session
 from hub.session_services import EndReason, Negotiated, SessionServices, SessionState
@@ -63,6 +63,8 @@ class SessionManager:
         self._tg: asyncio.TaskGroup | None = None
         self._accepting = False
         self._stack = contextlib.AsyncExitStack()
+        self.store_ready: Callable[[], bool] = lambda: True
+        """Whether the store answers: a shared store that does not gets no new sessions (no split brain)."""
 
     async def __aenter__(self) -> Self:
         await self._store.prune(time.time() - self.idle_timeout)
@@ -123,7 +125,12 @@ class SessionManager:
             SessionLimit: the hub holds ``max_sessions`` sessions in use.
             RateLimited: the caller's tenant holds its ``maxSessions`` in use.
             ShuttingDown: the hub is draining.
+            StoreUnavailable: the shared store does not answer.
         """
+        if not self.store_ready():
+            raise StoreUnavailable(
+                "the session store (Redis) is unreachable: no new sessions until it answers; try again shortly"
+            )
         return self._start(secrets.token_hex(16), caller, tenant, rule, None)
 
     def find(self, session_id: str, caller: Caller) -> Session | None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from hub.events import EventLog
-from hub.storage import open_store
+from hub.sqlite_store import SqliteStore
 from hub.streams import Event
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_logged_events_replay_in_order_after_a_position() -> None:
-    async with open_store(":memory:") as store, EventLog(store, max_age=60, max_events=100) as log:
+    async with SqliteStore(":memory:") as store, EventLog(store, max_age=60, max_events=100) as log:
         for seq in range(1, 5):
             log.record("s1", "run", 3, Event(seq, b'{"n":%d}' % seq, False))
         log.record("s2", "run", 3, Event(1, b"{}", False))
@@ -23,7 +23,7 @@ async def test_logged_events_replay_in_order_after_a_position() -> None:
 
 
 async def test_a_forgotten_session_has_nothing_to_replay() -> None:
-    async with open_store(":memory:") as store, EventLog(store, max_age=60, max_events=100) as log:
+    async with SqliteStore(":memory:") as store, EventLog(store, max_age=60, max_events=100) as log:
         log.record("s1", "run", 0, Event(1, b"{}", False))
         await log.forget("s1")
         assert await log.replay("s1", "run", 0, 0) == []
@@ -31,7 +31,7 @@ async def test_a_forgotten_session_has_nothing_to_replay() -> None:
 
 async def test_what_is_queued_is_written_when_the_log_closes(tmp_path: object) -> None:
     path = str(tmp_path) + "/events.db"
-    async with open_store(path) as store:
+    async with SqliteStore(path) as store:
         async with EventLog(store, max_age=60, max_events=100) as log:
             log.record("s1", "run", 1, Event(1, b'{"last":true}', True))
         assert await store.events_after("s1", "run", 1, 0) == [(1, b'{"last":true}')]

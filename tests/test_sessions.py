@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hub.storage import open_store
+from hub.sqlite_store import SqliteStore
 from hub.store import SessionRecord
 from tests.servers import run_hub, serve
 from tests.upstreams import http_app
@@ -64,7 +64,7 @@ async def test_unknown_ids_never_become_sessions(tmp_path: Path) -> None:
 async def test_a_session_idle_past_its_timeout_is_not_taken_back(tmp_path: Path) -> None:
     storage = str(tmp_path / "hub.db")
     stale = SessionRecord("ab" * 16, "2025-11-25", {"name": "old", "version": "1"}, {}, 0.0, 0.0)
-    async with open_store(storage) as store:
+    async with SqliteStore(storage) as store:
         await store.save(stale)
     async with (
         serve(http_app("alpha")) as alpha,
@@ -73,7 +73,7 @@ async def test_a_session_idle_past_its_timeout_is_not_taken_back(tmp_path: Path)
     ):
         response = await http.post(url, json=rpc(1, "ping"), headers={**HEADERS, "mcp-session-id": stale.id})
         assert response.status_code == 404
-    async with open_store(storage) as store:
+    async with SqliteStore(storage) as store:
         assert await store.load(stale.id) is None
 
 
