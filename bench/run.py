@@ -35,6 +35,7 @@ from bench.operations import metrics_costs, soak
 from bench.processes import free_port, free_ports, resident_mb, running
 from bench.rounds import Round, call_round, percentile, summarize
 from bench.stdio import stdio_costs
+from bench.store import store_costs
 
 __all__ = ["main"]
 
@@ -358,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         results["metrics"] = metrics_costs(
             upstream_url, work, sessions=8, calls=plan.calls, seconds=plan.seconds, rounds=max(2, plan.rounds * 2)
         )
+        results["store"] = store_costs(
+            upstream_url, work, sessions=8, calls=plan.calls, seconds=plan.seconds, rounds=max(2, plan.rounds),
+            opens=max(20, plan.calls // 6),
+        )  # fmt: skip
     waves, soak_sessions = plan.soak
     results["soak"] = soak(work, waves=waves, sessions=soak_sessions, seconds=300.0)
     results["stdio"] = stdio_costs(work, levels=(1, 8), calls=plan.calls, seconds=plan.seconds, rounds=plan.rounds)
@@ -444,6 +449,18 @@ def render(results: dict[str, Any]) -> str:
             f"{metrics['added_cpu_ms_per_call']:+} ms; a scrape: {metrics['scrape_ms']} ms",
         )
     )
+    store = results["store"]
+    if "skipped" not in store:
+        rows.append(
+            (
+                "store SQLite / Redis / Redis with rate limits, 8 sessions: hub CPU per call",
+                "-",
+                f"{store['sqlite']['hub_cpu_ms_per_call']} / {store['redis']['hub_cpu_ms_per_call']} / "
+                f"{store['redis_limited']['hub_cpu_ms_per_call']} ms",
+                f"open+close a session: {store['sqlite']['open_close_hub_cpu_ms']} / "
+                f"{store['redis']['open_close_hub_cpu_ms']} ms of hub CPU",
+            )
+        )
     soaked = results["soak"]
     before, after = (
         "/".join(str(sample[key]) for key in ("rss_mb", "fds", "tasks"))

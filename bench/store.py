@@ -1,8 +1,9 @@
 """The Redis store against SQLite: calls/s and hub CPU per call, and the cost of opening a session.
 
-Two hubs in front of the same upstream, one on a SQLite file and one on a local
+Three hubs in front of the same upstream, one on a SQLite file and two on a local
 ``redis-server`` (started here on a loopback port, without persistence), rounds
-interleaved. A proxied call does not touch the store (records are written at
+interleaved; the third serves a tenant with rate limits (so high they never refuse),
+which it counts in Redis: one round trip per request. A proxied call does not touch the store (records are written at
 ``initialize`` and kept fresh in the background, events only for SSE streams), so
 the call figures should match; opening a session writes its record, so that part is
 timed apart: ``opens`` sessions opened one after another, their wall time and the
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import shutil
 import sys
@@ -37,6 +39,8 @@ _INIT = {
     "method": "initialize",
     "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}},
 }
+_KEY = "bench-key-0123456789"
+_KEY_SHA = hashlib.sha256(_KEY.encode()).hexdigest()
 _HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
@@ -71,17 +75,18 @@ def store_costs(
             )
         )
         hubs = {}
-        for name, storage in (("sqlite", str(work / "hub.db")), ("redis", f"redis://127.0.0.1:{redis_port}/0")):
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        for name, storage in (("sqlite", str(work / "hub.db")), ("redis", redis_url), ("redis_limited", redis_url)):
             port = free_port()
             path = work / f"store-{name}.json"
-            path.write_text(
-                json.dumps(
-                    {
-                        "hub": {"host": "127.0.0.1", "port": port, "storage": storage},
-                        "mcpServers": {"bench": {"url": upstream}},
-                    }
-                )
-            )
+            document: dict[str, Any] = {
+                "hub": {"host": "127.0.0.1", "port": port, "storage": storage},
+                "mcpServers": {"bench": {"url": upstream}},
+            }
+            if name.endswith("limited"):  # limits so high they never refuse: the cost of counting in Redis
+                document["auth"] = {"apiKeys": [{"name": "bench", "sha256": _KEY_SHA, "tenant": "bench"}]}
+                document["tenants"] = {"bench": {"limits": {"requestsPerMinute": 10**9, "toolCallsPerMinute": 10**9}}}
+            path.write_text(json.dumps(document))
             command = [sys.executable, "-m", "hub", "serve", "--config", str(path), "--log-level", "warning"]
             process = stack.enter_context(running(command, [port], work / f"store-{name}.log"))
             hubs[name] = (f"http://127.0.0.1:{port}/mcp", process.pid)
@@ -89,20 +94,18 @@ def store_costs(
         for index in range(rounds):
             for name in list(hubs) if index % 2 == 0 else list(reversed(hubs)):
                 url, pid = hubs[name]
+                headers = {"authorization": f"Bearer {_KEY}"} if name.endswith("limited") else None
                 round_, (cpu,), _ = asyncio.run(
-                    call_round(
-                        url, "bench__echo", {"text": "hello"}, sessions, calls=calls, seconds=seconds, pids=(pid,)
-                    )
-                )
+                    call_round(url, "bench__echo", {"text": "hello"}, sessions, calls=calls, seconds=seconds,
+                               pids=(pid,), headers=headers)
+                )  # fmt: skip
                 done, spent = collected[name]
                 collected[name] = ([*done, round_], spent + cpu)
         for name, (done, spent) in collected.items():
             url, pid = hubs[name]
-            out[name] = {
-                **summarize(done),
-                "hub_cpu_ms_per_call": round(spent * 1000 / sum(r.calls for r in done), 3),
-                **asyncio.run(_opens(url, opens, pid)),
-            }
+            out[name] = {**summarize(done), "hub_cpu_ms_per_call": round(spent * 1000 / sum(r.calls for r in done), 3)}
+            if not name.endswith("limited"):
+                out[name].update(asyncio.run(_opens(url, opens, pid)))
     return out
 
 

@@ -19,6 +19,7 @@ from hub.identity import Authenticator
 from hub.metrics import Metrics
 from hub.ratelimit import Limits
 from hub.schema import Config
+from hub.shared_limits import SharedBuckets
 from hub.tenants import Tenant, Tenants
 
 __all__ = ["Gate"]
@@ -34,11 +35,12 @@ class Gate:
         authenticator: Authenticator | None = None,
         *,
         metrics: Metrics | None = None,
+        shared: SharedBuckets | None = None,
     ) -> None:
         self.authenticator = authenticator or Authenticator(config)
         self.metrics = metrics
         self.tenants = Tenants(config)
-        self.limits = Limits({name: tenant.limits for name, tenant in config.tenants.items()})
+        self.limits = Limits({name: tenant.limits for name, tenant in config.tenants.items()}, shared=shared)
         self.audit = audit
         self.enabled = self.authenticator.enabled
 
@@ -59,7 +61,7 @@ class Gate:
     def tenant(self, caller: Caller) -> Tenant:
         return self.tenants.get(caller.tenant)
 
-    def admit(
+    async def admit(
         self, caller: Caller, method: str, params: Message, *, continuing: bool = False
     ) -> Callable[[], None] | None:
         """Count one request; for a tool call, returns what to call when it ends (its slot).
@@ -72,7 +74,7 @@ class Gate:
         """
         tool_call = method == "tools/call" and not continuing
         try:
-            self.limits.admit(caller, tool_call)
+            await self.limits.admit_shared(caller, tool_call)
         except RateLimited as exc:
             if self.metrics is not None:
                 self.metrics.refused(caller.tenant, "concurrency" if "maxConcurrentCalls" in exc.message else "rate")

@@ -158,7 +158,7 @@ class LegacySse:
         release = None
         try:
             if kind is Kind.REQUEST:
-                release = self.gate().admit(session.caller, message["method"], message.get("params") or {})
+                release = await self.gate().admit(session.caller, message["method"], message.get("params") or {})
             stream = session.submit(kind, message)
         except HubError as exc:
             if release is not None:

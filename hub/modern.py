@@ -120,7 +120,7 @@ class ModernEndpoint:
                 raise ShuttingDown()
             gate = self.gate()
             params = message.get("params") or {}
-            release = gate.admit(
+            release = await gate.admit(
                 caller, method, params, continuing=isinstance(params, dict) and "requestState" in params
             )
         except HubError as exc:

@@ -6,6 +6,11 @@ together and each principal has a bucket of its own at the same rate, so one
 noisy principal cannot spend its neighbours' share alone and one tenant
 cannot spend another's at all. ``maxConcurrentCalls`` caps a tenant's tool
 calls in flight. A refusal names the limit and says when to try again.
+
+On a Redis store the buckets live in Redis (:mod:`hub.shared_limits`), so a
+tenant's limit is its total over every hub process; while Redis does not answer,
+each process counts in its own buckets (at most one limit per process then).
+``maxConcurrentCalls`` is counted per process.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Final
 from hub.access import LimitsConfig
 from hub.context import Caller
 from hub.errors import RateLimited
+from hub.shared_limits import SharedBuckets
+from hub.store import StoreError
 
 __all__ = ["Limits", "TokenBucket"]
 
@@ -53,7 +60,13 @@ class _Rule:
 class Limits:
     """Every tenant's limits, for one config (a reload makes a new one that keeps nothing)."""
 
-    def __init__(self, tenants: dict[str, LimitsConfig], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        tenants: dict[str, LimitsConfig],
+        clock: Callable[[], float] = time.monotonic,
+        shared: SharedBuckets | None = None,
+    ) -> None:
+        self.shared = shared
         self._rules: dict[str, tuple[_Rule | None, _Rule | None, int | None]] = {}
         for tenant, limits in tenants.items():
             requests = tools = None
@@ -86,6 +99,38 @@ class Limits:
                 self._take(tools, caller, now)
             if concurrent is not None and self._in_flight.get(caller.tenant, 0) >= concurrent:
                 raise RateLimited(f"tenant '{caller.tenant}': {concurrent} calls in flight (maxConcurrentCalls)")
+
+    async def admit_shared(self, caller: Caller, tool_call: bool) -> None:
+        """:meth:`admit`, with the buckets in Redis when the store is Redis.
+
+        Raises:
+            RateLimited: as :meth:`admit`.
+        """
+        rules = self._rules.get(caller.tenant)
+        if rules is None:
+            return
+        if self.shared is None:
+            self.admit(caller, tool_call)
+            return
+        requests, tools, concurrent = rules
+        if requests is not None:
+            await self._take_shared(self.shared, requests, caller)
+        if tool_call:
+            if tools is not None:
+                await self._take_shared(self.shared, tools, caller)
+            if concurrent is not None and self._in_flight.get(caller.tenant, 0) >= concurrent:
+                raise RateLimited(f"tenant '{caller.tenant}': {concurrent} calls in flight (maxConcurrentCalls)")
+
+    async def _take_shared(self, shared: SharedBuckets, rule: _Rule, caller: Caller) -> None:
+        scopes = [("tenant", caller.tenant), ("principal", caller.principal)]
+        try:
+            empty, wait = await shared.take(rule.name, scopes, rule.per_minute / 60, rule.burst)
+        except StoreError:
+            self._take(rule, caller, self._clock())  # Redis is away: this process counts alone
+            return
+        if empty:
+            scope, who = scopes[empty - 1]
+            raise RateLimited(f"{scope} '{who}': over {rule.per_minute:g} per minute ({rule.name})", wait)
 
     def _take(self, rule: _Rule, caller: Caller, now: float) -> None:
         buckets = []

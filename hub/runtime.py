@@ -41,6 +41,7 @@ from hub.request_state import StateSeal
 from hub.session_services import SessionServices
 from hub.session_streams import StreamSettings
 from hub.sessions import SessionManager
+from hub.shared_limits import SharedBuckets
 from hub.stateless import PrincipalUpstreams, StatelessContexts
 from hub.stateless_calls import StatelessCalls
 from hub.storage import open_store
@@ -113,7 +114,8 @@ class Hub:
         self.metrics = Metrics(per_tool=settings.metrics.per_tool)
         self.counting = self.metrics if settings.metrics.enabled else None
         """The metrics the request path counts into, or None with ``hub.metrics.enabled`` off."""
-        self.gate = Gate(config, self.audit, metrics=self.counting)
+        self.shared_buckets = SharedBuckets(self.store) if isinstance(self.store, RedisStore) else None
+        self.gate = Gate(config, self.audit, metrics=self.counting, shared=self.shared_buckets)
         self.server = ServerFacts(info=SERVER_INFO, capabilities=self.server_capabilities)
         services = SessionServices(
             open_upstreams=self.pool.open_session,
@@ -244,7 +246,7 @@ class Hub:
         old = {spec.name: spec for spec in self.pool.specs}
         new = {spec.name: spec for spec in config.upstream_specs()}
         self.config = config
-        self.gate = Gate(config, self.audit, metrics=self.counting)
+        self.gate = Gate(config, self.audit, metrics=self.counting, shared=self.shared_buckets)
         self.audit.config = config.audit
         self.metrics.per_tool = config.hub.metrics.per_tool
         deadline = config.hub.drain_timeout

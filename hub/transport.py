@@ -219,7 +219,7 @@ class McpEndpoint:
     ) -> None:
         release = None
         if kind is Kind.REQUEST:
-            release = self.gate().admit(caller, message["method"], message.get("params") or {})
+            release = await self.gate().admit(caller, message["method"], message.get("params") or {})
             if tracing.enabled() and "traceparent" in headers:
                 message = tracing.with_trace_context(message, headers)
         try:

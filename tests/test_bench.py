@@ -13,7 +13,7 @@ import pytest
 from bench.run import main
 
 
-@pytest.mark.timeout(240)  # about a minute on two cores: every part of the bench, in small
+@pytest.mark.timeout(300)  # about a minute and a half on two cores: every part of the bench, in small
 def test_a_smoke_run_measures_everything(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     assert main(["--smoke", "--json", str(out)]) == 0
@@ -29,6 +29,8 @@ def test_a_smoke_run_measures_everything(tmp_path: Path) -> None:
     assert catalog["tools_listed"] == catalog["tools_expected"] == catalog["tools_in_catalog_at_start"]
     assert results["idle_sessions"]["rss_mb_100_sessions"] > 0
     assert results["metrics"]["on"]["hub_cpu_ms_per_call"] > 0 and results["metrics"]["scrape_bytes"] > 0
+    for store in ("sqlite", "redis", "redis_limited"):
+        assert results["store"][store]["calls"] > 0 and results["store"][store]["hub_cpu_ms_per_call"] > 0
     assert results["soak"]["waves"] == 2 and len(results["soak"]["samples"]) == 2
     stdio = results["stdio"]
     assert stdio["start_ms_p50"]["sandboxed"] > 0 and stdio["start_ms_p50"]["unsandboxed"] > 0

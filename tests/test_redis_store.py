@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from hub.redis_store import RedisStore, redacted
 from hub.runtime import Hub
 from hub.store import AuditQuery, AuditRecord, EventRow, SessionRecord, StoreError
 from tests.redis_server import RedisServer, redis_server
-from tests.servers import run_hub, serve
+from tests.servers import run_config, run_hub, serve
 from tests.upstreams import http_app
 from tests.wire import initialize
 
@@ -155,3 +156,40 @@ async def test_a_session_on_redis_survives_a_hub_restart(tmp_path: Path) -> None
                 answer = await http.post(url, json=call, headers=headers)
                 assert answer.status_code == 200 and "after" in answer.text
                 assert hub.sessions.get(headers["mcp-session-id"]) is not None
+
+
+async def test_a_tenants_rate_limit_is_its_total_over_two_hubs_on_one_redis_and_spares_other_tenants(
+    tmp_path: Path,
+) -> None:
+    acme_key, zeta_key = "acme-secret-key-1", "zeta-secret-key-1"
+    keys = [
+        {"name": "ann", "sha256": hashlib.sha256(acme_key.encode()).hexdigest(), "tenant": "acme"},
+        {"name": "zed", "sha256": hashlib.sha256(zeta_key.encode()).hexdigest(), "tenant": "zeta"},
+    ]
+    async with redis_server(tmp_path) as redis, serve(http_app("alpha")) as alpha:
+        document = {
+            "hub": {"storage": redis.url},
+            "auth": {"apiKeys": keys},
+            "tenants": {"acme": {"limits": {"requestsPerMinute": 1, "burst": 4}}, "zeta": {}},
+            "mcpServers": {"alpha": {"url": f"{alpha}/mcp"}},
+        }
+        async with (
+            run_config(document) as (one, _),
+            run_config(document) as (two, _),
+            httpx.AsyncClient(timeout=WAIT, headers={"authorization": f"Bearer {acme_key}"}) as acme,
+            httpx.AsyncClient(timeout=WAIT, headers={"authorization": f"Bearer {zeta_key}"}) as zeta,
+        ):
+            on_one = await initialize(acme, one)  # a token each
+            on_two = await initialize(acme, two)
+            ping = {"jsonrpc": "2.0", "id": 7, "method": "ping"}
+            assert (await acme.post(one, json=ping, headers=on_one)).status_code == 200
+            assert (await acme.post(two, json=ping, headers=on_two)).status_code == 200
+            for url, headers in ((one, on_one), (two, on_two)):  # four spent over both: each hub refuses
+                refused = await acme.post(url, json=ping, headers=headers)
+                assert refused.status_code == 429, refused.text
+                assert "tenant 'acme'" in refused.json()["error"]["message"]
+                assert int(refused.headers["retry-after"]) >= 1
+            for url in (one, two):  # another tenant's requests are not counted against acme, nor refused
+                headers = await initialize(zeta, url)
+                for _ in range(5):
+                    assert (await zeta.post(url, json=ping, headers=headers)).status_code == 200
