@@ -124,6 +124,8 @@ class Limits:
     async def _take_shared(self, shared: SharedBuckets, rule: _Rule, caller: Caller) -> None:
         scopes = [("tenant", caller.tenant), ("principal", caller.principal)]
         try:
+            if not shared.store.reachable:
+                raise StoreError("the Redis store is unreachable")  # known already: no request waits its deadline
             empty, wait = await shared.take(rule.name, scopes, rule.per_minute / 60, rule.burst)
         except StoreError:
             self._take(rule, caller, self._clock())  # Redis is away: this process counts alone

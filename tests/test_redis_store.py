@@ -10,9 +10,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hub.access import LimitsConfig
+from hub.context import Caller
+from hub.errors import RateLimited
 from hub.metrics_export import render
+from hub.ratelimit import Limits
 from hub.redis_store import RedisStore, redacted
 from hub.runtime import Hub
+from hub.shared_limits import SharedBuckets
 from hub.store import AuditQuery, AuditRecord, EventRow, SessionRecord, StoreError
 from tests.redis_server import RedisServer, redis_server
 from tests.servers import run_config, run_hub, serve
@@ -193,3 +198,20 @@ async def test_a_tenants_rate_limit_is_its_total_over_two_hubs_on_one_redis_and_
                 headers = await initialize(zeta, url)
                 for _ in range(5):
                     assert (await zeta.post(url, json=ping, headers=headers)).status_code == 200
+
+
+async def test_with_redis_unreachable_limits_are_counted_in_the_process_without_waiting_for_redis(
+    tmp_path: Path,
+) -> None:
+    redis = RedisServer(tmp_path)  # never started: its port refuses
+    async with RedisStore(redis.url, timeout=0.5) as store:
+        assert not store.reachable
+        limits = Limits({"acme": LimitsConfig(requests_per_minute=1, burst=2)}, shared=SharedBuckets(store))
+        alice = Caller("key:alice", "acme")
+        failures = store.failures
+        await limits.admit_shared(alice, tool_call=False)
+        await limits.admit_shared(alice, tool_call=False)
+        with pytest.raises(RateLimited, match="tenant 'acme'"):
+            await limits.admit_shared(alice, tool_call=False)
+        # Asking Redis would have failed three times; at most the store's own probe (every second) did.
+        assert store.failures - failures <= 1
