@@ -97,8 +97,7 @@ class Limits:
         if tool_call:
             if tools is not None:
                 self._take(tools, caller, now)
-            if concurrent is not None and self._in_flight.get(caller.tenant, 0) >= concurrent:
-                raise RateLimited(f"tenant '{caller.tenant}': {concurrent} calls in flight (maxConcurrentCalls)")
+            self._check_in_flight(caller, concurrent)
 
     async def admit_shared(self, caller: Caller, tool_call: bool) -> None:
         """:meth:`admit`, with the buckets in Redis when the store is Redis.
@@ -118,8 +117,11 @@ class Limits:
         if tool_call:
             if tools is not None:
                 await self._take_shared(self.shared, tools, caller)
-            if concurrent is not None and self._in_flight.get(caller.tenant, 0) >= concurrent:
-                raise RateLimited(f"tenant '{caller.tenant}': {concurrent} calls in flight (maxConcurrentCalls)")
+            self._check_in_flight(caller, concurrent)
+
+    def _check_in_flight(self, caller: Caller, concurrent: int | None) -> None:
+        if concurrent is not None and self._in_flight.get(caller.tenant, 0) >= concurrent:
+            raise RateLimited(f"tenant '{caller.tenant}': {concurrent} calls in flight (maxConcurrentCalls)")
 
     async def _take_shared(self, shared: SharedBuckets, rule: _Rule, caller: Caller) -> None:
         scopes = [("tenant", caller.tenant), ("principal", caller.principal)]

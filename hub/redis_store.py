@@ -41,7 +41,10 @@ T = TypeVar("T")
 
 _EVENT_TTL_SLACK: Final = 60  # seconds an event key outlives the log's max age
 _PROBE_EVERY: Final = 1.0
-_TOUCH: Final = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'last_seen', ARGV[1]) end"
+_TOUCH: Final = (
+    "for _, key in ipairs(KEYS) do"
+    " if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, 'last_seen', ARGV[1]) end end"
+)
 _AUDIT_FIELDS: Final = tuple(AuditRecord.__dataclass_fields__)
 
 
@@ -224,14 +227,8 @@ class RedisStore:
         async def touch(r: aioredis.Redis) -> None:
             async with r.pipeline(transaction=False) as pipe:
                 pipe.zadd(self.key("sessions"), dict.fromkeys(ids, moment), xx=True)
-                for sid in ids:
-                    # A deleted session must not come back as a half record.
-                    pipe.eval(
-                        _TOUCH,
-                        1,
-                        self.key("session", sid),
-                        repr(moment),
-                    )
+                # A deleted session must not come back as a half record.
+                pipe.eval(_TOUCH, len(ids), *(self.key("session", sid) for sid in ids), repr(moment))
                 await pipe.execute()
 
         await self.call("touch sessions", touch)

@@ -136,11 +136,13 @@ class Hub:
             metrics=self.counting,
         )
         self.sessions = SessionManager(
-            services, self.views, store=self.store, events=self.events, max_sessions=settings.max_sessions
+            services,
+            self.views,
+            store=self.store,
+            events=self.events,
+            max_sessions=settings.max_sessions,
+            store_ready=lambda: self.store_report().get("reachable") is not False,
         )
-        shared = self.store
-        if isinstance(shared, RedisStore):
-            self.sessions.store_ready = lambda: shared.reachable
         self.listeners = Listeners(max_total=settings.max_sessions)
         stateless_upstreams = PrincipalUpstreams(
             self.pool.open_session,
@@ -363,7 +365,8 @@ class Hub:
                 upstreams.append(upstream_report(upstream, self.catalog, self.pool.processes))
         up = sum(u["state"] == UpstreamState.UP.value for u in upstreams)
         state = "ok" if up == len(upstreams) else ("degraded" if up else "down")
-        if isinstance(self.store, RedisStore) and not self.store.reachable and state == "ok":
+        store = self.store_report()
+        if store.get("reachable") is False and state == "ok":
             state = "degraded"  # sessions it owns go on; new ones are refused until Redis answers
         if self.state is HubState.DRAINING:
             state = "draining"
@@ -375,7 +378,7 @@ class Hub:
             "upstreams": upstreams,
             "collisions": self.catalog.collisions,
             "process": process_facts(),
-            "store": self.store_report(),
+            "store": store,
         }
 
     def store_report(self) -> dict[str, Any]:

@@ -51,6 +51,7 @@ class SessionManager:
         store: Store,
         events: EventLog | None,
         max_sessions: int,
+        store_ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.max_sessions = max_sessions
         self.idle_timeout = services.idle_timeout
@@ -63,7 +64,7 @@ class SessionManager:
         self._tg: asyncio.TaskGroup | None = None
         self._accepting = False
         self._stack = contextlib.AsyncExitStack()
-        self.store_ready: Callable[[], bool] = lambda: True
+        self.store_ready = store_ready
         """Whether the store answers: a shared store that does not gets no new sessions (no split brain)."""
 
     async def __aenter__(self) -> Self:
