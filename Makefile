@@ -47,9 +47,10 @@ conformance: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m tests.conformance.run --node-modules $(NODE_MODULES)
 
 ## system: the Debian packages the suite needs: bubblewrap (the sandbox of local servers), util-linux's
-## setpriv (a hub run as root), chromium (the admin page's test) and redis-server (the Redis store's
-## tests); installed with apt-get when missing and possible, or named exactly when not
-SYSTEM_NEEDS := bwrap:bubblewrap setpriv:util-linux chromium:chromium redis-server:redis-server
+## setpriv (a hub run as root), chromium (the admin page's test), redis-server (the Redis store's and
+## the replicas' tests) and haproxy (the load balancer of the replicas' benchmark, which the suite
+## runs briefly); installed with apt-get when missing and possible, or named exactly when not
+SYSTEM_NEEDS := bwrap:bubblewrap setpriv:util-linux chromium:chromium redis-server:redis-server haproxy:haproxy
 system:
 	@missing=""; for need in $(SYSTEM_NEEDS); do \
 		command -v $${need%%:*} >/dev/null || missing="$$missing $${need##*:}"; \
@@ -72,7 +73,7 @@ test: lint conformance system
 	MANIFOLD_NODE_MODULES=$(CURDIR)/$(NODE_MODULES) $(BIN)/pytest
 
 ## bench: the hub against the direct call, same run (prints a table, writes bench/results/latest.json)
-bench: $(STAMP)
+bench: $(STAMP) system
 	$(BIN)/python -m bench.run
 
 clean:

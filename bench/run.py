@@ -33,6 +33,7 @@ from bench.client import RpcSession
 from bench.eras import era_costs
 from bench.operations import metrics_costs, soak
 from bench.processes import free_port, free_ports, resident_mb, running
+from bench.replicas import replica_costs
 from bench.rounds import Round, call_round, percentile, summarize
 from bench.stdio import stdio_costs
 from bench.store import store_costs
@@ -363,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
             upstream_url, work, sessions=8, calls=plan.calls, seconds=plan.seconds, rounds=max(2, plan.rounds),
             opens=max(20, plan.calls // 6),
         )  # fmt: skip
+        results["replicas"] = replica_costs(
+            upstream_url, work, sessions=8, calls=plan.calls, seconds=plan.seconds, rounds=max(1, plan.rounds)
+        )
     waves, soak_sessions = plan.soak
     results["soak"] = soak(work, waves=waves, sessions=soak_sessions, seconds=300.0)
     results["stdio"] = stdio_costs(work, levels=(1, 8), calls=plan.calls, seconds=plan.seconds, rounds=plan.rounds)
@@ -459,6 +463,27 @@ def render(results: dict[str, Any]) -> str:
                 f"{store['redis_limited']['hub_cpu_ms_per_call']} ms",
                 f"open+close a session: {store['sqlite']['open_close_hub_cpu_ms']} / "
                 f"{store['redis']['open_close_hub_cpu_ms']} ms of hub CPU",
+            )
+        )
+    replicas = results["replicas"]
+    if "skipped" not in replicas:
+        for kind in ("roundrobin", "sticky"):
+            rows.append(
+                (
+                    f"{kind} balancer, 1 / 2 / 3 replicas, 8 sessions: calls/s; hub CPU per call",
+                    "-",
+                    " / ".join(str(replicas[f"{kind}_{n}"]["calls_per_s"]) for n in (1, 2, 3)),
+                    " / ".join(f"{replicas[f'{kind}_{n}']['hub_cpu_ms_per_call']}" for n in (1, 2, 3)) + " ms",
+                )
+            )
+        rows.append(
+            (
+                "one hub on SQLite / on Redis, direct: calls/s; hub CPU per call",
+                "-",
+                f"{replicas['sqlite_direct']['calls_per_s']} / {replicas['redis_direct']['calls_per_s']}",
+                f"{replicas['sqlite_direct']['hub_cpu_ms_per_call']} / "
+                f"{replicas['redis_direct']['hub_cpu_ms_per_call']} ms; pub/sub round trip "
+                f"{replicas['pubsub_round_trip']['p50_ms']} ms",
             )
         )
     soaked = results["soak"]

@@ -5,6 +5,7 @@ The only module (with ``hub.server``) that knows FastAPI, Starlette or uvicorn.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -25,7 +26,7 @@ from hub.identity import METADATA_PATH, credential
 from hub.legacy_sse import LegacySse
 from hub.modern import ModernEndpoint
 from hub.runtime import Hub
-from hub.store import AuditQuery
+from hub.store import AuditQuery, StoreError
 from hub.transport import McpEndpoint
 
 __all__ = ["ManifoldApp", "create_app"]
@@ -67,7 +68,14 @@ class ManifoldApp:
         self.api = FastAPI(title="Manifold", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
         modern = ModernEndpoint(hub.modern, gate, accepting)
         self.mcp = McpEndpoint(
-            hub.sessions, hub.events, run=hub.run, settings=settings, accepting=accepting, gate=gate, modern=modern
+            hub.sessions,
+            hub.events,
+            run=hub.run,
+            settings=settings,
+            accepting=accepting,
+            gate=gate,
+            modern=modern,
+            affinity=hub.scale.affinity if hub.scale is not None else None,
         )
         legacy = LegacySse(hub.sessions, settings=settings, accepting=accepting, stopped=hub.stopped, gate=gate)
         self.api.router.routes.append(Route("/sse", _Asgi(legacy.stream)))
@@ -88,7 +96,12 @@ class ManifoldApp:
 
         @self.api.get("/health")
         async def health(request: Request) -> Response:
-            report = hub.health() if await admin(request) else hub.liveness()
+            if not await admin(request):
+                return Response(jsonrpc.dumps(hub.liveness()), media_type="application/json")
+            if hub.scale is not None:
+                with contextlib.suppress(StoreError):
+                    await hub.scale.replicas.refresh()  # the replicas of this moment, not of the last heartbeat
+            report = hub.health()
             return Response(jsonrpc.dumps(report), media_type="application/json")
 
         @self.api.get(METADATA_PATH)

@@ -63,10 +63,26 @@ def health(url: str, as_json: bool, token: str | None = None) -> int:
             )
         print(table(rows))
         _processes(report["upstreams"])
+        _replicas(report.get("replica"))
         print(f"\nhub: {report['status']}, {report['sessions']} sessions, {report['tools']} tools")
         for note in report.get("collisions", []):
             print(f"collision: {note}")
     return 0 if report.get("status") == "ok" else 1
+
+
+def _replicas(replica: dict[str, Any] | None) -> None:
+    """The replicas on the hub's Redis, as its last heartbeat saw them (this one marked)."""
+    if not replica:
+        return
+    rows = [["REPLICA", "URL", "SESSIONS", "UP FOR", "CONFIG"]]
+    now = time.time()
+    for other in replica["replicas"]:
+        mark = " (this one)" if other["id"] == replica["id"] else ""
+        same = "same" if other["config"] == replica["config"] else "DIFFERS"
+        rows.append([other["id"] + mark, other["url"], str(other["sessions"]), f"{now - other['started']:.0f}s", same])
+    print("\n" + table(rows))
+    moved = f"forwarded {replica['forwarded']}, taken over {replica['takeovers']}"
+    print(f"{moved}, control plane {replica['controlPlane']}")
 
 
 def _processes(upstreams: list[dict[str, Any]]) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "ProcessSettings",
     "Timeouts",
     "UpstreamConfig",
+    "config_from_bytes",
     "exposure_problem",
     "load_config",
     "parse_config",
@@ -190,13 +191,22 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None)
     Raises:
         ConfigError: the file cannot be read, is not JSON, or has problems (all listed).
     """
-    import orjson
-
     file = Path(path)
     try:
         data = file.read_bytes()
     except OSError as exc:
         raise ConfigError([f"$: cannot read {file}: {exc.strerror or exc}"]) from exc
+    return config_from_bytes(data, file, env)
+
+
+def config_from_bytes(data: bytes, file: Path, env: dict[str, str] | None = None) -> Config:
+    """Validate a config document's bytes as if they were the file ``file`` (relative paths are its).
+
+    Raises:
+        ConfigError: not JSON, or with problems (all listed).
+    """
+    import orjson
+
     try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

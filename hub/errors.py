@@ -33,6 +33,9 @@ itself, its HTTP status (in brackets)::
         ├── SessionLimit               -32000  [503] the hub holds its maximum of sessions
         ├── SessionBusy                -32000  [503] the session's inbox is full
         ├── ShuttingDown               -32000  [503] the hub is draining (Retry-After)
+        ├── ReplicaUnavailable         -32000  [503] the session's replica does not answer yet (Retry-After)
+        ├── ReplicaLost                -32603  [502] the session's replica went away with the request
+        ├── NotOwner                   -32000  [421] a forwarded request reached a replica that lost the session
         ├── ClientTimeout              -32001  the client did not answer a relayed request in time
         ├── ClientError                (client's own code) the client's error, passed on upstream
         └── ConfigError                        the config file has problems (never on the wire)
@@ -64,8 +67,11 @@ __all__ = [
     "MissingCapability",
     "MissingSession",
     "NotAcceptable",
+    "NotOwner",
     "ParseError",
     "RateLimited",
+    "ReplicaLost",
+    "ReplicaUnavailable",
     "RequestTimeout",
     "SessionBusy",
     "SessionLimit",
@@ -237,6 +243,31 @@ class ShuttingDown(HubError):
 
     def __init__(self, message: str = "the hub is shutting down; try again shortly", retry_after: int = 2) -> None:
         super().__init__(message, headers={"retry-after": str(retry_after)})
+
+
+class ReplicaUnavailable(HubError):
+    code = -32000
+    http_status: ClassVar[int | None] = 503
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message, headers={"retry-after": str(retry_after)})
+
+
+class ReplicaLost(HubError):
+    """The replica serving a request went away after it had it: whether it was acted on is unknown."""
+
+    code = -32603
+    http_status: ClassVar[int | None] = 502
+
+
+class NotOwner(HubError):
+    """A request another replica forwarded reached one that does not own its session (any more)."""
+
+    code = -32000
+    http_status: ClassVar[int | None] = 421
+
+    def __init__(self, message: str, run: str) -> None:
+        super().__init__(message, headers={"x-manifold-replica": run})
 
 
 class ClientTimeout(HubError):

@@ -25,9 +25,12 @@ logger = logging.getLogger(__name__)
 class EventLog:
     """Write-behind log of SSE events; an async context manager owning its flusher task."""
 
-    def __init__(self, store: Store, *, max_age: float, max_events: int) -> None:
+    def __init__(self, store: Store, *, max_age: float, max_events: int, durable: float | None = None) -> None:
         self.max_age = max_age
         self.max_events = max_events
+        self.durable = durable
+        """With replicas: seconds a stream's reader waits for its events to be logged before it writes
+        them, so whatever a client saw, another replica can replay after it (None: write behind)."""
         self._store = store
         self._queue: WriteBehind[EventRow] = WriteBehind("event log", store.append_events, self._prune)
         self._stack = contextlib.AsyncExitStack()
@@ -49,6 +52,11 @@ class EventLog:
     def record(self, session_id: str, run: str, stream: int, event: Event) -> None:
         """Queue one event for the log; never blocks."""
         self._queue.add(EventRow(session_id, run, stream, event.seq, time.time(), event.data))
+
+    async def settle(self) -> None:
+        """Wait (up to :attr:`durable` seconds) until what was recorded so far is in the store."""
+        if self.durable is not None:
+            await self._queue.settle(self.durable)
 
     async def flush(self) -> None:
         """Write every queued event now."""

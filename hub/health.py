@@ -11,8 +11,22 @@ from connectors.processes import Processes
 from connectors.sandbox import loosened
 from connectors.upstream import Upstream
 from hub.catalog import Catalog
+from hub.redis_store import RedisStore, redacted
+from hub.store import Store
 
-__all__ = ["process_facts", "upstream_report"]
+__all__ = ["process_facts", "store_report", "upstream_report"]
+
+
+def store_report(store: Store, storage: str) -> dict[str, Any]:
+    """Which store the hub uses and, for Redis, whether it answers."""
+    if isinstance(store, RedisStore):
+        return {
+            "kind": "redis",
+            "url": redacted(store.url),
+            "reachable": store.reachable,
+            "lastError": store.last_error or None,
+        }
+    return {"kind": "sqlite", "path": storage}
 
 
 def upstream_report(upstream: Upstream, catalog: Catalog, processes: Processes) -> dict[str, Any]:

@@ -25,12 +25,12 @@ from hub.asgi import Receive, Scope, Send, header_map, read_body, respond, respo
 from hub.config import HubSettings
 from hub.errors import HubError, InvalidRequest, ShuttingDown, to_wire
 from hub.gate import Gate
+from hub.mcp_request import decode_message
 from hub.session import Session
 from hub.session_services import EndReason
 from hub.sessions import SessionManager
 from hub.sse import SseWriter, event
 from hub.streams import Stream
-from hub.transport import decode_message
 
 __all__ = ["LegacySse"]
 

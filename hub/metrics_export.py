@@ -3,14 +3,15 @@
 Besides what :class:`~hub.metrics.Metrics` counted, a scrape reads the hub as it is then:
 sessions by era and tenant, open streams, parked calls, each upstream's state, breaker,
 reconnects, calls in flight and waiting, the upstream part of its calls' duration, local
-processes, the catalog's size, and the event-log and audit backlogs.
+processes, the catalog's size, the event-log and audit backlogs, and, with replicas, this one's place
+among them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -34,6 +35,19 @@ def _gauge(name: str, documentation: str, *labels: str) -> GaugeMetricFamily:
 
 def _counter(name: str, documentation: str, *labels: str) -> CounterMetricFamily:
     return CounterMetricFamily(name, documentation, labels=list(labels))
+
+
+def _replica(report: dict[str, Any]) -> Iterator[Metric]:
+    info = _gauge("manifold_replica_info", "This replica: its id and where others reach it (1).", "replica", "url")
+    info.add_metric([report["id"], report["url"]], 1)
+    yield info
+    seen = len(report["replicas"])
+    yield GaugeMetricFamily("manifold_replicas", "Replicas whose heartbeat this one saw last.", value=seen)
+    yield GaugeMetricFamily("manifold_replica_sessions", "Sessions this replica owns.", value=report["owned"])
+    forwarded = report["forwarded"]
+    yield CounterMetricFamily("manifold_replica_forwarded", "Requests forwarded to their owner.", value=forwarded)
+    takeovers = report["takeovers"]
+    yield CounterMetricFamily("manifold_replica_takeovers", "Sessions taken over from a gone replica.", value=takeovers)
 
 
 class HubCollector(Collector):
@@ -84,6 +98,8 @@ class HubCollector(Collector):
         )
         reachable.add_metric([store["kind"]], 0 if store.get("reachable") is False else 1)
         yield reachable
+        if hub.scale is not None:
+            yield from _replica(hub.scale.report())
         yield GaugeMetricFamily(
             "manifold_catalog_tools", "Tools in the merged catalog.", value=len(hub.catalog.items("tools"))
         )

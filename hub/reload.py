@@ -16,21 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from connectors.spec import UpstreamSpec
-from hub.config import Config, load_config
+from hub.config import Config, config_from_bytes
 from hub.errors import ConfigError
 
-__all__ = ["ReloadOutcome", "Reloadable", "Reloader"]
+__all__ = ["ReloadOutcome", "Reloadable", "Reloader", "config_digest"]
 
 logger = logging.getLogger(__name__)
 
-_RESTART_ONLY = ("host", "port", "storage", "redis", "workspaces")
+_RESTART_ONLY = ("host", "port", "storage", "redis", "replica", "workspaces")
 
 
 @dataclass
@@ -51,6 +54,12 @@ class ReloadOutcome:
             "upstreams": {"added": self.added, "removed": self.removed, "changed": self.changed},
             "restartNeeded": self.restart_needed,
         }
+
+
+def config_digest(config: Config) -> str:
+    """A digest of what replicas share of a config: all but where one listens and keeps its data."""
+    shared = config.model_dump(mode="json", exclude={"hub": set(_RESTART_ONLY)})
+    return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -83,6 +92,10 @@ class Reloader:
         self._pending: set[asyncio.Task[ReloadOutcome]] = set()
         self.reloads = 0
         self.last: ReloadOutcome | None = None
+        self.digest = config_digest(hub.config)
+        """The digest of the config served, but for where this process listens and keeps its data."""
+        self.on_reloaded: Callable[[bytes, str], None] | None = None
+        """Told of each document this reloader applied from its file (its bytes and digest), for other replicas."""
 
     async def __aenter__(self) -> Reloader:
         settings = self.hub.config.hub.reload
@@ -110,11 +123,32 @@ class Reloader:
         self.last = outcome
         return outcome
 
+    async def adopt(self, data: bytes, source: str) -> ReloadOutcome:
+        """Apply a config document another replica applied (unless it is the one served already)."""
+        async with self._lock:
+            outcome = await self._apply(data, source, unless=self.digest)
+        self.last = outcome
+        return outcome
+
     async def _reload(self, source: str) -> ReloadOutcome:
         if self.path is None:
             return ReloadOutcome(False, source, ["$: the hub was not started from a config file"])
         try:
-            config = await asyncio.to_thread(load_config, self.path)
+            data = await asyncio.to_thread(self.path.read_bytes)
+        except OSError as exc:
+            problem = f"$: cannot read {self.path}: {exc.strerror or exc}"
+            logger.error("reload (%s) refused, the hub keeps its config: %s", source, problem)
+            return ReloadOutcome(False, source, [problem])
+        outcome = await self._apply(data, source)
+        if outcome.ok and self.on_reloaded is not None:
+            self.on_reloaded(data, self.digest)
+        return outcome
+
+    async def _apply(self, data: bytes, source: str, unless: str | None = None) -> ReloadOutcome:
+        try:
+            config = config_from_bytes(data, self.path or Path.cwd() / "config.json")
+            if unless is not None and config_digest(config) == unless:
+                return ReloadOutcome(True, source)  # the config served already
         except ConfigError as exc:
             for problem in exc.problems:
                 logger.error("reload (%s) refused, the hub keeps its config: %s", source, problem)
@@ -132,6 +166,7 @@ class Reloader:
         old = {spec.name: spec for spec in self.hub.upstream_specs()}
         new = {spec.name: spec for spec in config.upstream_specs()}
         await self.hub.apply(config)
+        self.digest = config_digest(config)
         self.reloads += 1
         outcome = ReloadOutcome(
             True,

@@ -58,6 +58,10 @@ class StateSeal:
     def __init__(self, key: bytes | None = None) -> None:
         self._aead = AESGCM(key if key is not None else AESGCM.generate_key(bit_length=256))
 
+    def rekey(self, key: bytes) -> None:
+        """Seal and open with ``key`` from now on (the key replicas share)."""
+        self._aead = AESGCM(key)
+
     def seal(self, claims: Claims, caller: Caller) -> str:
         plain = jsonrpc.dumps([claims.call, claims.round, claims.method, claims.name, claims.expires])
         nonce = os.urandom(_NONCE_BYTES)

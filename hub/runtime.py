@@ -30,22 +30,24 @@ from hub.config import Config, ProcessSettings
 from hub.context import Caller, ServerFacts
 from hub.events import EventLog
 from hub.gate import Gate
-from hub.health import process_facts, upstream_report
+from hub.health import process_facts, store_report, upstream_report
 from hub.listen import Listeners
 from hub.metrics import Metrics
 from hub.modern import ModernServices
 from hub.outbound import for_client
-from hub.redis_store import RedisStore, redacted
+from hub.redis_store import RedisStore
 from hub.reload import Reloader
 from hub.request_state import StateSeal
+from hub.scale_out import ScaleOut
 from hub.session_services import SessionServices
 from hub.session_streams import StreamSettings
 from hub.sessions import SessionManager
 from hub.shared_limits import SharedBuckets
 from hub.stateless import PrincipalUpstreams, StatelessContexts
 from hub.stateless_calls import StatelessCalls
+from hub.stateless_policy import StatelessPolicy
 from hub.storage import open_store
-from hub.views import CatalogView, Views
+from hub.views import Views
 
 __all__ = ["SERVER_INFO", "Hub", "HubState"]
 
@@ -108,8 +110,30 @@ class Hub:
             on_shared_message=self._shared_message,
         )
         self.run = secrets.token_hex(4)  # names this run of the hub in SSE event ids
+        self.seal = StateSeal()
+        """Seals stateless clients' ``requestState`` (with replicas, with a key they share)."""
         self.store = open_store(settings, ProcessSettings().redis_password)
-        self.events = EventLog(self.store, max_age=settings.events.max_age, max_events=settings.events.max_logged)
+        self.scale = (
+            ScaleOut(
+                self.store,
+                self.run,
+                lambda: self.config.hub,
+                config_digest=lambda: self.reloader.digest,
+                adopt_config=self.reloader.adopt,
+                refresh_upstream=self.pool.refresh,
+                give_up_session=lambda session_id: self.sessions.give_up(session_id),
+                rewrite_session=lambda session_id: self.sessions.rewrite(session_id),
+            )
+            if isinstance(self.store, RedisStore)
+            else None
+        )
+        """With Redis: this replica among the others (ownership, forwarding, the control plane)."""
+        self.events = EventLog(
+            self.store,
+            max_age=settings.events.max_age,
+            max_events=settings.events.max_logged,
+            durable=settings.redis.timeout * 2 if self.scale is not None else None,
+        )
         self.audit = AuditLog(self.store, config.audit)
         self.metrics = Metrics(per_tool=settings.metrics.per_tool)
         self.counting = self.metrics if settings.metrics.enabled else None
@@ -142,6 +166,7 @@ class Hub:
             events=self.events,
             max_sessions=settings.max_sessions,
             store_ready=lambda: self.store_report().get("reachable") is not False,
+            leases=self.scale.replicas if self.scale is not None else None,
         )
         self.listeners = Listeners(max_total=settings.max_sessions)
         stateless_upstreams = PrincipalUpstreams(
@@ -150,21 +175,25 @@ class Hub:
             idle_timeout=settings.session_idle_timeout,
             on_message=self._stateless_message,
         )
+        policy = StatelessPolicy(lambda: self.config, self.pool)
+        if self.scale is not None:
+            self.scale.seal = self.seal
         self.modern = ModernServices(
             views=self.views,
             upstreams=stateless_upstreams,
             calls=StatelessCalls(
-                StateSeal(),
+                self.seal,
                 input_timeout=settings.input_timeout,
                 max_parked=settings.max_waiting_calls,
                 max_parked_per_principal=max(1, settings.max_waiting_calls // 16),
-                max_parked_per_upstream=self._parked_cap,
+                max_parked_per_upstream=policy.parked_cap,
+                replica=self.run,
             ),
             listeners=self.listeners,
             contexts=StatelessContexts(self.server),
             in_flight=services.calls,
-            list_ttl_ms=self._list_ttl_ms,
-            public=self._public,
+            list_ttl_ms=policy.list_ttl_ms,
+            public=policy.public,
             audit=self.audit,
             metrics=self.counting,
         )
@@ -177,6 +206,9 @@ class Hub:
     async def __aenter__(self) -> Self:
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(self.store)
+            if self.scale is not None:
+                self.reloader.on_reloaded = self.scale.control.config_applied
+                await stack.enter_async_context(self.scale)
             await stack.enter_async_context(self.events)
             await stack.enter_async_context(self.audit)
             await stack.enter_async_context(self.pool)
@@ -268,6 +300,9 @@ class Hub:
     # -- catalog -----------------------------------------------------------------------------------
 
     def _upstream_changed(self, name: str) -> None:
+        if self.scale is not None:
+            upstream = self.pool.upstream(name)
+            self.scale.upstream_changed(name, upstream.listing if upstream is not None else None)
         # Changes that come together (fifty upstreams starting) make one rebuild, not fifty.
         if self._rebuild_due is None:
             with contextlib.suppress(RuntimeError):  # no loop: the pool is being built outside one
@@ -310,34 +345,6 @@ class Hub:
         if out["method"] == "notifications/resources/updated":
             self.listeners.resource_updated(out["params"].get("uri", ""), out, caller=caller)
 
-    def _list_ttl_ms(self, view: CatalogView, kind: ListKind) -> int:
-        """How long a stateless client may cache a list: the hub's ``listTtl`` when every upstream behind
-        the view announces changes of that list (and the hub passes them on), else 0."""
-        capability = "resources" if kind == "resourceTemplates" else kind
-        ttl = int(self.config.hub.list_ttl * 1000)
-        names = self.config.enabled()
-        for name in names:
-            if view.rule.upstreams is not None and name not in view.rule.upstreams:
-                continue
-            upstream = self.pool.upstream(name)
-            declared = upstream.status.capabilities.get(capability) if upstream is not None else None
-            if upstream is None or upstream.status.state is not UpstreamState.UP:
-                return 0  # it may come back with other items at any moment
-            if isinstance(declared, dict) and not declared.get("listChanged"):
-                return 0
-            if upstream.listing is not None and upstream.listing.ttl_ms is not None:
-                ttl = min(ttl, upstream.listing.ttl_ms)  # never fresher than its own word
-        return ttl
-
-    def _parked_cap(self, name: str) -> int:
-        """Stateless calls that may wait for input on one upstream: a quarter of its ``maxConcurrency``."""
-        upstream = self.pool.upstream(name)
-        return max(1, (upstream.spec.max_concurrency if upstream is not None else 4) // 4)
-
-    def _public(self, view: CatalogView) -> bool:
-        """Whether a view's lists are the same for anyone, so a shared cache may keep them."""
-        return not self.config.auth_enabled and view.rule.everything and not self.config.tenants
-
     def server_capabilities(self) -> Message:
         """What the hub declares to clients at initialize."""
         capabilities = dict(_CAPABILITIES)
@@ -379,16 +386,9 @@ class Hub:
             "collisions": self.catalog.collisions,
             "process": process_facts(),
             "store": store,
+            **({"replica": self.scale.report()} if self.scale is not None else {}),
         }
 
     def store_report(self) -> dict[str, Any]:
         """Which store the hub uses and, for Redis, whether it answers."""
-        store = self.store
-        if isinstance(store, RedisStore):
-            return {
-                "kind": "redis",
-                "url": redacted(store.url),
-                "reachable": store.reachable,
-                "lastError": store.last_error or None,
-            }
-        return {"kind": "sqlite", "path": self.config.hub.storage}
+        return store_report(self.store, self.config.hub.storage)

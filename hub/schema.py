@@ -28,6 +28,7 @@ __all__ = [
     "ProcessSettings",
     "Reconnect",
     "ReloadSettings",
+    "ReplicaSettings",
     "SandboxConfig",
     "Timeouts",
     "UpstreamConfig",
@@ -188,6 +189,27 @@ class RedisSettings(_Model):
     """Keys in Redis begin with it (hubs of one deployment share it)."""
 
 
+class ReplicaSettings(_Model):
+    """One replica among several on one Redis (``hub.storage`` a Redis URL)."""
+
+    advertise_url: str | None = None
+    """Where the other replicas reach this one, directly (not through the load balancer); by
+    default ``http://<host>:<port>`` (the machine's name when ``host`` is a wildcard)."""
+    lease: Annotated[float, Field(ge=0.3, le=600)] = 10.0
+    """Seconds a replica's heartbeat and its session ownership last unless renewed (every third of it)."""
+    connect_timeout: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """How long a request forwarded to the owner of its session may take to connect."""
+    forward_timeout: Annotated[float, Field(gt=0, le=86_400)] = 3600.0
+    """How long a forwarded request may wait for the owner's next bytes."""
+
+    @field_validator("advertise_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+$", value.rstrip("/")):
+            raise ValueError("an http:// or https:// URL with no path: http://10.0.0.5:8765")
+        return None if value is None else value.rstrip("/")
+
+
 class HubSettings(_Model):
     """The ``hub`` section."""
 
@@ -229,6 +251,7 @@ class HubSettings(_Model):
     metrics: MetricsSettings = MetricsSettings()
     reload: ReloadSettings = ReloadSettings()
     redis: RedisSettings = RedisSettings()
+    replica: ReplicaSettings = ReplicaSettings()
     allowed_origins: list[str] | None = None
     allowed_hosts: list[str] | None = None
     public_url: str | None = None

@@ -150,7 +150,7 @@ class Session:
         direct = kind is Kind.REQUEST and self._children is not None
         if not direct and self._inbox.full():
             raise SessionBusy("session busy: too many messages queued")
-        stream = self.streams.open() if kind is Kind.REQUEST else None
+        stream = self.streams.open(message["id"]) if kind is Kind.REQUEST else None
         if direct:
             assert self._children is not None and stream is not None
             self._start_call(self._children, message, stream, size)

@@ -31,6 +31,7 @@ class EndReason(enum.Enum):
     DELETED = "deleted"  # the client said DELETE (or its legacy stream closed)
     EXPIRED = "expired"  # the idle alarm went off
     SHUTDOWN = "shutdown"  # the hub is stopping; the session may be taken back after a restart
+    MOVED = "moved"  # another replica owns the session now; its record is that replica's
 
 
 class UpstreamOpener(Protocol):

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
+from connectors import jsonrpc
 from hub.errors import StreamConflict
 from hub.streams import Event, EventId, Stream
 
@@ -59,12 +60,14 @@ class SessionStreams:
     def __len__(self) -> int:
         return len(self._streams)
 
-    def open(self) -> Stream:
+    def open(self, request_id: object = None) -> Stream:
         """A new stream, for one request's related messages and reply."""
         if len(self._streams) > 2 * self.settings.max_finished:
             self._prune()  # amortized: not on every request
         settings = self.settings
-        stream = Stream(next(self._numbers), retain=settings.retain, retain_bytes=settings.retain_bytes)
+        stream = Stream(
+            next(self._numbers), retain=settings.retain, retain_bytes=settings.retain_bytes, request_id=request_id
+        )
         self._streams[stream.number] = stream
         return stream
 
@@ -147,6 +150,10 @@ class SessionStreams:
         log = self._log
         if log is not None and not stream.persistent:
             limit = self.settings.retain_bytes
+            if stream.request_id is not None:
+                # Event 0 of a logged stream names its request: a replay after the hub serving it died
+                # can answer it with an error rather than leave the client waiting for ever.
+                log(stream.number, Event(0, jsonrpc.dumps({"id": stream.request_id}), False))
             # An event past the replay budget is not written to the store either (a 100 MB result).
             stream.persist(lambda s, event: None if len(event.data) > limit else log(s.number, event))
 

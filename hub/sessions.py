@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Protocol, Self
 
 from connectors import jsonrpc
 from connectors.jsonrpc import Message
@@ -32,12 +32,23 @@ from hub.store import SessionRecord, Store, StoreError
 from hub.tenants import ANONYMOUS_TENANT, Tenant
 from hub.views import CatalogView, ViewRule, Views
 
-__all__ = ["SessionManager"]
+__all__ = ["Leases", "SessionManager"]
 
 logger = logging.getLogger(__name__)
 
 _SHUTDOWN_DEADLINE: Final = 10.0
 _SESSION_ID: Final = re.compile(r"^[0-9a-f]{32}$")
+
+
+class Leases(Protocol):
+    """Who owns which session among replicas (:class:`hub.replicas.Replicas`)."""
+
+    run: str
+    owned: set[str]
+
+    async def claim(self, session_id: str, replacing: str | None = None) -> str | None: ...
+
+    async def release(self, session_id: str) -> None: ...
 
 
 class SessionManager:
@@ -52,6 +63,7 @@ class SessionManager:
         events: EventLog | None,
         max_sessions: int,
         store_ready: Callable[[], bool] = lambda: True,
+        leases: Leases | None = None,
     ) -> None:
         self.max_sessions = max_sessions
         self.idle_timeout = services.idle_timeout
@@ -66,6 +78,8 @@ class SessionManager:
         self._stack = contextlib.AsyncExitStack()
         self.store_ready = store_ready
         """Whether the store answers: a shared store that does not gets no new sessions (no split brain)."""
+        self.leases = leases
+        """With replicas: the session owner keys this replica holds."""
 
     async def __aenter__(self) -> Self:
         await self._store.prune(time.time() - self.idle_timeout)
@@ -148,7 +162,8 @@ class SessionManager:
     async def restore(
         self, session_id: str, caller: Caller = ANONYMOUS, tenant: Tenant | None = None, rule: ViewRule | None = None
     ) -> Session | None:
-        """Take back a session a previous run of the hub recorded, if it has not expired.
+        """Take back a session a previous run of the hub (or a replica that is gone) recorded, if it
+        has not expired; with replicas, only one this replica owns (or can claim, owned by nobody).
 
         Raises:
             SessionLimit: there is no room for it.
@@ -158,6 +173,22 @@ class SessionManager:
             return None
         if not self._accepting:
             raise ShuttingDown()  # come back after the restart, when the session can be taken back
+        leases = self.leases
+        if leases is not None and session_id not in leases.owned:
+            try:
+                if await leases.claim(session_id) != leases.run:
+                    return None  # another replica's
+            except StoreError as exc:
+                logger.warning("%s", exc)
+                return None
+        session = await self._restore(session_id, caller, tenant, rule)
+        if session is None and leases is not None and session_id not in self._sessions:
+            await leases.release(session_id)
+        return session
+
+    async def _restore(
+        self, session_id: str, caller: Caller, tenant: Tenant | None, rule: ViewRule | None
+    ) -> Session | None:
         try:
             record = await self._store.load(session_id)
         except StoreError as exc:
@@ -237,6 +268,8 @@ class SessionManager:
         )
         try:
             await self._store.save(record)
+            if self.leases is not None and session.id not in self.leases.owned:
+                await self.leases.claim(session.id)
         except StoreError as exc:
             logger.warning("session %s will not survive a restart: %s", session.id, exc)
         logger.info(
@@ -249,6 +282,8 @@ class SessionManager:
         if not session.initialized:
             return
         logger.info("session %s closed (%s)", session.id, session.end_reason.value)
+        if session.end_reason is EndReason.MOVED:
+            return  # its record, log and owner key are another replica's now
         if session.end_reason is not EndReason.SHUTDOWN:
             try:
                 await self._store.delete(session.id)
@@ -256,6 +291,22 @@ class SessionManager:
                 logger.warning("%s", exc)
             if self._events is not None:
                 await self._events.forget(session.id)
+            if self.leases is not None:
+                # The record first, the key after: nobody takes back what was ended. (At shutdown the
+                # replica gives back every key at once.)
+                await self.leases.release(session.id)
+
+    def give_up(self, session_id: str) -> None:
+        """Close the local copy of a session another replica took over (its record stays)."""
+        session = self._sessions.get(session_id)
+        if session is not None:
+            session.close(EndReason.MOVED)
+
+    async def rewrite(self, session_id: str) -> None:
+        """Write a session's record again (the shared store lost it)."""
+        session = self._sessions.get(session_id)
+        if session is not None and session.initialized:
+            await self.record(session)
 
     # -- finding and telling -----------------------------------------------------------------------
 

@@ -200,8 +200,11 @@ class StatelessCalls:
         max_parked: int = 1024,
         max_parked_per_principal: int = 64,
         max_parked_per_upstream: Callable[[str], int] = lambda upstream: 1024,
+        replica: str = "",
     ) -> None:
         self.seal = seal
+        self.replica = replica
+        """Prefixes every call id (replicas on one Redis share the seal: a state tells where its call waits)."""
         self.max_parked_per_upstream = max_parked_per_upstream
         self.input_timeout = input_timeout
         self.max_parked = max_parked
@@ -249,7 +252,7 @@ class StatelessCalls:
         if not self._open:
             raise ShuttingDown()
         # The id only ever travels sealed (encrypted and authenticated), so a counter will do.
-        call = StatelessCall(str(next(self._ids)), caller, method, name, capabilities)
+        call = StatelessCall(f"{self.replica}.{next(self._ids)}", caller, method, name, capabilities)
         task: asyncio.Task[Message] = asyncio.get_running_loop().create_task(_run(run, call))
         call.task = task
         self._calls[call.id] = call
@@ -309,6 +312,14 @@ class StatelessCalls:
         del self._parked[call.id]
         call.round = ""  # the state is spent, whatever happens next
         return call
+
+    def holder(self, state: object, caller: Caller) -> str | None:
+        """The replica whose call a ``requestState`` names, when it is a good state of ``caller``'s."""
+        try:
+            claims = self.seal.open(state, caller)
+        except BadRequestState:
+            return None  # refused where it is served, with the reason
+        return claims.call.rpartition(".")[0]
 
     def _expire(self, call: StatelessCall) -> None:
         if self._parked.pop(call.id, None) is None:

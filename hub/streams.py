@@ -67,8 +67,12 @@ EventSink = Callable[["Stream", Event], None]
 class Stream:
     """One stream of one session."""
 
-    def __init__(self, number: int, *, retain: int = 1000, retain_bytes: int = 16 * 1024 * 1024) -> None:
+    def __init__(
+        self, number: int, *, retain: int = 1000, retain_bytes: int = 16 * 1024 * 1024, request_id: object = None
+    ) -> None:
         self.number = number
+        self.request_id = request_id
+        """The id of the request whose reply ends the stream (None for the GET stream)."""
         self.finished_at: float | None = None
         self._retain_bytes = retain_bytes
         self._events: deque[Event] = deque(maxlen=retain)

@@ -14,15 +14,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Final
+from typing import Final
 
 from connectors import jsonrpc, tracing
 from connectors.jsonrpc import Kind, Message
-from connectors.spec import MODERN_VERSIONS, SUPPORTED_VERSIONS
+from hub.affinity import Affinity
 from hub.asgi import Receive, Scope, Send, header_map, read_body, respond, respond_error
 from hub.config import HubSettings
 from hub.context import Caller
-from hub.envelope import PROTOCOL_KEY, duplicated_routing_header
+from hub.envelope import duplicated_routing_header
 from hub.errors import (
     BadEventId,
     BodyTooLarge,
@@ -32,19 +32,26 @@ from hub.errors import (
     MethodNotAllowed,
     MissingSession,
     NotAcceptable,
-    ParseError,
     SessionLimit,
     SessionNotFound,
     ShuttingDown,
     StreamGone,
-    TooDeep,
     UnsupportedMediaType,
-    UnsupportedVersion,
     to_wire,
 )
 from hub.events import EventLog
 from hub.gate import Gate
+from hub.mcp_request import (
+    SESSION_HEADER,
+    accepts,
+    check_version,
+    decode_message,
+    is_modern,
+    request_id_of,
+    wears_envelope,
+)
 from hub.modern import ModernEndpoint
+from hub.replay import logged_events
 from hub.session import Session
 from hub.sessions import SessionManager
 from hub.sse import KEEPALIVE, SseWriter, event, priming, with_keepalive
@@ -54,70 +61,7 @@ __all__ = ["McpEndpoint"]
 
 logger = logging.getLogger(__name__)
 
-SESSION_HEADER: Final = "mcp-session-id"
-VERSION_HEADER: Final = "mcp-protocol-version"
 _SPLIT_AT: Final = 64 * 1024  # events larger than this are written in three pieces, not copied into one
-
-
-def _accepts(accept: str, media: str) -> bool:
-    kind = media.split("/")[0]
-    for part in accept.split(","):
-        value = part.split(";")[0].strip().lower()
-        if value in (media, "*/*", f"{kind}/*"):
-            return True
-    return False
-
-
-def check_version(headers: dict[str, str]) -> None:
-    """Raises: UnsupportedVersion: the header names a version the hub does not speak (with the list)."""
-    version = headers.get(VERSION_HEADER)
-    if version is not None and version not in SUPPORTED_VERSIONS and version not in MODERN_VERSIONS:
-        # -32022 with the versions we speak lets a client pick one it shares.
-        raise UnsupportedVersion(
-            f"unsupported protocol version: {version}",
-            data={"supported": [*SUPPORTED_VERSIONS, *MODERN_VERSIONS], "requested": version},
-        )
-
-
-def _wears_envelope(headers: dict[str, str], message: Any) -> bool:
-    """A request of a version the hub does not know, in the stateless era's envelope: answered as that era
-    answers it (-32022 naming the stateless versions, with the request's id)."""
-    version = headers.get(VERSION_HEADER)
-    if version is None or version in SUPPORTED_VERSIONS:
-        return False
-    params = message.get("params") if isinstance(message, dict) else None
-    meta = params.get("_meta") if isinstance(params, dict) else None
-    return isinstance(meta, dict) and PROTOCOL_KEY in meta
-
-
-def is_modern(headers: dict[str, str]) -> bool:
-    """Whether a request is of the stateless era (its version header says so)."""
-    return headers.get(VERSION_HEADER) in MODERN_VERSIONS
-
-
-def decode_message(body: bytes, max_depth: int) -> Any:
-    """The decoded JSON of a request body, one message (not yet known to be JSON-RPC).
-
-    Raises:
-        ParseError: the body is not JSON.
-        TooDeep: it nests past ``max_depth``.
-        InvalidRequest: it is a batch.
-    """
-    try:
-        message: Any = jsonrpc.loads(body)
-    except ValueError:
-        raise ParseError("Parse error: the body is not valid JSON") from None
-    if jsonrpc.too_deep(body, message, max_depth):
-        raise TooDeep(f"Invalid Request: JSON nested deeper than {max_depth} levels")
-    if isinstance(message, list):
-        raise InvalidRequest("Invalid Request: batches are not supported; send one message per POST")
-    return message
-
-
-def request_id_of(message: Any) -> Any:
-    """The id to answer a refused message with: its own, when it has a valid one."""
-    request_id = message.get("id") if isinstance(message, dict) else None
-    return request_id if isinstance(request_id, str | int) and not isinstance(request_id, bool) else None
 
 
 class McpEndpoint:
@@ -133,8 +77,10 @@ class McpEndpoint:
         accepting: Callable[[], bool],
         gate: Callable[[], Gate],
         modern: ModernEndpoint | None = None,
+        affinity: Affinity | None = None,
     ) -> None:
         self.modern = modern
+        self.affinity = affinity
         self.sessions = sessions
         self.events = events
         self.run = run
@@ -148,6 +94,14 @@ class McpEndpoint:
         try:
             # Credentials before anything else: a stranger learns nothing, not even what is wrong with the rest.
             caller = await self.gate().caller(headers, f"{method} /mcp")
+            session_id = headers.get(SESSION_HEADER)
+            affinity = self.affinity
+            if affinity is not None and session_id and not is_modern(headers) and self.sessions.get(session_id) is None:
+                # Another replica's session goes there; one whose owner is gone is taken over here.
+                routed = await affinity.route(scope, session_id, receive, send)
+                if routed is None:
+                    return
+                receive = routed
             if method == "POST":
                 await self._post(scope, headers, caller, receive, send)
             elif self.modern is not None and is_modern(headers):
@@ -185,7 +139,7 @@ class McpEndpoint:
         if content_type != "application/json":
             raise UnsupportedMediaType("Unsupported Media Type: Content-Type must be application/json")
         accept = headers.get("accept", "")
-        if not (_accepts(accept, "application/json") and _accepts(accept, "text/event-stream")):
+        if not (accepts(accept, "application/json") and accepts(accept, "text/event-stream")):
             raise NotAcceptable("Not Acceptable: Accept must list application/json and text/event-stream")
         length = headers.get("content-length", "")
         if length.isdigit() and len(length) < 20 and int(length) > settings.max_body_bytes:
@@ -196,16 +150,31 @@ class McpEndpoint:
         try:
             if kind is None:
                 raise InvalidRequest("Invalid Request: not a JSON-RPC 2.0 message")
-            if self.modern is not None and (is_modern(headers) or _wears_envelope(headers, message)):
+            if self.modern is not None and (is_modern(headers) or wears_envelope(headers, message)):
                 duplicated = duplicated_routing_header(scope["headers"])
                 if duplicated is not None:
                     raise HeaderMismatch(f"the {duplicated} header is sent more than once")
+                holder = self._holder(kind, message, caller)
+                if holder is not None and self.affinity is not None:
+                    await self.affinity.forward_call(holder, scope, body, receive, send)
+                    return
                 await self.modern.post(headers, caller, kind, message, len(body), receive, send)
                 return
             check_version(headers)
             await self._message(headers, caller, kind, message, len(body), receive, send)
         except HubError as exc:
             await respond_error(send, to_wire(exc), request_id_of(message))
+
+    def _holder(self, kind: Kind, message: Message, caller: Caller) -> str | None:
+        """Another replica, where the call a stateless retry's ``requestState`` names waits."""
+        if self.affinity is None or self.modern is None or kind is not Kind.REQUEST:
+            return None
+        params = message.get("params")
+        state = params.get("requestState") if isinstance(params, dict) else None
+        if state is None:
+            return None
+        holder = self.modern.services.calls.holder(state, caller)
+        return holder if holder and holder != self.run else None
 
     async def _message(
         self,
@@ -226,6 +195,8 @@ class McpEndpoint:
             if kind is Kind.REQUEST and message["method"] == "initialize" and SESSION_HEADER not in headers:
                 if not self.accepting():
                     raise ShuttingDown()  # a draining hub takes no new sessions; existing ones finish their work
+                if self.affinity is not None:
+                    await self.affinity.check_store()  # a session no other replica can find is no session
                 await self._initialize(caller, message, send)
                 return
             session = await self._session(headers, caller)
@@ -287,17 +258,22 @@ class McpEndpoint:
         """Write a stream's events to one connection until the stream ends or the client goes."""
         watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, stream, claim))
         streams = session.streams
+        durable = self.events.durable is not None and stream.persistent
         try:
             await writer.start()
             if prime is not None and resumable(session.protocol_version):
                 # An event id before anything else lets the client resume even if it gets nothing more.
                 await writer.write(priming(streams.event_id(stream, prime), self.settings().events.retry_ms))
             if first is not None:
+                if durable:
+                    await self.events.settle()
                 await _write_event(writer, first.data, streams.event_id(stream, first.seq))
             async for item in events:
                 if item is None:
                     await writer.write(KEEPALIVE)
                 else:
+                    if durable:
+                        await self.events.settle()  # in the log before the client sees it: any replica can replay
                     await _write_event(writer, item.data, streams.event_id(stream, item.seq))
         finally:
             watcher.cancel()
@@ -306,7 +282,7 @@ class McpEndpoint:
     # -- GET ---------------------------------------------------------------------------------------
 
     async def _get(self, headers: dict[str, str], caller: Caller, receive: Receive, send: Send) -> None:
-        if not _accepts(headers.get("accept", ""), "text/event-stream"):
+        if not accepts(headers.get("accept", ""), "text/event-stream"):
             raise NotAcceptable("Not Acceptable: Accept must list text/event-stream")
         check_version(headers)
         if not self.accepting():
@@ -344,7 +320,7 @@ class McpEndpoint:
 
     async def _replay_logged(self, session: Session, position: EventId, receive: Receive, send: Send) -> None:
         # The id comes from an earlier run of the hub: replay what the log kept, then go on live.
-        logged = await self.events.replay(session.id, position.run, position.stream, position.seq)
+        logged = await logged_events(self.events, session.id, position)
         writer = SseWriter(send)
         await writer.start()
         for seq, data in logged:

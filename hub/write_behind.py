@@ -48,6 +48,10 @@ class WriteBehind(Generic[T]):
         self.prune_every = prune_every
         self.pending: list[T] = []
         self.dropped = 0
+        self._added = 0
+        self._settled = 0  # items written or given up on, in the order they were added
+        self._progress = asyncio.Event()
+        self._writing = asyncio.Lock()  # one write at a time, so items settle in order
         self._due = asyncio.Event()
         self._stack = contextlib.AsyncExitStack()
 
@@ -74,6 +78,7 @@ class WriteBehind(Generic[T]):
         """Queue one item; never blocks."""
         pending = self.pending
         pending.append(item)
+        self._added += 1
         if len(pending) >= self.batch:
             self._due.set()
         if len(pending) > self.max_pending:
@@ -81,18 +86,40 @@ class WriteBehind(Generic[T]):
             lost = len(pending) - self.max_pending
             del pending[:lost]
             self.dropped += lost
+            self._advance(lost)
             logger.warning("%s behind: %d records not written", self.name, lost)
 
     async def flush(self) -> None:
         """Write everything queued now."""
-        items, self.pending = self.pending, []
-        if not items:
-            return
-        try:
-            await self._write(items)
-        except StoreError as exc:
-            self.dropped += len(items)
-            logger.warning("%s: %d records not written: %s", self.name, len(items), exc)
+        async with self._writing:
+            items, self.pending = self.pending, []
+            if not items:
+                return
+            try:
+                await self._write(items)
+            except StoreError as exc:
+                self.dropped += len(items)
+                logger.warning("%s: %d records not written: %s", self.name, len(items), exc)
+            finally:
+                self._advance(len(items))
+
+    def _advance(self, count: int) -> None:
+        self._settled += count
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    async def settle(self, time_limit: float) -> bool:
+        """Wait until every item added so far is written (or given up on), within ``time_limit`` seconds;
+        the flusher writes at once. Returns whether they were."""
+        target = self._added
+        if self._settled >= target:
+            return True
+        self._due.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(time_limit):
+                while self._settled < target:
+                    await self._progress.wait()
+        return self._settled >= target
 
     async def _run(self) -> None:
         last_prune = time.monotonic()

@@ -10,13 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ import httpx
 import pytest
 from mcp import Client
 
+from tests.hub_process import HubProcess, hub_serving
 from tests.servers import reserve_port, serve
 from tests.upstreams import Probe, http_app
 from tests.wire import HEADERS, INIT, initialize, rpc, sse_messages
@@ -36,66 +34,6 @@ START_DEADLINE = 20.0
 EXIT_MARGIN = 5.0  # seconds an exit may take past the drain's own deadline (uvicorn's shutdown, the store)
 STOP_GRACE = 2.0  # what the hub gives calls it cut short to send their error (hub.runtime._STOP_GRACE)
 AT_ONCE = 3.0  # "a second signal stops at once": well below any drain deadline used here
-
-
-@dataclass
-class HubProcess:
-    """A hub running as its own process, and everything it wrote to stderr, line by line."""
-
-    process: asyncio.subprocess.Process
-    url: str
-    lines: list[str] = field(default_factory=list)
-    ended: bool = False
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    async def read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        while True:
-            line = await self.process.stderr.readline()
-            async with self.changed:
-                if line:
-                    self.lines.append(line.decode(errors="replace"))
-                else:
-                    self.ended = True
-                self.changed.notify_all()
-            if not line:
-                return
-
-    async def logged(self, text: str, within: float = WAIT) -> None:
-        """Wait until a line of the log contains ``text``. Raises AssertionError if it never does."""
-
-        def seen() -> bool:
-            return self.ended or any(text in line for line in self.lines)
-
-        async with self.changed:
-            try:
-                await asyncio.wait_for(self.changed.wait_for(seen), within)
-            except TimeoutError:
-                raise AssertionError(f"the hub did not log {text!r} within {within}s:\n{self.log}") from None
-        assert any(text in line for line in self.lines), f"the hub ended without logging {text!r}:\n{self.log}"
-
-    async def log_complete(self) -> str:
-        """The whole log, once the process has closed its stderr."""
-        async with self.changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait_for(lambda: self.ended), WAIT)
-        return self.log
-
-    def signal(self, signum: int = signal.SIGTERM) -> float:
-        """Send ``signum`` to the hub's pid; returns when (monotonic seconds)."""
-        os.kill(self.process.pid, signum)
-        return time.monotonic()
-
-    async def exit_code(self, within: float) -> int:
-        """The process's exit code. Raises AssertionError if it is still running after ``within`` seconds."""
-        try:
-            return await asyncio.wait_for(self.process.wait(), within)
-        except TimeoutError:
-            raise AssertionError(f"the hub did not exit within {within}s:\n{self.log}") from None
 
 
 @asynccontextmanager
@@ -115,36 +53,8 @@ async def hub_process(tmp_path: Path, upstream: str, **hub_settings: Any) -> Asy
     }
     path = tmp_path / "hub.json"
     path.write_text(json.dumps(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MANIFOLD_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hub",
-        "serve",
-        "--config",
-        str(path),
-        "--log-level",
-        "info",
-        cwd=ROOT,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        limit=1 << 20,
-    )
-    hub = HubProcess(process, f"http://127.0.0.1:{port}/mcp")
-    reader = asyncio.create_task(hub.read_stderr())
-    try:
-        await hub.logged("Uvicorn running", within=START_DEADLINE)
+    async with hub_serving(path, port) as hub:
         yield hub
-    finally:
-        if process.returncode is None:  # the test ended before the hub did
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()  # by its pid
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(process.wait(), WAIT)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(reader, WAIT)  # cancelled if stderr stays open past WAIT
 
 
 @asynccontextmanager

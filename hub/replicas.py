@@ -1,0 +1,309 @@
+"""Replicas on one Redis: who is running, and which replica owns which session.
+
+Each replica (one hub process) names itself by its run id and says where the
+others reach it (``hub.replica.advertiseUrl``). It keeps a heartbeat key that
+expires with the lease (``hub.replica.lease`` seconds) and an entry in the
+registry hash; every third of a lease it beats, reads the registry and drops
+the entries whose heartbeat is gone.
+
+A session belongs to the replica whose run id its owner key holds. The owner
+sets the key when the session is opened (or taken over) and renews every key
+it holds with each heartbeat, in one script: a key still its own is extended;
+a key that vanished (Redis lost its data) is set again and the session's
+record written back; a key another replica now holds means the session moved,
+and the local copy is closed without touching the record. Taking a session
+over is a compare-and-set on the owner key: it succeeds only if the key still
+names the replica believed dead (or nobody), so two replicas never both take
+it. Owners read here are cached (bounded), so requests keep finding a live
+owner while Redis is away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+from connectors import jsonrpc
+from hub.redis_store import RedisStore
+from hub.store import StoreError
+
+__all__ = ["Replica", "Replicas"]
+
+logger = logging.getLogger(__name__)
+
+_CACHED_OWNERS: Final = 10_000
+_RENEW_BATCH: Final = 1000
+
+_RENEW: Final = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local owner = redis.call('GET', key)
+  if owner == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    out[i] = 0
+  elseif not owner then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    out[i] = 1
+  else
+    out[i] = 2
+  end
+end
+return out
+"""
+_CLAIM: Final = """
+local owner = redis.call('GET', KEYS[1])
+if owner == ARGV[1] or (not owner) or owner == ARGV[2] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+  return ARGV[1]
+end
+return owner
+"""
+_RELEASE: Final = """
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """One replica as the registry knows it."""
+
+    id: str
+    url: str
+    started: float
+    config: str
+    """The hash of the config it serves."""
+    sessions: int
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "url": self.url,
+            "started": self.started,
+            "config": self.config,
+            "sessions": self.sessions,
+        }
+
+
+class Replicas:
+    """This replica's place among the others; an async context manager owning the heartbeat."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        run: str,
+        url: str,
+        *,
+        lease: float,
+        config_hash: Callable[[], str],
+        on_lost: Callable[[str], None],
+        on_vanished: Callable[[str], Awaitable[None]],
+    ) -> None:
+        self.store = store
+        self.run = run
+        self.url = url
+        self.lease = lease
+        self.started = time.time()
+        self.owned: set[str] = set()
+        """Sessions whose owner key this replica holds."""
+        self.takeovers = 0
+        """Sessions taken over from a replica that was gone."""
+        self.known: dict[str, Replica] = {}
+        """The live replicas as of the last heartbeat (this one included)."""
+        self._config_hash = config_hash
+        self._on_lost = on_lost
+        self._on_vanished = on_vanished
+        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._beat: asyncio.Task[None] | None = None
+
+    def _owner_key(self, session_id: str) -> str:
+        return self.store.key("owner", session_id)
+
+    def _alive_key(self, run: str) -> str:
+        return self.store.key("replica", run)
+
+    @property
+    def _lease_ms(self) -> int:
+        return max(1, int(self.lease * 1000))
+
+    async def __aenter__(self) -> Replicas:
+        with contextlib.suppress(StoreError):
+            await self._heartbeat()
+        self._beat = asyncio.get_running_loop().create_task(self._run(), name="replica-heartbeat")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+        # Leases given back at once: another replica takes the sessions over without waiting for them to expire.
+        keys = [self._owner_key(sid) for sid in self.owned]
+        run = self.run
+        registry, alive = self.store.key("replicas"), self._alive_key(run)
+
+        async def leave(r: Any) -> None:
+            if keys:
+                await r.eval(_RELEASE, len(keys), *keys, run)
+            await r.hdel(registry, run)
+            await r.delete(alive)
+
+        with contextlib.suppress(StoreError):
+            await self.store.call("leave the replicas", leave)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self._heartbeat()
+            except StoreError as exc:
+                logger.warning("replica heartbeat: %s", exc)
+
+    async def _heartbeat(self) -> None:
+        me = Replica(self.run, self.url, self.started, self._config_hash(), len(self.owned))
+        entry = jsonrpc.dumps([me.url, me.started, me.config, me.sessions])
+        owned = sorted(self.owned)
+        registry = self.store.key("replicas")
+
+        async def beat(r: Any) -> tuple[list[int], dict[bytes, bytes], list[Any]]:
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.set(self._alive_key(self.run), b"1", px=self._lease_ms)
+                pipe.hset(registry, self.run, entry)
+                for start in range(0, len(owned), _RENEW_BATCH):  # Redis runs one script at a time: keep each short
+                    keys = [self._owner_key(sid) for sid in owned[start : start + _RENEW_BATCH]]
+                    pipe.eval(_RENEW, len(keys), *keys, self.run, self._lease_ms)
+                done = await pipe.execute()
+            entries, alive = await self._read_registry(r)
+            return [outcome for batch in done[2:] for outcome in batch], entries, alive
+
+        renewed, entries, alive = await self.store.call("replica heartbeat", beat)
+        await self._take_registry(entries, alive)
+        for sid, outcome in zip(owned, renewed, strict=True):
+            if outcome == 2:
+                logger.warning("session %s is owned by another replica now; closing the local copy", sid)
+                self.owned.discard(sid)
+                self._on_lost(sid)
+            elif outcome == 1:
+                logger.warning("session %s had lost its owner key (Redis lost data?); written back", sid)
+                await self._on_vanished(sid)
+
+    async def _read_registry(self, r: Any) -> tuple[dict[bytes, bytes], list[Any]]:
+        entries = cast("dict[bytes, bytes]", await r.hgetall(self.store.key("replicas")))
+        runs = list(entries)
+        alive = await r.mget([self._alive_key(run.decode()) for run in runs]) if runs else []
+        return entries, alive
+
+    async def _take_registry(self, entries: dict[bytes, bytes], alive: list[Any]) -> None:
+        known: dict[str, Replica] = {}
+        gone: list[str] = []
+        for (raw_run, raw), beating in zip(entries.items(), alive, strict=True):
+            run = raw_run.decode()
+            if beating is None:
+                gone.append(run)
+                continue
+            url, started, config, sessions = jsonrpc.loads(raw)
+            known[run] = Replica(run, str(url), float(started), str(config), int(sessions))
+        self.known = known
+        if gone:
+            registry = self.store.key("replicas")
+            with contextlib.suppress(StoreError):
+                await self.store.call("drop gone replicas", lambda r: r.hdel(registry, *gone))
+
+    async def refresh(self) -> None:
+        """Read the registry now (for a report that must be of this moment). Raises: StoreError."""
+        entries, alive = await self.store.call("read the replicas", self._read_registry)
+        await self._take_registry(entries, alive)
+
+    # -- owners ------------------------------------------------------------------------------------
+
+    def cached_owner(self, session_id: str) -> str | None:
+        return self._owners.get(session_id)
+
+    def forget_owner(self, session_id: str) -> None:
+        self._owners.pop(session_id, None)
+
+    def _cache(self, session_id: str, owner: str | None) -> None:
+        if owner is None or owner == self.run:
+            self._owners.pop(session_id, None)
+            return
+        self._owners[session_id] = owner
+        self._owners.move_to_end(session_id)
+        while len(self._owners) > _CACHED_OWNERS:
+            self._owners.popitem(last=False)
+
+    async def owner(self, session_id: str) -> str | None:
+        """The run id of the replica that owns a session now, or None. Raises: StoreError."""
+        key = self._owner_key(session_id)
+        raw = await self.store.call("read a session's owner", lambda r: r.get(key))
+        owner = None if raw is None else cast("bytes", raw).decode()
+        self._cache(session_id, owner)
+        return owner
+
+    async def claim(self, session_id: str, replacing: str | None = None) -> str | None:
+        """Take a session: it had no owner, or ``replacing`` (a replica that is gone) owned it.
+
+        Returns the owner now (this replica's run id when taken). Raises: StoreError.
+        """
+        key = self._owner_key(session_id)
+        raw = await self.store.call(
+            "claim a session",
+            lambda r: r.eval(_CLAIM, 1, key, self.run, replacing or "", self._lease_ms),
+        )
+        owner = None if raw is None else (raw.decode() if isinstance(raw, bytes) else str(raw))
+        if owner == self.run:
+            if replacing is not None:
+                self.takeovers += 1
+                logger.info("session %s taken over from replica %s", session_id, replacing)
+            self.owned.add(session_id)
+        self._cache(session_id, owner)
+        return owner
+
+    async def release(self, session_id: str) -> None:
+        """Give a session's owner key back (if still this replica's)."""
+        self.owned.discard(session_id)
+        key = self._owner_key(session_id)
+        try:
+            await self.store.call("release a session", lambda r: r.eval(_RELEASE, 1, key, self.run))
+        except StoreError as exc:
+            logger.warning("%s", exc)  # it expires with its lease
+
+    async def locate(self, run: str) -> Replica | None:
+        """The live replica ``run``, looked up in Redis when the last heartbeat did not know it."""
+        replica = self.known.get(run)
+        if replica is not None:
+            return replica
+        registry, alive = self.store.key("replicas"), self._alive_key(run)
+
+        async def look(r: Any) -> tuple[Any, Any]:
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.hget(registry, run)
+                pipe.exists(alive)
+                raw, beating = await pipe.execute()
+            return raw, beating
+
+        raw, beating = await self.store.call("find a replica", look)
+        if raw is None or not beating:
+            return None
+        url, started, config, sessions = jsonrpc.loads(raw)
+        replica = Replica(run, str(url), float(started), str(config), int(sessions))
+        self.known[run] = replica  # until the next heartbeat says otherwise
+        return replica
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "id": self.run,
+            "url": self.url,
+            "lease": self.lease,
+            "config": self._config_hash(),
+            "owned": len(self.owned),
+            "takeovers": self.takeovers,
+            "replicas": [replica.report() for replica in sorted(self.known.values(), key=lambda r: r.started)],
+        }
