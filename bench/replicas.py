@@ -9,7 +9,10 @@ difference between the two is the cost of forwarding. Hub CPU is summed over eve
 
 Forwarding goes straight to the owner over HTTP. Over Redis instead, a request and its reply would
 each take a pub/sub hop (publish, Redis, the subscriber): the round trip of one such exchange is
-measured here too (``pubsub_round_trip``), to compare with what direct forwarding adds.
+measured here too (``pubsub_round_trip``), to compare with what direct forwarding adds. And the
+progress relay (an upstream's notification to the client), which with replicas waits for each
+event to be in Redis's log before it is sent: on one hub on SQLite, one on Redis, and through the
+balancer to three.
 
 Run on its own: ``python -m bench.replicas`` (``--smoke`` for a quick check). Needs redis-server and
 haproxy.
@@ -29,10 +32,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis.asyncio as aioredis
 
+from bench.client import RpcSession
 from bench.processes import cpu_seconds, free_port, running
-from bench.rounds import Round, call_round, summarize
+from bench.rounds import Round, call_round, percentile, summarize
 
 __all__ = ["replica_costs"]
 
@@ -90,6 +95,21 @@ async def _pubsub_round_trip(url: str, count: int) -> dict[str, float]:
         await ask.aclose()  # type: ignore[no-untyped-call]
         await answer.aclose()  # type: ignore[no-untyped-call]
     return {"p50_ms": round(statistics.median(times), 3), "count": count}
+
+
+async def _progress(url: str, calls: int) -> dict[str, float]:
+    """Upstream notification to client arrival, 100 notifications per call: with replicas every event is
+    in Redis's log before it is sent (so any replica can replay it), which this shows the price of."""
+    delays: list[float] = []
+    async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
+        session = await RpcSession(http, url).open()
+        params = {"name": "bench__progress", "arguments": {"steps": 100}, "_meta": {"progressToken": "p"}}
+        for _ in range(calls):
+            async for arrived, message in session.events("tools/call", params):
+                if message.get("method") == "notifications/progress":
+                    delays.append((arrived - int(message["params"]["message"])) / 1e6)
+        await session.close()
+    return {"p50_ms": round(percentile(delays, 0.5), 3), "p99_ms": round(percentile(delays, 0.99), 3)}
 
 
 def replica_costs(
@@ -152,6 +172,11 @@ def replica_costs(
                 "balancer_cpu_ms_per_call": round(sum(lb for _, _, lb in done) * 1000 / total, 3),
             }
         out["pubsub_round_trip"] = asyncio.run(_pubsub_round_trip(redis_url, 500 if calls >= 1000 else 50))
+        progress_calls = 10 if calls >= 1000 else 2
+        out["progress"] = {
+            name: asyncio.run(_progress(targets[name][0], progress_calls))
+            for name in ("sqlite_direct", "redis_direct", "roundrobin_3", "sticky_3")
+        }
     return out
 
 

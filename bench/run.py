@@ -486,6 +486,15 @@ def render(results: dict[str, Any]) -> str:
                 f"{replicas['pubsub_round_trip']['p50_ms']} ms",
             )
         )
+        progress = replicas["progress"]
+        rows.append(
+            (
+                "progress relay p50: SQLite / Redis (logged before sent) / round robin 3 / sticky 3",
+                "-",
+                " / ".join(str(progress[k]["p50_ms"]) for k in progress) + " ms",
+                "",
+            )
+        )
     soaked = results["soak"]
     before, after = (
         "/".join(str(sample[key]) for key in ("rss_mb", "fds", "tasks"))

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-__all__ = ["BodyTooLarge", "Http1Error", "Http1Pool", "Http1Response"]
+__all__ = ["BodyTooLarge", "Http1ConnectError", "Http1Error", "Http1Pool", "Http1Response"]
 
 _PAUSE_AT: Final = 1 << 20  # buffered body bytes before the socket is paused
 _IDLE_MAX: Final = 4.0  # seconds a connection may sit idle and still be reused (servers often close at 5)
@@ -32,6 +32,10 @@ _IDLE_MAX: Final = 4.0  # seconds a connection may sit idle and still be reused 
 
 class Http1Error(Exception):
     """The connection failed or the peer spoke something that is not HTTP/1.1."""
+
+
+class Http1ConnectError(Http1Error):
+    """No connection could be made: the request was not sent."""
 
 
 class BodyTooLarge(Exception):
@@ -251,7 +255,8 @@ class Http1Pool:
         self.connect_timeout = connect_timeout
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         authority = parts.netloc.rpartition("@")[2]
-        self._head = f"POST {target} HTTP/1.1\r\nhost: {authority}\r\n".encode("latin-1")
+        self._line = f"POST {target} HTTP/1.1\r\n".encode("latin-1")
+        self._host = f"host: {authority}\r\n".encode("latin-1")
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
 
@@ -285,7 +290,8 @@ class Http1Pool:
         return await self._exchange(await self._connect(), request)
 
     def _request(self, headers: Mapping[str, str], body: bytes) -> bytes:
-        lines = [self._head]
+        # A ``host`` among ``headers`` is sent instead of the origin's (a request passed on as it came).
+        lines = [self._line] if "host" in headers else [self._line, self._host]
         for name, value in headers.items():
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
                 raise Http1Error(f"header {name!r} has a line break")
@@ -312,7 +318,7 @@ class Http1Pool:
                 )
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise Http1Error(f"cannot connect to {self.host}:{self.port}: {reason}") from exc
+            raise Http1ConnectError(f"cannot connect to {self.host}:{self.port}: {reason}") from exc
         self._all.add(connection)
         return connection
 

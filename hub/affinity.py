@@ -68,14 +68,15 @@ class Affinity:
         self.forwarder = forwarder
         self.settings = settings
 
-    async def route(self, scope: Scope, session_id: str, receive: Receive, send: Send) -> Receive | None:
-        """Forward the request when another replica owns ``session_id``; returns None when it was answered,
-        else the ``receive`` to serve it here with (this replica owns the session now).
+    async def route(self, scope: Scope, session_id: str, receive: Receive, send: Send) -> tuple[Receive, bool] | None:
+        """Forward the request when another replica owns ``session_id``; returns None when it was
+        answered, else the ``receive`` to serve it here with and whether a gone replica's session was
+        taken over for it (the caller gives it back if the request leaves no session here).
 
         Raises: NotOwner, ReplicaLost, ReplicaUnavailable, StoreUnavailable.
         """
         if not _SESSION_ID.match(session_id):
-            return receive  # not one this hub makes: answered here, as unknown
+            return receive, False  # not one this hub makes: answered here, as unknown
         forwarded = any(name == FORWARDED_HEADER.encode() for name, _ in scope["headers"])
         settings = self.settings()
         body = await read_body(receive, settings.max_body_bytes, settings.request_read_timeout)
@@ -95,18 +96,18 @@ class Affinity:
                         "the session store (Redis) is unreachable, and with it where this session is served; "
                         "try again shortly"
                     ) from None
-            if owner is not None and owner != replicas.run:
-                if forwarded:
-                    raise NotOwner("this replica does not own the session; ask its owner", run=replicas.run)
-                status = await self._forward(owner, scope, body, again, send)
-                if status is None:
-                    return None
-                replicas.forget_owner(session_id)
-                if status == "gone" and await self._take(session_id, owner):
-                    return again
-                continue
-            if owner == replicas.run or await self._take(session_id, None):
-                return again
+            if owner is None or owner == replicas.run:
+                return again, False  # nobody's, or this one's: served here (restoring it claims it)
+            if forwarded:
+                raise NotOwner("this replica does not own the session; ask its owner", run=replicas.run)
+            # The client's own receive (its body read already) tells the forwarder when it goes;
+            # ``again`` keeps the body for serving here after a takeover.
+            status = await self._forward(owner, scope, body, receive, send)
+            if status is None:
+                return None
+            replicas.forget_owner(session_id)
+            if status == "gone" and await self._take(session_id, owner):
+                return again, True
         raise ReplicaUnavailable("the replica that owns this session changed while the request waited; try again")
 
     async def check_store(self) -> None:
@@ -123,19 +124,35 @@ class Affinity:
 
         Raises: BadRequestState (that replica is gone, and its call with it), ReplicaUnavailable, ReplicaLost.
         """
-        if await self._forward(holder, scope, body, receive, send) is not None:
+        try:
+            replica = await self.replicas.locate(holder)
+        except StoreError:
+            replica = self.replicas.known.get(holder)
+        if (
+            replica is None
+            or replica.url == self.replicas.url
+            or await self._forward(holder, scope, body, receive, send) is not None
+        ):
             raise BadRequestState(
                 f"requestState names a call that waited on replica {holder}, which is gone; make the request again"
             )
 
     async def _forward(self, owner: str, scope: Scope, body: bytes, receive: Receive, send: Send) -> str | None:
-        """None once answered; ``gone`` when the owner is known to be gone; ``moved`` when it has a new owner."""
+        """None once answered; ``gone`` when the owner is known to be gone; ``moved`` when it has a new owner.
+
+        Gone means: its heartbeat stopped, nothing listens at its address any more (the connection
+        is refused), or another process answers there (started after it). Any other failure to
+        reach it is answered 503: a live owner's sessions are not taken from it.
+        """
+        replicas = self.replicas
         try:
-            replica = await self.replicas.locate(owner)
+            replica = await replicas.locate(owner)
         except StoreError:
-            replica = self.replicas.known.get(owner)
+            replica = replicas.known.get(owner)
         if replica is None:
             return "gone"  # its heartbeat stopped: its leases are as good as expired
+        if replica.url == replicas.url:
+            raise ReplicaUnavailable(_same_address(owner, replica.url), retry_after=30)
         try:
             status, answered_by = await self.forwarder.forward(replica.url, scope, body, receive, send)
         except OwnerUnreachable as exc:
@@ -145,7 +162,7 @@ class Affinity:
             raise ReplicaUnavailable(
                 f"the replica that owns this session ({owner} at {replica.url}) does not answer ({exc}); "
                 "try again shortly",
-                retry_after=max(1, round(self.replicas.lease)),
+                retry_after=max(1, round(replicas.lease)),
             ) from None
         except OwnerLost as exc:
             raise ReplicaLost(
@@ -155,13 +172,30 @@ class Affinity:
             ) from None
         if status != 421:
             return None
-        # Another process at the owner's address (it was restarted): the owner is gone.
-        return "gone" if answered_by is not None and answered_by != owner else "moved"
+        if answered_by is None or answered_by == owner:
+            return "moved"
+        if answered_by == replicas.run:
+            raise ReplicaUnavailable(_same_address(owner, replica.url), retry_after=30)
+        try:
+            there = await replicas.locate(answered_by)
+        except StoreError:
+            there = replicas.known.get(answered_by)
+        if there is not None and there.url == replica.url and there.started > replica.started:
+            return "gone"  # the owner's process was replaced by a newer one at its address
+        raise ReplicaUnavailable(_same_address(owner, replica.url), retry_after=30)
 
-    async def _take(self, session_id: str, gone: str | None) -> bool:
+    async def _take(self, session_id: str, gone: str) -> bool:
         try:
             return await self.replicas.claim(session_id, gone) == self.replicas.run
         except StoreError:
             raise StoreUnavailable(
                 "the session store (Redis) is unreachable: the session cannot be taken over until it answers"
             ) from None
+
+
+def _same_address(owner: str, url: str) -> str:
+    logger.error("replica %s advertises %s, where another replica answers: check hub.replica.advertiseUrl", owner, url)
+    return (
+        f"misconfigured replicas: the owner of this session ({owner}) advertises {url}, where another replica "
+        "answers; each replica needs an address of its own (hub.replica.advertiseUrl)"
+    )

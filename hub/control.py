@@ -127,6 +127,9 @@ class ControlPlane:
                 if self.subscribed.is_set():
                     logger.warning("control plane: lost Redis (%s); listening again shortly", exc)
                 self.subscribed.clear()
+            except Exception:
+                logger.exception("control plane failed; listening again shortly")
+                self.subscribed.clear()
             finally:
                 if pubsub is not None:
                     with contextlib.suppress(RedisError, OSError, TimeoutError):
@@ -139,23 +142,31 @@ class ControlPlane:
         raw = await self.store.call("read the last config", lambda r: r.get(self.store.key("config")))
         if raw is None:
             return
-        stamp, digest, config = jsonrpc.loads(raw)
-        if float(stamp) > self.applied_at:
+        try:
+            stamp, digest, config = jsonrpc.loads(raw)
+            stamp = float(stamp)
+        except (ValueError, TypeError):
+            logger.warning("control plane: the last config kept in Redis cannot be read; ignored")
+            return
+        if stamp > self.applied_at:
             await self._config(config.encode(), str(digest), "the replicas' last config")
 
     async def _handle(self, data: bytes) -> None:
         try:
             message = jsonrpc.loads(data)
         except ValueError:
+            logger.warning("control plane: a message that is not JSON; ignored")
             return
         if not isinstance(message, dict) or message.get("from") == self.run:
             return
         self.received += 1
-        kind = message.get("kind")
+        kind, sender = message.get("kind"), str(message.get("from"))
         if kind == "config" and isinstance(message.get("config"), str):
-            await self._config(message["config"].encode(), str(message.get("digest")), f"replica {message['from']}")
+            await self._config(message["config"].encode(), str(message.get("digest")), f"replica {sender}")
         elif kind == "listing" and isinstance(message.get("upstream"), str):
             self._on_listing(message["upstream"], str(message.get("digest")))
+        else:
+            logger.warning("control plane: a message of kind %r from %s not understood; ignored", kind, sender)
 
     async def _config(self, data: bytes, digest: str, source: str) -> None:
         self.applied_at = time.time()

@@ -49,27 +49,38 @@ class EventLog:
         """Events waiting to be written."""
         return len(self._queue.pending)
 
-    def record(self, session_id: str, run: str, stream: int, event: Event) -> None:
-        """Queue one event for the log; never blocks."""
-        self._queue.add(EventRow(session_id, run, stream, event.seq, time.time(), event.data))
+    def record(self, session_id: str, run: str, stream: int, event: Event) -> int | None:
+        """Queue one event for the log; never blocks. Written through (:attr:`durable`): returns
+        its place, for :meth:`settle`."""
+        place = self._queue.add(EventRow(session_id, run, stream, event.seq, time.time(), event.data))
+        return place if self.durable is not None else None
 
-    async def settle(self) -> None:
-        """Wait (up to :attr:`durable` seconds) until what was recorded so far is in the store."""
+    async def settle(self, place: int) -> None:
+        """Wait (up to :attr:`durable` seconds) until the event recorded at ``place`` is in the store."""
         if self.durable is not None:
-            await self._queue.settle(self.durable)
+            await self._queue.settle(self.durable, place)
 
     async def flush(self) -> None:
         """Write every queued event now."""
         await self._queue.flush()
 
-    async def replay(self, session_id: str, run: str, stream: int, after: int) -> list[tuple[int, bytes]]:
-        """The logged events of one stream after ``after``."""
+    async def replay(
+        self, session_id: str, run: str, stream: int, after: int, upto: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """The logged events of one stream after ``after`` (up to ``upto``), one per number."""
         await self.flush()
         try:
-            return await self._store.events_after(session_id, run, stream, after)
+            rows = await self._store.events_after(session_id, run, stream, after, upto)
         except StoreError as exc:
             logger.warning("%s", exc)
             return []
+        # Two runs may both have logged a number (a takeover while the old owner still ran): one stays,
+        # the same one for every replay (rows come in order of number, then of bytes).
+        once: list[tuple[int, bytes]] = []
+        for seq, data in rows:
+            if not once or once[-1][0] != seq:
+                once.append((seq, data))
+        return once
 
     async def forget(self, session_id: str) -> None:
         queue = self._queue

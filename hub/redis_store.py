@@ -96,14 +96,17 @@ class RedisStore:
 
     async def __aenter__(self) -> Self:
         try:
-            self._client = aioredis.Redis.from_url(
+            # A full pool makes a call wait (within the deadline) for a connection, not fail at once.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self.url,
                 password=self._password if urlsplit(self.url).password is None else None,
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
                 health_check_interval=0,
                 max_connections=256,
+                timeout=self.timeout,
             )
+            self._client = aioredis.Redis.from_pool(pool)  # closed with the client
         except (ValueError, RedisError) as exc:
             raise StoreError(f"cannot use the Redis store at {redacted(self.url)}: {exc}") from exc
         try:
@@ -280,10 +283,13 @@ class RedisStore:
 
         await self.call("write the event log", append)
 
-    async def events_after(self, session_id: str, run: str, stream: int, seq: int) -> list[tuple[int, bytes]]:
+    async def events_after(
+        self, session_id: str, run: str, stream: int, seq: int, upto: int | None = None
+    ) -> list[tuple[int, bytes]]:
         key = self._events_key(session_id, run, stream)
+        high = "+inf" if upto is None else str(upto)
         members = cast(
-            "list[bytes]", await self.call("read the event log", lambda r: r.zrangebyscore(key, f"({seq}", "+inf"))
+            "list[bytes]", await self.call("read the event log", lambda r: r.zrangebyscore(key, f"({seq}", high))
         )
         return [(int.from_bytes(m[:8], "big"), m[8:]) for m in members]
 

@@ -162,7 +162,12 @@ class Reloader:
         if restart:
             # Applied without them: they keep their running values until a restart.
             config = config.model_copy(update={"hub": new_hub.model_copy(update=kept)})
-            logger.warning("reload (%s): %s change only with a restart", source, ", ".join(f"hub.{n}" for n in restart))
+            if unless is not None:
+                # Another replica's document: where it listens and keeps its data are its own, not news.
+                restart = [name for name in restart if name not in _RESTART_ONLY]
+            if restart:
+                names = ", ".join(f"hub.{n}" for n in restart)
+                logger.warning("reload (%s): %s change only with a restart", source, names)
         old = {spec.name: spec for spec in self.hub.upstream_specs()}
         new = {spec.name: spec for spec in config.upstream_specs()}
         await self.hub.apply(config)

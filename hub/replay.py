@@ -39,14 +39,18 @@ def _is_reply(data: bytes) -> bool:
 
 async def logged_events(log: EventLog, session_id: str, position: EventId) -> list[tuple[int, bytes]]:
     """The events of ``position``'s stream after it, the reply of a lost request included."""
-    if position.stream == 0:
-        return await log.replay(session_id, position.run, 0, position.seq)
-    rows = await log.replay(session_id, position.run, position.stream, -1)
-    marker = rows[0][1] if rows and rows[0][0] == 0 else None
-    events = [(seq, data) for seq, data in rows if seq > 0]
-    if marker is not None and not (events and _is_reply(events[-1][1])):
-        seq = (events[-1][0] if events else 0) + 1
-        data = lost_reply(jsonrpc.loads(marker).get("id"), position.run)
-        log.record(session_id, position.run, position.stream, Event(seq, data, True))
-        events.append((seq, data))
-    return [(seq, data) for seq, data in events if seq > position.seq]
+    run, stream, seen = position.run, position.stream, position.seq
+    after = await log.replay(session_id, run, stream, seen)
+    if stream == 0:
+        return after
+    # The last event of the stream (the client's own, when nothing came after it) says whether it ended.
+    last = after[-1:] or await log.replay(session_id, run, stream, seen - 1, upto=seen)
+    if last and last[0][0] > 0 and _is_reply(last[0][1]):
+        return after
+    marker = await log.replay(session_id, run, stream, -1, upto=0)
+    if not marker:
+        return after  # not a request's stream the log knows of
+    seq = max(seen, after[-1][0] if after else 0) + 1
+    data = lost_reply(jsonrpc.loads(marker[0][1]).get("id"), run)
+    log.record(session_id, run, stream, Event(seq, data, True))
+    return [*after, (seq, data)]

@@ -9,9 +9,12 @@ the entries whose heartbeat is gone.
 A session belongs to the replica whose run id its owner key holds. The owner
 sets the key when the session is opened (or taken over) and renews every key
 it holds with each heartbeat, in one script: a key still its own is extended;
-a key that vanished (Redis lost its data) is set again and the session's
-record written back; a key another replica now holds means the session moved,
-and the local copy is closed without touching the record. Taking a session
+a key another replica now holds means the session moved, and the local copy is
+closed without touching the record; a key that lapsed (the owner was too slow
+to renew it) is set again if the session's record is still there, and the
+local copy closed if it is not (another replica took the session and ended
+it). Redis losing its data is told apart by an epoch key the replicas keep:
+when it changed, the owner writes its sessions' keys and records back. Taking a session
 over is a compare-and-set on the owner key: it succeeds only if the key still
 names the replica believed dead (or nobody), so two replicas never both take
 it. Owners read here are cached (bounded), so requests keep finding a live
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -42,20 +46,33 @@ _RENEW_BATCH: Final = 1000
 
 _RENEW: Final = """
 local out = {}
-for i, key in ipairs(KEYS) do
-  local owner = redis.call('GET', key)
+for i = 1, #KEYS, 2 do
+  local owner = redis.call('GET', KEYS[i])
   if owner == ARGV[1] then
-    redis.call('PEXPIRE', key, ARGV[2])
-    out[i] = 0
-  elseif not owner then
-    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
-    out[i] = 1
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+    out[#out + 1] = 0
+  elseif owner then
+    out[#out + 1] = 2
+  elseif ARGV[3] == '1' then
+    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+    out[#out + 1] = 4
+  elseif redis.call('EXISTS', KEYS[i + 1]) == 1 then
+    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+    out[#out + 1] = 1
   else
-    out[i] = 2
+    out[#out + 1] = 3
   end
 end
 return out
 """
+_EPOCH: Final = """
+local epoch = redis.call('GET', KEYS[1])
+if epoch == ARGV[1] then return {0, epoch} end
+redis.call('SET', KEYS[1], ARGV[2], 'NX')
+return {1, redis.call('GET', KEYS[1])}
+"""
+_RENEWED, _LAPSED, _MOVED, _ENDED, _LOST_DATA = 0, 1, 2, 3, 4
+_REWRITE_AT_ONCE: Final = 100
 _CLAIM: Final = """
 local owner = redis.call('GET', KEYS[1])
 if owner == ARGV[1] or (not owner) or owner == ARGV[2] then
@@ -123,6 +140,8 @@ class Replicas:
         self._on_vanished = on_vanished
         self._owners: OrderedDict[str, str] = OrderedDict()
         self._beat: asyncio.Task[None] | None = None
+        self.epoch = ""
+        """The epoch of Redis's data as this replica last saw it (a new one once Redis lost its data)."""
 
     def _owner_key(self, session_id: str) -> str:
         return self.store.key("owner", session_id)
@@ -135,8 +154,10 @@ class Replicas:
         return max(1, int(self.lease * 1000))
 
     async def __aenter__(self) -> Replicas:
-        with contextlib.suppress(StoreError):
+        try:
             await self._heartbeat()
+        except StoreError as exc:
+            logger.warning("replica heartbeat: %s", exc)
         self._beat = asyncio.get_running_loop().create_task(self._run(), name="replica-heartbeat")
         return self
 
@@ -166,6 +187,8 @@ class Replicas:
                 await self._heartbeat()
             except StoreError as exc:
                 logger.warning("replica heartbeat: %s", exc)
+            except Exception:
+                logger.exception("replica heartbeat failed")  # the next one may do better; it must not stop
 
     async def _heartbeat(self) -> None:
         me = Replica(self.run, self.url, self.started, self._config_hash(), len(self.owned))
@@ -177,23 +200,40 @@ class Replicas:
             async with r.pipeline(transaction=False) as pipe:
                 pipe.set(self._alive_key(self.run), b"1", px=self._lease_ms)
                 pipe.hset(registry, self.run, entry)
-                for start in range(0, len(owned), _RENEW_BATCH):  # Redis runs one script at a time: keep each short
-                    keys = [self._owner_key(sid) for sid in owned[start : start + _RENEW_BATCH]]
-                    pipe.eval(_RENEW, len(keys), *keys, self.run, self._lease_ms)
-                done = await pipe.execute()
+                pipe.eval(_EPOCH, 1, self.store.key("epoch"), self.epoch, secrets.token_hex(8))
+                lost, epoch = (await pipe.execute())[2]
+            self.epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
+            outcomes: list[int] = []
+            if owned:
+                async with r.pipeline(transaction=False) as pipe:
+                    for start in range(0, len(owned), _RENEW_BATCH):  # Redis runs one script at a time: keep each short
+                        keys = [
+                            key
+                            for sid in owned[start : start + _RENEW_BATCH]
+                            for key in (self._owner_key(sid), self.store.key("session", sid))
+                        ]
+                        pipe.eval(_RENEW, len(keys), *keys, self.run, self._lease_ms, "1" if lost else "0")
+                    outcomes = [outcome for batch in await pipe.execute() for outcome in batch]
             entries, alive = await self._read_registry(r)
-            return [outcome for batch in done[2:] for outcome in batch], entries, alive
+            return outcomes, entries, alive
 
         renewed, entries, alive = await self.store.call("replica heartbeat", beat)
         await self._take_registry(entries, alive)
+        vanished: list[str] = []
         for sid, outcome in zip(owned, renewed, strict=True):
-            if outcome == 2:
-                logger.warning("session %s is owned by another replica now; closing the local copy", sid)
+            if outcome in (_MOVED, _ENDED):
+                why = "is owned by another replica now" if outcome == _MOVED else "was ended by another replica"
+                logger.warning("session %s %s; closing the local copy", sid, why)
                 self.owned.discard(sid)
                 self._on_lost(sid)
-            elif outcome == 1:
-                logger.warning("session %s had lost its owner key (Redis lost data?); written back", sid)
-                await self._on_vanished(sid)
+            elif outcome == _LAPSED:
+                logger.warning("session %s: its lease had lapsed (a slow heartbeat); renewed", sid)
+            elif outcome == _LOST_DATA:
+                vanished.append(sid)
+        if vanished:
+            logger.warning("Redis lost its data: %d sessions' owner keys and records written back", len(vanished))
+            for start in range(0, len(vanished), _REWRITE_AT_ONCE):
+                await asyncio.gather(*(self._on_vanished(sid) for sid in vanished[start : start + _REWRITE_AT_ONCE]))
 
     async def _read_registry(self, r: Any) -> tuple[dict[bytes, bytes], list[Any]]:
         entries = cast("dict[bytes, bytes]", await r.hgetall(self.store.key("replicas")))
@@ -209,8 +249,11 @@ class Replicas:
             if beating is None:
                 gone.append(run)
                 continue
-            url, started, config, sessions = jsonrpc.loads(raw)
-            known[run] = Replica(run, str(url), float(started), str(config), int(sessions))
+            try:
+                url, started, config, sessions = jsonrpc.loads(raw)
+                known[run] = Replica(run, str(url), float(started), str(config), int(sessions))
+            except (ValueError, TypeError):
+                logger.warning("replica %s has a registry entry this version cannot read; left out", run)
         self.known = known
         if gone:
             registry = self.store.key("replicas")
@@ -292,8 +335,11 @@ class Replicas:
         raw, beating = await self.store.call("find a replica", look)
         if raw is None or not beating:
             return None
-        url, started, config, sessions = jsonrpc.loads(raw)
-        replica = Replica(run, str(url), float(started), str(config), int(sessions))
+        try:
+            url, started, config, sessions = jsonrpc.loads(raw)
+            replica = Replica(run, str(url), float(started), str(config), int(sessions))
+        except (ValueError, TypeError):
+            return None  # an entry this version cannot read: as good as no replica to forward to
         self.known[run] = replica  # until the next heartbeat says otherwise
         return replica
 

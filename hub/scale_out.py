@@ -83,7 +83,12 @@ class ScaleOut:
             on_lost=give_up_session,
             on_vanished=rewrite_session,
         )
-        self.forwarder = Forwarder(run, connect_timeout=replica.connect_timeout, read_timeout=replica.forward_timeout)
+        self.forwarder = Forwarder(
+            run,
+            connect_timeout=replica.connect_timeout,
+            read_timeout=replica.forward_timeout,
+            max_streams=settings().max_sessions + 64,
+        )
         self.affinity = Affinity(self.replicas, self.forwarder, settings=settings)
 
         async def on_config(data: bytes, source: str) -> None:
@@ -106,7 +111,13 @@ class ScaleOut:
             await stack.enter_async_context(self.control)
             if not await self._share_seal():
                 task = asyncio.get_running_loop().create_task(self._keep_sharing(), name="seal-key")
-                stack.callback(task.cancel)
+
+                async def stop() -> None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+                stack.push_async_callback(stop)
             self._stack = stack.pop_all()
         return self
 

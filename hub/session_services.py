@@ -102,7 +102,7 @@ class SessionServices:
     unused_timeout: float = 60.0
     ask_timeout: float = 300.0
     streams: StreamSettings = field(default_factory=StreamSettings)
-    log_event: Callable[[str, int, Event], None] | None = None
+    log_event: Callable[[str, int, Event], int | None] | None = None
     subscribers: Callable[[str], int] | None = None
     record: Callable[[Negotiated], Awaitable[None]] | None = None
     audit: AuditLog | None = None

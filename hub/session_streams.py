@@ -24,6 +24,16 @@ from hub.streams import Event, EventId, Stream
 
 __all__ = ["SessionStreams", "StreamSettings"]
 
+
+def _too_large(request_id: object, size: int, limit: int) -> bytes:
+    error = {
+        "code": -32603,
+        "message": f"the reply ({size} bytes) was larger than events.perStreamBytes ({limit}) and was not kept "
+        "for replay; make the request again",
+    }
+    return jsonrpc.dumps(jsonrpc.error_response(request_id, error))
+
+
 _GET_STREAM: Final = 0
 
 
@@ -42,7 +52,7 @@ class SessionStreams:
         self,
         run: str,
         settings: StreamSettings,
-        log: Callable[[int, Event], None] | None = None,
+        log: Callable[[int, Event], int | None] | None = None,
     ) -> None:
         self.run = run
         self.settings = settings
@@ -154,8 +164,17 @@ class SessionStreams:
                 # Event 0 of a logged stream names its request: a replay after the hub serving it died
                 # can answer it with an error rather than leave the client waiting for ever.
                 log(stream.number, Event(0, jsonrpc.dumps({"id": stream.request_id}), False))
-            # An event past the replay budget is not written to the store either (a 100 MB result).
-            stream.persist(lambda s, event: None if len(event.data) > limit else log(s.number, event))
+
+            # An event past the replay budget is not written to the store either (a 100 MB result); a
+            # reply that is, is logged as an error saying so, so a replay does not end in silence.
+            def sink(s: Stream, event: Event) -> int | None:
+                if len(event.data) <= limit:
+                    return log(s.number, event)
+                if event.reply and s.request_id is not None:
+                    return log(s.number, Event(event.seq, _too_large(s.request_id, len(event.data), limit), True))
+                return None
+
+            stream.persist(sink)
 
     def _prune(self) -> None:
         # Finished streams are kept a while for clients that come back with Last-Event-ID.

@@ -254,23 +254,21 @@ class SessionManager:
         return False
 
     async def record(self, session: Negotiated) -> None:
-        """Write a session's record (after its initialize), so a restarted hub can take it back."""
-        now = time.time()
-        record = SessionRecord(
-            session.id,
-            session.protocol_version,
-            session.client_info,
-            session.client_capabilities,
-            session.created,
-            now,
-            session.caller.principal,
-            session.caller.tenant,
-        )
+        """Write a session's record (after its initialize), so a restarted hub can take it back; with
+        replicas, claim it first.
+
+        Raises: StoreUnavailable: with replicas, the session could not be claimed or recorded.
+        """
+        leases = self.leases
         try:
-            await self._store.save(record)
-            if self.leases is not None and session.id not in self.leases.owned:
-                await self.leases.claim(session.id)
+            if leases is not None and session.id not in leases.owned and await leases.claim(session.id) != leases.run:
+                raise StoreError(f"session {session.id} is another replica's")  # a new id: never
+            await self._store.save(_record_of(session))
         except StoreError as exc:
+            if leases is not None:
+                # A session no other replica can find, or that two could both serve, is no session.
+                await leases.release(session.id)
+                raise StoreUnavailable(f"the session could not be recorded in the shared store: {exc}") from exc
             logger.warning("session %s will not survive a restart: %s", session.id, exc)
         logger.info(
             "session %s opened (%s, %s)", session.id, session.protocol_version, session.client_info.get("name", "?")
@@ -306,7 +304,10 @@ class SessionManager:
         """Write a session's record again (the shared store lost it)."""
         session = self._sessions.get(session_id)
         if session is not None and session.initialized:
-            await self.record(session)
+            try:
+                await self._store.save(_record_of(session))
+            except StoreError as exc:
+                logger.warning("session %s: its record could not be written back: %s", session_id, exc)
 
     # -- finding and telling -----------------------------------------------------------------------
 
@@ -368,6 +369,19 @@ class SessionManager:
             for session in list(self._sessions.values())
             if uri in session.subscriptions and (key is None or session.caller.tenant == key)
         )
+
+
+def _record_of(session: Negotiated) -> SessionRecord:
+    return SessionRecord(
+        session.id,
+        session.protocol_version,
+        session.client_info,
+        session.client_capabilities,
+        session.created,
+        time.time(),
+        session.caller.principal,
+        session.caller.tenant,
+    )
 
 
 def _owns(caller: Caller, session: Session) -> bool:

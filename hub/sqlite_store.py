@@ -175,13 +175,15 @@ class SqliteStore:
         except aiosqlite.Error as exc:
             raise StoreError(f"cannot write the event log: {exc}") from exc
 
-    async def events_after(self, session_id: str, run: str, stream: int, seq: int) -> list[tuple[int, bytes]]:
-        """The logged events of one stream after ``seq``, in order. Raises: StoreError."""
+    async def events_after(
+        self, session_id: str, run: str, stream: int, seq: int, upto: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """The logged events of one stream after ``seq`` (up to ``upto``), in order. Raises: StoreError."""
         try:
             async with self.db.execute(
                 "SELECT seq, message FROM events"
-                " WHERE session_id = ? AND run = ? AND stream = ? AND seq > ? ORDER BY seq",
-                (session_id, run, stream, seq),
+                " WHERE session_id = ? AND run = ? AND stream = ? AND seq > ? AND seq <= ? ORDER BY seq",
+                (session_id, run, stream, seq, upto if upto is not None else 2**62),
             ) as cursor:
                 rows = await cursor.fetchall()
         except aiosqlite.Error as exc:

@@ -58,10 +58,14 @@ class Event(NamedTuple):
     data: bytes
     reply: bool
     """Whether this is the response that ends a request's stream."""
+    logged: int = 0
+    """Where a log written through holds the event: a reader waits for that place to be written
+    before it sends the event (0: nothing to wait for)."""
 
 
-EventSink = Callable[["Stream", Event], None]
-"""Told of every event of a stream once it is persistent (the store's write-behind log)."""
+EventSink = Callable[["Stream", Event], int | None]
+"""Told of every event of a stream once it is persistent (the store's log); may answer where the
+log holds it (:attr:`Event.logged`)."""
 
 
 class Stream:
@@ -110,8 +114,11 @@ class Stream:
         if self._sink is not None:
             return
         self._sink = sink
-        for event in self._events:
-            sink(self, event)
+        events = self._events
+        for index, event in enumerate(events):
+            logged = sink(self, event)
+            if logged:
+                events[index] = event._replace(logged=logged)
 
     def push(self, message: Message) -> bool:
         """Add an event; False once the stream is finished. Never blocks: the oldest event makes room."""
@@ -158,12 +165,14 @@ class Stream:
         if len(events) == events.maxlen:
             self._bytes -= len(events[0].data)
         event = Event(self._seq, data, reply)
+        if self._sink is not None:
+            logged = self._sink(self, event)
+            if logged:
+                event = Event(self._seq, data, reply, logged)
         events.append(event)
         self._bytes += len(data)
         while self._bytes > self._retain_bytes and len(events) > 1:
             self._bytes -= len(events.popleft().data)
-        if self._sink is not None:
-            self._sink(self, event)
         self._wake.set()
 
     def release(self, claim: int | None = None) -> None:

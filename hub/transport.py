@@ -40,6 +40,7 @@ from hub.errors import (
     to_wire,
 )
 from hub.events import EventLog
+from hub.forward import FORWARDED_HEADER
 from hub.gate import Gate
 from hub.mcp_request import (
     SESSION_HEADER,
@@ -96,25 +97,35 @@ class McpEndpoint:
             caller = await self.gate().caller(headers, f"{method} /mcp")
             session_id = headers.get(SESSION_HEADER)
             affinity = self.affinity
+            taken = False
             if affinity is not None and session_id and not is_modern(headers) and self.sessions.get(session_id) is None:
                 # Another replica's session goes there; one whose owner is gone is taken over here.
                 routed = await affinity.route(scope, session_id, receive, send)
                 if routed is None:
                     return
-                receive = routed
-            if method == "POST":
-                await self._post(scope, headers, caller, receive, send)
-            elif self.modern is not None and is_modern(headers):
-                # The stateless era has no GET stream and no session to delete.
-                raise MethodNotAllowed("Method Not Allowed: 2026-07-28 requests are POSTs", headers={"allow": "POST"})
-            elif method == "GET":
-                await self._get(headers, caller, receive, send)
-            elif method == "DELETE":
-                await self._delete(headers, caller, send)
-            else:
-                raise MethodNotAllowed("Method Not Allowed", headers={"allow": "GET, POST, DELETE"})
+                receive, taken = routed
+            try:
+                await self._serve(method, scope, headers, caller, receive, send)
+            finally:
+                if taken and affinity is not None and session_id and self.sessions.get(session_id) is None:
+                    await affinity.replicas.release(session_id)  # taken over for a request that left nothing
         except HubError as exc:
             await respond_error(send, to_wire(exc))
+
+    async def _serve(
+        self, method: str, scope: Scope, headers: dict[str, str], caller: Caller, receive: Receive, send: Send
+    ) -> None:
+        if method == "POST":
+            await self._post(scope, headers, caller, receive, send)
+        elif self.modern is not None and is_modern(headers):
+            # The stateless era has no GET stream and no session to delete.
+            raise MethodNotAllowed("Method Not Allowed: 2026-07-28 requests are POSTs", headers={"allow": "POST"})
+        elif method == "GET":
+            await self._get(headers, caller, receive, send)
+        elif method == "DELETE":
+            await self._delete(headers, caller, send)
+        else:
+            raise MethodNotAllowed("Method Not Allowed", headers={"allow": "GET, POST, DELETE"})
 
     async def _session(self, headers: dict[str, str], caller: Caller) -> Session:
         """The caller's session the request names; another principal's answers like none.
@@ -154,7 +165,7 @@ class McpEndpoint:
                 duplicated = duplicated_routing_header(scope["headers"])
                 if duplicated is not None:
                     raise HeaderMismatch(f"the {duplicated} header is sent more than once")
-                holder = self._holder(kind, message, caller)
+                holder = self._holder(kind, message, caller, headers)
                 if holder is not None and self.affinity is not None:
                     await self.affinity.forward_call(holder, scope, body, receive, send)
                     return
@@ -165,9 +176,10 @@ class McpEndpoint:
         except HubError as exc:
             await respond_error(send, to_wire(exc), request_id_of(message))
 
-    def _holder(self, kind: Kind, message: Message, caller: Caller) -> str | None:
-        """Another replica, where the call a stateless retry's ``requestState`` names waits."""
-        if self.affinity is None or self.modern is None or kind is not Kind.REQUEST:
+    def _holder(self, kind: Kind, message: Message, caller: Caller, headers: dict[str, str]) -> str | None:
+        """Another replica, where the call a stateless retry's ``requestState`` names waits (never for a
+        request forwarded here already: it is served here, where its call is found or is not)."""
+        if self.affinity is None or self.modern is None or kind is not Kind.REQUEST or FORWARDED_HEADER in headers:
             return None
         params = message.get("params")
         state = params.get("requestState") if isinstance(params, dict) else None
@@ -225,7 +237,9 @@ class McpEndpoint:
             if decoded is None:
                 raise SessionLimit("the session closed before its initialize completed; try again")
             body = jsonrpc.dumps(decoded)
-            await respond(send, 400, body, [(b"content-type", b"application/json")])
+            # -32000 is the hub refusing for now (no room, no store): 503, as the same refusals are elsewhere.
+            status = 503 if decoded["error"].get("code") == -32000 else 400
+            await respond(send, status, body, [(b"content-type", b"application/json")])
             return
         headers = [(b"content-type", b"application/json"), (SESSION_HEADER.encode(), session.id.encode())]
         await respond(send, 200, reply.data if reply is not None else b"", headers)
@@ -258,22 +272,22 @@ class McpEndpoint:
         """Write a stream's events to one connection until the stream ends or the client goes."""
         watcher = asyncio.get_running_loop().create_task(_watch_disconnect(receive, stream, claim))
         streams = session.streams
-        durable = self.events.durable is not None and stream.persistent
+        log = self.events
         try:
             await writer.start()
             if prime is not None and resumable(session.protocol_version):
                 # An event id before anything else lets the client resume even if it gets nothing more.
                 await writer.write(priming(streams.event_id(stream, prime), self.settings().events.retry_ms))
             if first is not None:
-                if durable:
-                    await self.events.settle()
+                if first.logged:
+                    await log.settle(first.logged)
                 await _write_event(writer, first.data, streams.event_id(stream, first.seq))
             async for item in events:
                 if item is None:
                     await writer.write(KEEPALIVE)
                 else:
-                    if durable:
-                        await self.events.settle()  # in the log before the client sees it: any replica can replay
+                    if item.logged:
+                        await log.settle(item.logged)  # in the log before the client sees it: any replica can replay
                     await _write_event(writer, item.data, streams.event_id(stream, item.seq))
         finally:
             watcher.cancel()

@@ -48,8 +48,8 @@ class WriteBehind(Generic[T]):
         self.prune_every = prune_every
         self.pending: list[T] = []
         self.dropped = 0
-        self._added = 0
-        self._settled = 0  # items written or given up on, in the order they were added
+        self._added = 0  # items added so far: an item's place is the count once it is in
+        self._settled = 0  # every item at or before this place is written, given up on, or dropped
         self._progress = asyncio.Event()
         self._writing = asyncio.Lock()  # one write at a time, so items settle in order
         self._due = asyncio.Event()
@@ -74,8 +74,8 @@ class WriteBehind(Generic[T]):
                 flusher.cancel()
         await self.flush()
 
-    def add(self, item: T) -> None:
-        """Queue one item; never blocks."""
+    def add(self, item: T) -> int:
+        """Queue one item; never blocks. Returns its place (for :meth:`settle`)."""
         pending = self.pending
         pending.append(item)
         self._added += 1
@@ -86,32 +86,32 @@ class WriteBehind(Generic[T]):
             lost = len(pending) - self.max_pending
             del pending[:lost]
             self.dropped += lost
-            self._advance(lost)
             logger.warning("%s behind: %d records not written", self.name, lost)
+        return self._added
 
     async def flush(self) -> None:
         """Write everything queued now."""
         async with self._writing:
+            # Every item up to ``upto`` is in this batch, in one written before it, or was taken out
+            # of the queue (dropped when behind, or forgotten): once the batch is written, all are settled.
+            upto = self._added
             items, self.pending = self.pending, []
-            if not items:
-                return
             try:
-                await self._write(items)
+                if items:
+                    await self._write(items)
             except StoreError as exc:
                 self.dropped += len(items)
                 logger.warning("%s: %d records not written: %s", self.name, len(items), exc)
             finally:
-                self._advance(len(items))
+                self._settled = max(self._settled, upto)
+                self._progress.set()
+                self._progress = asyncio.Event()
 
-    def _advance(self, count: int) -> None:
-        self._settled += count
-        self._progress.set()
-        self._progress = asyncio.Event()
-
-    async def settle(self, time_limit: float) -> bool:
-        """Wait until every item added so far is written (or given up on), within ``time_limit`` seconds;
-        the flusher writes at once. Returns whether they were."""
-        target = self._added
+    async def settle(self, time_limit: float, place: int | None = None) -> bool:
+        """Wait until the item at ``place`` (by default every item added so far) and those before it
+        are written (or given up on), within ``time_limit`` seconds; the flusher writes at once.
+        Returns whether they were."""
+        target = self._added if place is None else place
         if self._settled >= target:
             return True
         self._due.set()

@@ -112,6 +112,8 @@ class Fleet:
     balancer: Balancer
     url: str
     """The balancer's MCP endpoint: what clients use."""
+    advertised: list[str]
+    """What each replica gives the others as its address (its base URL unless told otherwise)."""
     store: aioredis.Redis = field(init=False)
 
     def __post_init__(self) -> None:
@@ -129,7 +131,7 @@ class Fleet:
         if entry is None:
             return None
         url = json.loads(entry)[0]
-        return self.bases.index(url)
+        return self.advertised.index(url)
 
     async def health(self, index: int, http: httpx.AsyncClient, **headers: str) -> dict[str, Any]:
         response = await http.get(f"{self.bases[index]}/health", headers=headers)
@@ -148,8 +150,10 @@ async def fleet(
     lease: float = 1.0,
     hub: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    advertise: dict[int, str] | None = None,
 ) -> AsyncIterator[Fleet]:
-    """``size`` replicas in front of ``servers``, on a fresh redis-server, behind a balancer."""
+    """``size`` replicas in front of ``servers``, on a fresh redis-server, behind a balancer
+    (``advertise``: an address other than its own for a replica to give the others)."""
     async with AsyncExitStack() as stack:
         redis = RedisServer(tmp_path)
         await redis.start()
@@ -166,7 +170,7 @@ async def fleet(
                 "hub": {
                     "port": port,
                     "storage": redis.url,
-                    "replica": {"advertiseUrl": bases[index], "lease": lease},
+                    "replica": {"advertiseUrl": (advertise or {}).get(index, bases[index]), "lease": lease},
                     "reconnect": {"initialDelay": 0.05, "maxDelay": 0.2},
                     "workspaces": str(tmp_path / f"workspaces{index}"),
                     **(hub or {}),
@@ -185,6 +189,7 @@ async def fleet(
         balancer = Balancer(bases, sticky=sticky)
         stack.push_async_callback(balancer.http.aclose)
         url = await stack.enter_async_context(serve(balancer))
-        group = Fleet(redis, replicas, bases, configs, balancer, f"{url}/mcp")
+        advertised = [(advertise or {}).get(index, base) for index, base in enumerate(bases)]
+        group = Fleet(redis, replicas, bases, configs, balancer, f"{url}/mcp", advertised)
         stack.push_async_callback(group.store.aclose)
         yield group

@@ -35,6 +35,7 @@ def test_a_smoke_run_measures_everything(tmp_path: Path) -> None:
     for target in ("sqlite_direct", "redis_direct", *(f"{k}_{n}" for k in ("roundrobin", "sticky") for n in (1, 2, 3))):
         assert replicas[target]["calls"] > 0 and replicas[target]["hub_cpu_ms_per_call"] > 0
     assert replicas["pubsub_round_trip"]["p50_ms"] > 0
+    assert all(entry["p50_ms"] > 0 for entry in replicas["progress"].values())
     assert results["soak"]["waves"] == 2 and len(results["soak"]["samples"]) == 2
     stdio = results["stdio"]
     assert stdio["start_ms_p50"]["sandboxed"] > 0 and stdio["start_ms_p50"]["unsandboxed"] > 0

@@ -348,3 +348,77 @@ async def test_a_replica_killed_and_started_again_at_its_address_has_its_session
             assert reply.status_code == 200, reply.text
             assert reply.json()["result"]["content"][0]["text"] == "alpha: after"
             assert await group.owner(headers["mcp-session-id"]) == 1  # not a lease later: now
+
+
+async def test_a_live_owner_that_cannot_be_reached_keeps_its_session(tmp_path: Path) -> None:
+    # Replica 1 gives an address nobody can resolve: the others cannot reach it, but it is alive
+    # (its heartbeat goes on), so its session is not taken from it.
+    unreachable = {1: "http://replica-1.invalid:8765"}
+    async with alpha_fleet(tmp_path, advertise=unreachable) as group, httpx.AsyncClient(timeout=WAIT) as http:
+        headers = await initialize(http, group.mcp(1))
+        refused = await http.post(group.mcp(0), json=echo(1, "x"), headers=headers)
+        assert refused.status_code == 503 and "does not answer" in refused.json()["error"]["message"], refused.text
+        assert int(refused.headers["retry-after"]) >= 1
+        assert await group.owner(headers["mcp-session-id"]) == 1
+        served = await http.post(group.mcp(1), json=echo(2, "still mine"), headers=headers)
+        assert served.json()["result"]["content"][0]["text"] == "alpha: still mine"
+
+
+async def test_requests_that_fail_before_a_session_leave_no_claim_behind(tmp_path: Path) -> None:
+    async with alpha_fleet(tmp_path) as group, httpx.AsyncClient(timeout=WAIT) as http:
+        for n in range(5):
+            unknown = {**HEADERS, "content-type": "text/plain", "mcp-session-id": f"{n:032x}"}
+            refused = await http.post(group.mcp(0), content=b"{}", headers=unknown)
+            assert refused.status_code == 415
+            named = {**HEADERS, "mcp-session-id": f"{n:032x}"}
+            missing = await http.post(group.mcp(0), json=echo(n, "x"), headers=named)
+            assert missing.status_code == 404
+        assert [key async for key in group.store.scan_iter("manifold:owner:*")] == []
+        assert (await group.health(0, http))["replica"]["owned"] == 0
+
+
+async def test_a_forwarded_stateless_retry_is_never_forwarded_again(tmp_path: Path) -> None:
+    async with alpha_fleet(tmp_path) as group, httpx.AsyncClient(timeout=WAIT) as http:
+        arguments = {"question": "colour?"}
+        ask, ask_headers = modern_request(1, "tools/call", {"name": "alpha__ask_user", "arguments": arguments})
+        _, replies = await modern_post(http, group.mcp(0), ask, ask_headers)
+        asked = replies[-1]["result"]
+        params = {"name": "alpha__ask_user", "arguments": arguments, "requestState": asked["requestState"]}
+        responses = {key: {"action": "accept", "content": {"colour": "red"}} for key in asked["inputRequests"]}
+        retry, retry_headers = modern_request(2, "tools/call", {**params, "inputResponses": responses})
+        # Marked as forwarded already (forged, or by a replica that was wrong): served where it landed.
+        _, replies = await modern_post(http, group.mcp(1), retry, {**retry_headers, "x-manifold-forwarded": "x"})
+        assert replies[-1]["error"]["code"] == -32602, replies
+        _, replies = await modern_post(http, group.mcp(1), retry, retry_headers)  # the real retry still works
+        assert replies[-1]["result"]["content"][0]["text"] == "alpha: the user chose red", replies
+
+
+async def test_a_stalled_owner_that_wakes_after_its_session_was_ended_elsewhere_does_not_bring_it_back(
+    tmp_path: Path,
+) -> None:
+    async with alpha_fleet(tmp_path, lease=1.0) as group, httpx.AsyncClient(timeout=WAIT) as http:
+        headers = await initialize(http, group.mcp(0))
+        session = headers["mcp-session-id"]
+        await group.store.config_set("notify-keyspace-events", "Ex")
+        expiries = group.store.pubsub()
+        await expiries.subscribe("__keyevent@0__:expired")
+        mark = len(group.replicas[0].lines)
+        group.replicas[0].signal(signal.SIGSTOP)  # stalled: no heartbeat, its process still there
+        try:
+            async with asyncio.timeout(WAIT):  # its lease runs out in Redis
+                while True:
+                    message = await expiries.get_message(timeout=WAIT)
+                    if message is not None and message.get("data") == f"manifold:owner:{session}".encode():
+                        break
+            await expiries.aclose()  # type: ignore[no-untyped-call]
+            # Another replica serves the session (restored from its record), and the client ends it there.
+            served = await http.post(group.mcp(1), json=echo(1, "elsewhere"), headers=headers)
+            assert served.status_code == 200, served.text
+            assert (await http.delete(group.mcp(1), headers=headers)).status_code == 200
+        finally:
+            group.replicas[0].signal(signal.SIGCONT)
+        await group.replicas[0].logged("closing the local copy", after=mark)  # moved, or ended: either way
+        for i in range(3):
+            gone = await http.post(group.mcp(i), json=echo(2, "back?"), headers=headers)
+            assert gone.status_code == 404, (i, gone.text)
+        assert await group.store.exists(f"manifold:session:{session}", f"manifold:owner:{session}") == 0
