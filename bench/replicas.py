@@ -50,6 +50,7 @@ def _haproxy_config(frontends: dict[str, tuple[int, list[int], bool]]) -> str:
         "    maxconn 8192",
         "defaults",
         "    mode http",
+        "    option http-no-delay",
         "    timeout connect 2s",
         "    timeout client 1h",
         "    timeout server 1h",
