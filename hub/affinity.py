@@ -126,7 +126,7 @@ class Affinity:
         """
         try:
             replica = await self.replicas.locate(holder)
-        except StoreError:
+        except (StoreError, ValueError):
             replica = self.replicas.known.get(holder)
         if (
             replica is None
@@ -149,9 +149,17 @@ class Affinity:
             replica = await replicas.locate(owner)
         except StoreError:
             replica = replicas.known.get(owner)
+        except ValueError:
+            raise ReplicaUnavailable(
+                f"the replica that owns this session ({owner}) has a registry entry this one cannot read "
+                "(another version?); try again shortly",
+                retry_after=max(1, round(replicas.lease)),
+            ) from None
         if replica is None:
             return "gone"  # its heartbeat stopped: its leases are as good as expired
         if replica.url == replicas.url:
+            if replica.started < replicas.started:
+                return "gone"  # this process replaced the owner at its address
             raise ReplicaUnavailable(_same_address(owner, replica.url), retry_after=30)
         try:
             status, answered_by = await self.forwarder.forward(replica.url, scope, body, receive, send)
@@ -178,7 +186,7 @@ class Affinity:
             raise ReplicaUnavailable(_same_address(owner, replica.url), retry_after=30)
         try:
             there = await replicas.locate(answered_by)
-        except StoreError:
+        except (StoreError, ValueError):
             there = replicas.known.get(answered_by)
         if there is not None and there.url == replica.url and there.started > replica.started:
             return "gone"  # the owner's process was replaced by a newer one at its address

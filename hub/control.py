@@ -145,6 +145,8 @@ class ControlPlane:
         try:
             stamp, digest, config = jsonrpc.loads(raw)
             stamp = float(stamp)
+            if not isinstance(config, str):
+                raise TypeError("not a config document")
         except (ValueError, TypeError):
             logger.warning("control plane: the last config kept in Redis cannot be read; ignored")
             return

@@ -121,12 +121,14 @@ class Forwarder:
         for name, value in headers:
             joined[name] = f"{joined[name]}, {value}" if name in joined else value
         try:
-            async with asyncio.timeout(self.read_timeout):
+            async with asyncio.timeout(self.read_timeout) as waited:
                 response = await pool.post(joined, body)
         except Http1ConnectError as exc:
             raise OwnerUnreachable(_refused(exc), str(exc)) from exc
         except TimeoutError as exc:
-            raise OwnerUnreachable(False, f"no answer within {self.read_timeout:g}s") from exc
+            if waited.expired():  # the request went out: it may be carried out, so it is not sent again
+                raise OwnerLost(f"no answer within {self.read_timeout:g}s (hub.replica.forwardTimeout)") from exc
+            raise OwnerUnreachable(False, f"no connection within {self.connect_timeout:g}s") from exc
         except Http1Error as exc:
             raise OwnerLost(str(exc)) from exc
         self.forwarded += 1
@@ -139,12 +141,13 @@ class Forwarder:
                 if name not in _HOP_BY_HOP
             ]
             if response.headers.get("content-type", "").startswith("text/event-stream"):
-                await _stream(response.status, out, _chunks(response), send)
+                await _stream(response.status, out, _chunks(response, self.read_timeout), send)
             else:
                 try:
-                    data = await response.read()
-                except Http1Error as exc:
-                    raise OwnerLost(str(exc)) from exc
+                    async with asyncio.timeout(self.read_timeout):
+                        data = await response.read()
+                except (Http1Error, TimeoutError) as exc:
+                    raise OwnerLost(str(exc) or "no more of the reply within hub.replica.forwardTimeout") from exc
                 await _whole(response.status, out, data, send)
             return response.status, None
         finally:
@@ -233,10 +236,17 @@ async def _stream(status: int, headers: list[tuple[bytes, bytes]], chunks: Async
     await send({"type": "http.response.body", "body": b""})
 
 
-async def _chunks(response: Http1Response) -> AsyncIterator[bytes]:
-    with contextlib.suppress(Http1Error):
-        async for chunk in response:
-            yield chunk
+async def _chunks(response: Http1Response, idle: float) -> AsyncIterator[bytes]:
+    # Until the owner ends, breaks off, or sends nothing for ``idle`` seconds (its SSE keepalives come
+    # every 15): the client then resumes elsewhere.
+    pieces = response.__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await anext(pieces)
+        except (StopAsyncIteration, Http1Error, TimeoutError):
+            return
+        yield chunk
 
 
 async def _httpx_chunks(response: httpx.Response) -> AsyncIterator[bytes]:

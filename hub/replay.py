@@ -43,6 +43,9 @@ async def logged_events(log: EventLog, session_id: str, position: EventId) -> li
     after = await log.replay(session_id, run, stream, seen)
     if stream == 0:
         return after
+    for index, (_, data) in enumerate(after):
+        if _is_reply(data):
+            return after[: index + 1]  # a stream ends with its reply (two runs may have logged one each)
     # The last event of the stream (the client's own, when nothing came after it) says whether it ended.
     last = after[-1:] or await log.replay(session_id, run, stream, seen - 1, upto=seen)
     if last and last[0][0] > 0 and _is_reply(last[0][1]):

@@ -11,10 +11,12 @@ sets the key when the session is opened (or taken over) and renews every key
 it holds with each heartbeat, in one script: a key still its own is extended;
 a key another replica now holds means the session moved, and the local copy is
 closed without touching the record; a key that lapsed (the owner was too slow
-to renew it) is set again if the session's record is still there, and the
-local copy closed if it is not (another replica took the session and ended
-it). Redis losing its data is told apart by an epoch key the replicas keep:
-when it changed, the owner writes its sessions' keys and records back. Taking a session
+to renew it, or Redis lost it) is set again, unless the session was ended
+meanwhile by another replica: whoever ends a session leaves a tombstone for it
+(kept for ``hub.sessionIdleTimeout``) before it deletes the record, and an
+owner that finds one closes its local copy. A key set again whose record is
+gone too (Redis lost its data) gets its record written back, retried with
+each heartbeat until it is. Taking a session
 over is a compare-and-set on the owner key: it succeeds only if the key still
 names the replica believed dead (or nobody), so two replicas never both take
 it. Owners read here are cached (bounded), so requests keep finding a live
@@ -26,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -46,30 +47,21 @@ _RENEW_BATCH: Final = 1000
 
 _RENEW: Final = """
 local out = {}
-for i = 1, #KEYS, 2 do
+for i = 1, #KEYS, 3 do
   local owner = redis.call('GET', KEYS[i])
   if owner == ARGV[1] then
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
     out[#out + 1] = 0
   elseif owner then
     out[#out + 1] = 2
-  elseif ARGV[3] == '1' then
-    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
-    out[#out + 1] = 4
-  elseif redis.call('EXISTS', KEYS[i + 1]) == 1 then
-    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
-    out[#out + 1] = 1
-  else
+  elseif redis.call('EXISTS', KEYS[i + 2]) == 1 then
     out[#out + 1] = 3
+  else
+    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+    if redis.call('EXISTS', KEYS[i + 1]) == 1 then out[#out + 1] = 1 else out[#out + 1] = 4 end
   end
 end
 return out
-"""
-_EPOCH: Final = """
-local epoch = redis.call('GET', KEYS[1])
-if epoch == ARGV[1] then return {0, epoch} end
-redis.call('SET', KEYS[1], ARGV[2], 'NX')
-return {1, redis.call('GET', KEYS[1])}
 """
 _RENEWED, _LAPSED, _MOVED, _ENDED, _LOST_DATA = 0, 1, 2, 3, 4
 _REWRITE_AT_ONCE: Final = 100
@@ -122,7 +114,7 @@ class Replicas:
         lease: float,
         config_hash: Callable[[], str],
         on_lost: Callable[[str], None],
-        on_vanished: Callable[[str], Awaitable[None]],
+        on_vanished: Callable[[str], Awaitable[bool]],
     ) -> None:
         self.store = store
         self.run = run
@@ -140,11 +132,17 @@ class Replicas:
         self._on_vanished = on_vanished
         self._owners: OrderedDict[str, str] = OrderedDict()
         self._beat: asyncio.Task[None] | None = None
-        self.epoch = ""
-        """The epoch of Redis's data as this replica last saw it (a new one once Redis lost its data)."""
+        self.tombstone_ttl = 1800.0
+        """Seconds the mark of an ended session is kept (the hub's ``sessionIdleTimeout``)."""
+        self.registered = False
+        """Whether a heartbeat has reached Redis yet (before it, this replica opens no session)."""
+        self._rewrites: set[str] = set()  # sessions whose record Redis lost and that are not written back yet
 
     def _owner_key(self, session_id: str) -> str:
         return self.store.key("owner", session_id)
+
+    def _ended_key(self, session_id: str) -> str:
+        return self.store.key("ended", session_id)
 
     def _alive_key(self, run: str) -> str:
         return self.store.key("replica", run)
@@ -200,40 +198,40 @@ class Replicas:
             async with r.pipeline(transaction=False) as pipe:
                 pipe.set(self._alive_key(self.run), b"1", px=self._lease_ms)
                 pipe.hset(registry, self.run, entry)
-                pipe.eval(_EPOCH, 1, self.store.key("epoch"), self.epoch, secrets.token_hex(8))
-                lost, epoch = (await pipe.execute())[2]
-            self.epoch = epoch.decode() if isinstance(epoch, bytes) else str(epoch)
-            outcomes: list[int] = []
-            if owned:
-                async with r.pipeline(transaction=False) as pipe:
-                    for start in range(0, len(owned), _RENEW_BATCH):  # Redis runs one script at a time: keep each short
-                        keys = [
-                            key
-                            for sid in owned[start : start + _RENEW_BATCH]
-                            for key in (self._owner_key(sid), self.store.key("session", sid))
-                        ]
-                        pipe.eval(_RENEW, len(keys), *keys, self.run, self._lease_ms, "1" if lost else "0")
-                    outcomes = [outcome for batch in await pipe.execute() for outcome in batch]
+                for start in range(0, len(owned), _RENEW_BATCH):  # Redis runs one script at a time: keep each short
+                    keys = [
+                        key
+                        for sid in owned[start : start + _RENEW_BATCH]
+                        for key in (self._owner_key(sid), self.store.key("session", sid), self._ended_key(sid))
+                    ]
+                    pipe.eval(_RENEW, len(keys), *keys, self.run, self._lease_ms)
+                done = await pipe.execute()
             entries, alive = await self._read_registry(r)
-            return outcomes, entries, alive
+            return [outcome for batch in done[2:] for outcome in batch], entries, alive
 
         renewed, entries, alive = await self.store.call("replica heartbeat", beat)
+        self.registered = True
         await self._take_registry(entries, alive)
-        vanished: list[str] = []
         for sid, outcome in zip(owned, renewed, strict=True):
             if outcome in (_MOVED, _ENDED):
                 why = "is owned by another replica now" if outcome == _MOVED else "was ended by another replica"
                 logger.warning("session %s %s; closing the local copy", sid, why)
                 self.owned.discard(sid)
+                self._rewrites.discard(sid)
                 self._on_lost(sid)
             elif outcome == _LAPSED:
                 logger.warning("session %s: its lease had lapsed (a slow heartbeat); renewed", sid)
             elif outcome == _LOST_DATA:
-                vanished.append(sid)
-        if vanished:
-            logger.warning("Redis lost its data: %d sessions' owner keys and records written back", len(vanished))
-            for start in range(0, len(vanished), _REWRITE_AT_ONCE):
-                await asyncio.gather(*(self._on_vanished(sid) for sid in vanished[start : start + _REWRITE_AT_ONCE]))
+                self._rewrites.add(sid)
+        pending = sorted(self._rewrites & self.owned)
+        if pending:
+            logger.warning("Redis lost its data: %d sessions' owner keys and records written back", len(pending))
+            for start in range(0, len(pending), _REWRITE_AT_ONCE):
+                batch = pending[start : start + _REWRITE_AT_ONCE]
+                written_back = await asyncio.gather(*(self._on_vanished(sid) for sid in batch))
+                for sid, written in zip(batch, written_back, strict=True):
+                    if written:
+                        self._rewrites.discard(sid)
 
     async def _read_registry(self, r: Any) -> tuple[dict[bytes, bytes], list[Any]]:
         entries = cast("dict[bytes, bytes]", await r.hgetall(self.store.key("replicas")))
@@ -309,6 +307,12 @@ class Replicas:
         self._cache(session_id, owner)
         return owner
 
+    async def ending(self, session_id: str) -> None:
+        """Mark a session as ended, before its record is deleted: an owner that lost its lease
+        meanwhile closes its copy rather than write it back. Raises: StoreError."""
+        key, ttl = self._ended_key(session_id), max(1, int(self.tombstone_ttl))
+        await self.store.call("mark a session ended", lambda r: r.set(key, b"1", ex=ttl))
+
     async def release(self, session_id: str) -> None:
         """Give a session's owner key back (if still this replica's)."""
         self.owned.discard(session_id)
@@ -319,7 +323,11 @@ class Replicas:
             logger.warning("%s", exc)  # it expires with its lease
 
     async def locate(self, run: str) -> Replica | None:
-        """The live replica ``run``, looked up in Redis when the last heartbeat did not know it."""
+        """The live replica ``run``, looked up in Redis when the last heartbeat did not know it; None
+        when its heartbeat has stopped.
+
+        Raises: StoreError; ValueError: it beats, but its entry cannot be read (another version).
+        """
         replica = self.known.get(run)
         if replica is not None:
             return replica
@@ -338,8 +346,8 @@ class Replicas:
         try:
             url, started, config, sessions = jsonrpc.loads(raw)
             replica = Replica(run, str(url), float(started), str(config), int(sessions))
-        except (ValueError, TypeError):
-            return None  # an entry this version cannot read: as good as no replica to forward to
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"replica {run}'s registry entry cannot be read") from exc  # alive, all the same
         self.known[run] = replica  # until the next heartbeat says otherwise
         return replica
 

@@ -165,7 +165,7 @@ class Hub:
             store=self.store,
             events=self.events,
             max_sessions=settings.max_sessions,
-            store_ready=lambda: self.store_report().get("reachable") is not False,
+            store_ready=self._store_ready,
             leases=self.scale.replicas if self.scale is not None else None,
         )
         self.listeners = Listeners(max_total=settings.max_sessions)
@@ -388,6 +388,11 @@ class Hub:
             "store": store,
             **({"replica": self.scale.report()} if self.scale is not None else {}),
         }
+
+    def _store_ready(self) -> bool:
+        # With replicas, also: registered among them (else the others would take its sessions as a gone one's).
+        ready = self.store_report().get("reachable") is not False
+        return ready and (self.scale is None or self.scale.replicas.registered)
 
     def store_report(self) -> dict[str, Any]:
         """Which store the hub uses and, for Redis, whether it answers."""

@@ -71,7 +71,7 @@ class ScaleOut:
         adopt_config: Callable[[bytes, str], Awaitable[object]],
         refresh_upstream: Callable[[str], None],
         give_up_session: Callable[[str], None],
-        rewrite_session: Callable[[str], Awaitable[None]],
+        rewrite_session: Callable[[str], Awaitable[bool]],
     ) -> None:
         replica = settings().replica
         self.replicas = Replicas(
@@ -83,6 +83,7 @@ class ScaleOut:
             on_lost=give_up_session,
             on_vanished=rewrite_session,
         )
+        self.replicas.tombstone_ttl = settings().session_idle_timeout
         self.forwarder = Forwarder(
             run,
             connect_timeout=replica.connect_timeout,

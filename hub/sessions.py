@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
-from typing import Final, Protocol, Self
+from typing import Final, Self
 
 from connectors import jsonrpc
 from connectors.jsonrpc import Message
@@ -27,28 +27,18 @@ from hub.context import ANONYMOUS, Caller
 from hub.errors import RateLimited, SessionLimit, ShuttingDown, StoreUnavailable
 from hub.events import EventLog
 from hub.session import Session
+from hub.session_claims import Leases, SessionClaims
 from hub.session_services import EndReason, Negotiated, SessionServices, SessionState
 from hub.store import SessionRecord, Store, StoreError
 from hub.tenants import ANONYMOUS_TENANT, Tenant
 from hub.views import CatalogView, ViewRule, Views
 
-__all__ = ["Leases", "SessionManager"]
+__all__ = ["SessionManager"]
 
 logger = logging.getLogger(__name__)
 
 _SHUTDOWN_DEADLINE: Final = 10.0
 _SESSION_ID: Final = re.compile(r"^[0-9a-f]{32}$")
-
-
-class Leases(Protocol):
-    """Who owns which session among replicas (:class:`hub.replicas.Replicas`)."""
-
-    run: str
-    owned: set[str]
-
-    async def claim(self, session_id: str, replacing: str | None = None) -> str | None: ...
-
-    async def release(self, session_id: str) -> None: ...
 
 
 class SessionManager:
@@ -80,6 +70,7 @@ class SessionManager:
         """Whether the store answers: a shared store that does not gets no new sessions (no split brain)."""
         self.leases = leases
         """With replicas: the session owner keys this replica holds."""
+        self.claims = SessionClaims(leases) if leases is not None else None
 
     async def __aenter__(self) -> Self:
         await self._store.prune(time.time() - self.idle_timeout)
@@ -173,18 +164,10 @@ class SessionManager:
             return None
         if not self._accepting:
             raise ShuttingDown()  # come back after the restart, when the session can be taken back
-        leases = self.leases
-        if leases is not None and session_id not in leases.owned:
-            try:
-                if await leases.claim(session_id) != leases.run:
-                    return None  # another replica's
-            except StoreError as exc:
-                logger.warning("%s", exc)
-                return None
-        session = await self._restore(session_id, caller, tenant, rule)
-        if session is None and leases is not None and session_id not in self._sessions:
-            await leases.release(session_id)
-        return session
+        if self.claims is None:
+            return await self._restore(session_id, caller, tenant, rule)
+        async with self.claims.restoring(session_id, lambda: session_id in self._sessions) as mine:
+            return await self._restore(session_id, caller, tenant, rule) if mine else None
 
     async def _restore(
         self, session_id: str, caller: Caller, tenant: Tenant | None, rule: ViewRule | None
@@ -284,6 +267,8 @@ class SessionManager:
             return  # its record, log and owner key are another replica's now
         if session.end_reason is not EndReason.SHUTDOWN:
             try:
+                if self.leases is not None:
+                    await self.leases.ending(session.id)  # before the record goes: nobody writes it back
                 await self._store.delete(session.id)
             except StoreError as exc:
                 logger.warning("%s", exc)
@@ -300,14 +285,16 @@ class SessionManager:
         if session is not None:
             session.close(EndReason.MOVED)
 
-    async def rewrite(self, session_id: str) -> None:
-        """Write a session's record again (the shared store lost it)."""
+    async def rewrite(self, session_id: str) -> bool:
+        """Write a session's record again (the shared store lost it); False when that failed."""
         session = self._sessions.get(session_id)
         if session is not None and session.initialized:
             try:
                 await self._store.save(_record_of(session))
             except StoreError as exc:
                 logger.warning("session %s: its record could not be written back: %s", session_id, exc)
+                return False
+        return True
 
     # -- finding and telling -----------------------------------------------------------------------
 

@@ -107,10 +107,14 @@ class McpEndpoint:
             try:
                 await self._serve(method, scope, headers, caller, receive, send)
             finally:
-                if taken and affinity is not None and session_id and self.sessions.get(session_id) is None:
+                if taken and affinity is not None and session_id and self._left_nothing(session_id):
                     await affinity.replicas.release(session_id)  # taken over for a request that left nothing
         except HubError as exc:
             await respond_error(send, to_wire(exc))
+
+    def _left_nothing(self, session_id: str) -> bool:
+        claims = self.sessions.claims
+        return self.sessions.get(session_id) is None and not (claims is not None and claims.busy(session_id))
 
     async def _serve(
         self, method: str, scope: Scope, headers: dict[str, str], caller: Caller, receive: Receive, send: Send
@@ -238,8 +242,11 @@ class McpEndpoint:
                 raise SessionLimit("the session closed before its initialize completed; try again")
             body = jsonrpc.dumps(decoded)
             # -32000 is the hub refusing for now (no room, no store): 503, as the same refusals are elsewhere.
-            status = 503 if decoded["error"].get("code") == -32000 else 400
-            await respond(send, status, body, [(b"content-type", b"application/json")])
+            if decoded["error"].get("code") == -32000:
+                headers = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
+                await respond(send, 503, body, headers)
+            else:
+                await respond(send, 400, body, [(b"content-type", b"application/json")])
             return
         headers = [(b"content-type", b"application/json"), (SESSION_HEADER.encode(), session.id.encode())]
         await respond(send, 200, reply.data if reply is not None else b"", headers)

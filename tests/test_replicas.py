@@ -338,16 +338,22 @@ async def test_a_replica_killed_and_started_again_at_its_address_has_its_session
     tmp_path: Path,
 ) -> None:
     async with alpha_fleet(tmp_path, lease=30.0) as group, httpx.AsyncClient(timeout=WAIT) as http:
-        headers = await initialize(http, group.mcp(0))
-        assert (await http.post(group.mcp(1), json=echo(1, "before"), headers=headers)).status_code == 200
+        elsewhere = await initialize(http, group.mcp(0))
+        here = await initialize(http, group.mcp(0))
+        assert (await http.post(group.mcp(1), json=echo(1, "before"), headers=elsewhere)).status_code == 200
         group.replicas[0].signal(signal.SIGKILL)
         await group.replicas[0].exit_code(within=WAIT)
         port = int(group.bases[0].rsplit(":", 1)[1])
         async with hub_serving(group.configs[0], port):  # a new run where the old one listened; its lease lives on
-            reply = await http.post(group.mcp(1), json=echo(2, "after"), headers=headers)
+            # Through another replica: the new process answers 421 at the old address.
+            reply = await http.post(group.mcp(1), json=echo(2, "after"), headers=elsewhere)
             assert reply.status_code == 200, reply.text
             assert reply.json()["result"]["content"][0]["text"] == "alpha: after"
-            assert await group.owner(headers["mcp-session-id"]) == 1  # not a lease later: now
+            assert await group.owner(elsewhere["mcp-session-id"]) == 1  # not a lease later: now
+            # At the new process itself (a sticky balancer sends it there): it replaced the owner.
+            reply = await http.post(group.mcp(0), json=echo(3, "back home"), headers=here)
+            assert reply.status_code == 200, reply.text
+            assert await group.owner(here["mcp-session-id"]) == 0
 
 
 async def test_a_live_owner_that_cannot_be_reached_keeps_its_session(tmp_path: Path) -> None:
