@@ -417,3 +417,19 @@ def test_a_hub_on_another_address_needs_auth_or_says_so() -> None:
     assert problem is not None and "apiKeys" in problem and "allowAnonymous" in problem
     assert exposure_problem(bare, "127.0.0.1") is None
     assert exposure_problem(parse_config({"hub": {"allowAnonymous": True}}, env={}), "0.0.0.0") is None
+
+
+@pytest.mark.parametrize("url", ["ftp://10.0.0.5:8765", "http://10.0.0.5:8765/mcp", "http://a b:1", "10.0.0.5:8765"])
+def test_a_replica_address_must_be_an_http_origin_and_says_where(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"hub": {"replica": {"advertiseUrl": url}}, "mcpServers": {}}, env={})
+    assert any(problem.startswith("$.hub.replica.advertiseUrl: ") for problem in caught.value.problems)
+
+
+def test_a_replica_address_and_lease_are_read() -> None:
+    config = parse_config({"hub": {"replica": {"advertiseUrl": "https://10.0.0.5:8765/", "lease": 3}}}, env={})
+    assert config.hub.replica.advertise_url == "https://10.0.0.5:8765"
+    assert config.hub.replica.lease == 3.0
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"hub": {"replica": {"lease": 0.1}}}, env={})
+    assert any(problem.startswith("$.hub.replica.lease: ") for problem in caught.value.problems)
