@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -69,7 +70,7 @@ class Forwarder:
         self.read_timeout = read_timeout
         self.forwarded = 0
         """Requests forwarded to another replica."""
-        self._pools: dict[str, Http1Pool] = {}
+        self._pools: OrderedDict[str, Http1Pool] = OrderedDict()
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout, write=connect_timeout, pool=connect_timeout),
             # A forwarded GET stream holds its connection for its life: as many as this replica has sessions.
@@ -115,8 +116,10 @@ class Forwarder:
         pool = self._pools.get(base_url)
         if pool is None:
             if len(self._pools) >= _MAX_POOLS:
-                self._pools.pop(next(iter(self._pools))).close()
+                self._pools.popitem(last=False)[1].close()  # the one used longest ago: a replica that is gone
             pool = self._pools[base_url] = Http1Pool(f"{base_url}/mcp", connect_timeout=self.connect_timeout)
+        else:
+            self._pools.move_to_end(base_url)
         joined: dict[str, str] = {}
         for name, value in headers:
             joined[name] = f"{joined[name]}, {value}" if name in joined else value
