@@ -125,8 +125,8 @@ class Affinity:
         Raises: BadRequestState (that replica is gone, and its call with it), ReplicaUnavailable, ReplicaLost.
         """
         try:
-            replica = await self.replicas.locate(holder)
-        except (StoreError, ValueError):
+            replica = await self.replicas.find(holder)
+        except ValueError:
             replica = self.replicas.known.get(holder)
         if (
             replica is None
@@ -146,14 +146,12 @@ class Affinity:
         """
         replicas = self.replicas
         try:
-            replica = await replicas.locate(owner)
-        except StoreError:
-            replica = replicas.known.get(owner)
+            replica = await replicas.find(owner)
         except ValueError:
             raise ReplicaUnavailable(
                 f"the replica that owns this session ({owner}) has a registry entry this one cannot read "
                 "(another version?); try again shortly",
-                retry_after=max(1, round(replicas.lease)),
+                retry_after=replicas.retry_after,
             ) from None
         if replica is None:
             return "gone"  # its heartbeat stopped: its leases are as good as expired
@@ -170,7 +168,7 @@ class Affinity:
             raise ReplicaUnavailable(
                 f"the replica that owns this session ({owner} at {replica.url}) does not answer ({exc}); "
                 "try again shortly",
-                retry_after=max(1, round(replicas.lease)),
+                retry_after=replicas.retry_after,
             ) from None
         except OwnerLost as exc:
             raise ReplicaLost(
@@ -185,8 +183,8 @@ class Affinity:
         if answered_by == replicas.run:
             raise ReplicaUnavailable(_same_address(owner, replica.url), retry_after=30)
         try:
-            there = await replicas.locate(answered_by)
-        except (StoreError, ValueError):
+            there = await replicas.find(answered_by)
+        except ValueError:
             there = replicas.known.get(answered_by)
         if there is not None and there.url == replica.url and there.started > replica.started:
             return "gone"  # the owner's process was replaced by a newer one at its address

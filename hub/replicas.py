@@ -351,6 +351,21 @@ class Replicas:
         self.known[run] = replica  # until the next heartbeat says otherwise
         return replica
 
+    async def find(self, run: str) -> Replica | None:
+        """:meth:`locate`, or with Redis away, the replica as the last heartbeat knew it.
+
+        Raises: ValueError: it beats, but its entry cannot be read.
+        """
+        try:
+            return await self.locate(run)
+        except StoreError:
+            return self.known.get(run)
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds a client may wait before asking again for a session whose owner is in doubt: a lease."""
+        return max(1, round(self.lease))
+
     def report(self) -> dict[str, Any]:
         return {
             "id": self.run,
