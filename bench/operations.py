@@ -29,7 +29,7 @@ import httpx
 
 from bench.client import RpcSession
 from bench.eras import ModernClient
-from bench.processes import cpu_seconds, free_port, resident_mb, running
+from bench.processes import cpu_seconds, fast_upstream, free_port, resident_mb, running
 from bench.rounds import Round, call_round, summarize
 
 __all__ = ["metrics_costs", "soak"]
@@ -129,7 +129,7 @@ async def _wave(url: str, sessions: int) -> int:
 def soak(work: Path, *, waves: int, sessions: int, seconds: float) -> dict[str, Any]:
     """Sessions opened and closed in waves while the upstream is killed and restarted between them."""
     up_port, hub_port = free_port(), free_port()
-    upstream = [sys.executable, "-m", "bench.upstream", "fast", "--port", str(up_port)]
+    upstream = fast_upstream(up_port)
     config = _config(hub_port, f"http://127.0.0.1:{up_port}/mcp", maxSessions=sessions * 2 + 100)
     config["hub"]["reconnect"] = {"initialDelay": 0.05, "maxDelay": 0.5}
     url, base = f"http://127.0.0.1:{hub_port}/mcp", f"http://127.0.0.1:{hub_port}"
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     calls, seconds, rounds = (150, 3.0, 2) if args.smoke else (3000, 8.0, 6)
     waves, sessions, limit = (2, 50, 60.0) if args.smoke else (10, 500, 600.0)
     up_port = free_port()
-    upstream = [sys.executable, "-m", "bench.upstream", "fast", "--port", str(up_port)]
+    upstream = fast_upstream(up_port)
     with running(upstream, [up_port], work / "upstream.log"):
         costs = metrics_costs(
             f"http://127.0.0.1:{up_port}/mcp", work, sessions=8, calls=calls, seconds=seconds, rounds=rounds

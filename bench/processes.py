@@ -5,14 +5,20 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["cpu_seconds", "free_port", "free_ports", "resident_mb", "running", "wait_listening"]
+__all__ = ["cpu_seconds", "fast_upstream", "free_port", "free_ports", "resident_mb", "running", "wait_listening"]
 
 START_DEADLINE = 60.0
+
+
+def fast_upstream(port: int) -> list[str]:
+    """The command that serves the bench's fast upstream (``bench/upstream.py``) on ``port``."""
+    return [sys.executable, "-m", "bench.upstream", "fast", "--port", str(port)]
 
 
 def free_port() -> int:

@@ -36,7 +36,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from bench.client import RpcSession
-from bench.processes import cpu_seconds, free_port, running
+from bench.processes import cpu_seconds, fast_upstream, free_port, running
 from bench.rounds import Round, call_round, percentile, summarize
 
 __all__ = ["replica_costs"]
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-replicas-"))
     calls, seconds, rounds = (100, 2.0, 1) if args.smoke else (2000, 6.0, 3)
     up_port = free_port()
-    upstream = [sys.executable, "-m", "bench.upstream", "fast", "--port", str(up_port)]
+    upstream = fast_upstream(up_port)
     with running(upstream, [up_port], work / "upstream.log"):
         result = replica_costs(
             f"http://127.0.0.1:{up_port}/mcp", work, sessions=8, calls=calls, seconds=seconds, rounds=rounds

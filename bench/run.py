@@ -32,7 +32,7 @@ from bench.auth import auth_costs, tenant_isolation
 from bench.client import RpcSession
 from bench.eras import era_costs
 from bench.operations import metrics_costs, soak
-from bench.processes import free_port, free_ports, resident_mb, running
+from bench.processes import fast_upstream, free_port, free_ports, resident_mb, running
 from bench.replicas import replica_costs
 from bench.rounds import Round, call_round, percentile, summarize
 from bench.stdio import stdio_costs
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = SMOKE if args.smoke else FULL
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     up_port, hub_port = free_port(), free_port()
-    upstream = [sys.executable, "-m", "bench.upstream", "fast", "--port", str(up_port)]
+    upstream = fast_upstream(up_port)
     config = {
         "hub": {
             "host": "127.0.0.1",

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench.processes import cpu_seconds, free_port, running
+from bench.processes import cpu_seconds, fast_upstream, free_port, running
 from bench.rounds import Round, call_round, summarize
 
 __all__ = ["store_costs"]
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-store-"))
     calls, seconds, rounds, opens = (150, 3.0, 2, 50) if args.smoke else (3000, 8.0, 4, 500)
     up_port = free_port()
-    upstream = [sys.executable, "-m", "bench.upstream", "fast", "--port", str(up_port)]
+    upstream = fast_upstream(up_port)
     with running(upstream, [up_port], work / "upstream.log"):
         result = store_costs(
             f"http://127.0.0.1:{up_port}/mcp",
