@@ -51,7 +51,6 @@ class ControlPlane:
         self.channel = store.key("control")
         self.subscribed = asyncio.Event()
         """Set while the listener is subscribed."""
-        self.received = 0
         self.applied_at = time.time()
         """When this replica last applied a config document (its own or another's; its file at start)."""
         self._on_config = on_config
@@ -143,7 +142,7 @@ class ControlPlane:
         if raw is None:
             return
         try:
-            stamp, digest, config = jsonrpc.loads(raw)
+            stamp, _, config = jsonrpc.loads(raw)
             stamp = float(stamp)
             if not isinstance(config, str):
                 raise TypeError("not a config document")
@@ -151,7 +150,7 @@ class ControlPlane:
             logger.warning("control plane: the last config kept in Redis cannot be read; ignored")
             return
         if stamp > self.applied_at:
-            await self._config(config.encode(), str(digest), "the replicas' last config")
+            await self._config(config.encode(), "the replicas' last config")
 
     async def _handle(self, data: bytes) -> None:
         try:
@@ -161,16 +160,15 @@ class ControlPlane:
             return
         if not isinstance(message, dict) or message.get("from") == self.run:
             return
-        self.received += 1
         kind, sender = message.get("kind"), str(message.get("from"))
         if kind == "config" and isinstance(message.get("config"), str):
-            await self._config(message["config"].encode(), str(message.get("digest")), f"replica {sender}")
+            await self._config(message["config"].encode(), f"replica {sender}")
         elif kind == "listing" and isinstance(message.get("upstream"), str):
             self._on_listing(message["upstream"], str(message.get("digest")))
         else:
             logger.warning("control plane: a message of kind %r from %s not understood; ignored", kind, sender)
 
-    async def _config(self, data: bytes, digest: str, source: str) -> None:
+    async def _config(self, data: bytes, source: str) -> None:
         self.applied_at = time.time()
         try:
             await self._on_config(data, source)

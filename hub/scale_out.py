@@ -51,9 +51,7 @@ def advertised_url(settings: HubSettings) -> str:
     return f"http://{host}:{settings.port}"
 
 
-def listing_digest(listing: Listing | None) -> str:
-    if listing is None:
-        return ""
+def listing_digest(listing: Listing) -> str:
     items = [listing.tools, listing.prompts, listing.resources, listing.resource_templates]
     return hashlib.sha256(jsonrpc.dumps(items)).hexdigest()[:32]
 
