@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import errno
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
@@ -143,15 +143,15 @@ class Forwarder:
                 for name, value in response.headers.items()
                 if name not in _HOP_BY_HOP
             ]
-            if response.headers.get("content-type", "").startswith("text/event-stream"):
-                await _stream(response.status, out, _chunks(response, self.read_timeout), send)
-            else:
+
+            async def read() -> bytes:
                 try:
                     async with asyncio.timeout(self.read_timeout):
-                        data = await response.read()
+                        return await response.read()
                 except (Http1Error, TimeoutError) as exc:
                     raise OwnerLost(str(exc) or "no more of the reply within hub.replica.forwardTimeout") from exc
-                await _whole(response.status, out, data, send)
+
+            await _relay(response.status, out, _chunks(response, self.read_timeout), read, send)
             return response.status, None
         finally:
             response.release()
@@ -181,14 +181,14 @@ class Forwarder:
                 for name, value in response.headers.raw
                 if name.decode("latin-1").lower() not in _HOP_BY_HOP
             ]
-            if response.headers.get("content-type", "").startswith("text/event-stream"):
-                await _stream(response.status_code, out, _httpx_chunks(response), send)
-            else:
+
+            async def read() -> bytes:
                 try:
-                    data = await response.aread()
+                    return await response.aread()
                 except httpx.HTTPError as exc:
                     raise OwnerLost(f"{type(exc).__name__}: {exc}") from exc
-                await _whole(response.status_code, out, data, send)
+
+            await _relay(response.status_code, out, _httpx_chunks(response), read, send)
             return response.status_code, None
         finally:
             await response.aclose()
@@ -223,6 +223,20 @@ async def _unless_gone(exchange: Coroutine[Any, Any, T], receive: Receive) -> T:
             await work
         raise _ClientGone
     return work.result()
+
+
+async def _relay(
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    chunks: AsyncIterator[bytes],
+    read: Callable[[], Awaitable[bytes]],
+    send: Send,
+) -> None:
+    """The owner's reply to the client: an SSE stream piece by piece, anything else whole."""
+    if any(name == b"content-type" and value.startswith(b"text/event-stream") for name, value in headers):
+        await _stream(status, headers, chunks, send)
+    else:
+        await _whole(status, headers, await read(), send)
 
 
 async def _whole(status: int, headers: list[tuple[bytes, bytes]], data: bytes, send: Send) -> None:
