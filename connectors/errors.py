@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from connectors import jsonrpc
+
 __all__ = [
     "CircuitOpen",
     "ManifoldError",
@@ -39,6 +41,7 @@ __all__ = [
     "UpstreamTooLarge",
     "UpstreamUnavailable",
     "error_code",
+    "http_refusal",
 ]
 
 
@@ -135,3 +138,25 @@ class UpstreamRpcError(UpstreamError):
         self.code = error_code(error.get("code"))
         # The client sees the upstream's own message, not our prefixed one.
         self.message = str(message) if message is not None else "upstream error"
+
+
+def http_refusal(name: str, status: int, body: bytes) -> dict[str, Any] | UpstreamError:
+    """What an upstream's HTTP refusal (status 4xx or 5xx) of a POST means.
+
+    A JSON-RPC error for one of our requests is returned as it is, to be that request's
+    answer; anything else becomes the error that names the upstream and the status.
+    """
+    try:
+        decoded: Any = jsonrpc.loads(body) if body else None
+    except ValueError:
+        decoded = None
+    kind = jsonrpc.classify(decoded)
+    if kind is jsonrpc.Kind.ERROR and decoded.get("id") is not None:
+        return dict(decoded)
+    detail = f": {decoded['error'].get('message', '')}" if kind is jsonrpc.Kind.ERROR else ""
+    error: type[UpstreamError] = UpstreamUnavailable
+    if status in (401, 403):
+        detail = detail or ": authentication failed (check the upstream's headers)"
+    elif status < 500:
+        error = UpstreamProtocolError
+    return error(name, f"HTTP {status}{detail}")

@@ -33,6 +33,7 @@ from connectors.errors import (
     UpstreamTimeout,
     UpstreamTooLarge,
     UpstreamUnavailable,
+    http_refusal,
 )
 from connectors.http1 import BodyTooLarge, Http1Error, Http1Pool, Http1Response
 from connectors.jsonrpc import Message
@@ -46,6 +47,7 @@ __all__ = ["StreamableHttpTransport"]
 logger = logging.getLogger(__name__)
 
 _SESSION_HEADER: Final = "mcp-session-id"
+_OPENING: Final = frozenset({"initialize", "server/discover"})  # what opens a session (or finds the era)
 _VERSION_HEADER: Final = "mcp-protocol-version"
 _RESUME_ATTEMPTS: Final = 5
 _RETRY_CAP_MS: Final = 5000
@@ -94,6 +96,7 @@ class StreamableHttpTransport:
         self._linger = linger
         self._link: Link | None = None
         self._session_id: str | None = None
+        self._reopening = False  # from reset() until the new session's initialize is answered
         self._listener: asyncio.Task[None] | None = None
         self._listen_offered = True  # until the upstream answers GET with 405
         self._linger_timer: asyncio.TimerHandle | None = None
@@ -114,11 +117,14 @@ class StreamableHttpTransport:
     async def open(self, link: Link) -> None:
         self._link = link
         self._session_id = None
+        self._reopening = False
 
     def reset(self) -> None:
         self._session_id = None
+        self._reopening = True
 
     async def opened(self) -> None:
+        self._reopening = False
         # The GET stream is open before the first request: an upstream drops what it has no stream for.
         self._stop_listening()  # it listened on a session the upstream has forgotten
         if self.link.protocol_version == MODERN:
@@ -167,6 +173,10 @@ class StreamableHttpTransport:
         name = self.spec.name
         sent_session = self._session_id  # a 404 means "expired" only for a request that named a session
         headers = self._headers()
+        if self._reopening and message.get("method") not in _OPENING:
+            # It got past the engine's wait for the new session before reset() (while its GET
+            # stream was being opened, say): without a session id the upstream would refuse it.
+            raise UpstreamSessionExpired(name, "our session is being opened again")
         if self.link.protocol_version == MODERN:
             headers.update(routing_headers(message))
             params = message.get("params")
@@ -224,6 +234,7 @@ class StreamableHttpTransport:
             return None
         if message.get("method") == "initialize":
             self._session_id = response.headers.get(_SESSION_HEADER)
+            self._reopening = False
         if not is_request:
             await response.wait_complete()
             return None  # 202 Accepted (or any 2xx) for notifications and responses
@@ -286,23 +297,10 @@ class StreamableHttpTransport:
         return False
 
     async def _refused(self, body: bytes, status: int) -> None:
-        try:
-            decoded: Any = jsonrpc.loads(body) if body else None
-        except ValueError:
-            decoded = None
-        kind = jsonrpc.classify(decoded)
-        if kind is jsonrpc.Kind.ERROR and decoded.get("id") is not None:
-            self.link.deliver(decoded)
-            return
-        detail = ""
-        if kind is jsonrpc.Kind.ERROR:
-            detail = f": {decoded['error'].get('message', '')}"
-        error: type[UpstreamError] = UpstreamUnavailable
-        if status in (401, 403):
-            detail = detail or ": authentication failed (check the upstream's headers)"
-        elif status < 500:
-            error = UpstreamProtocolError
-        raise error(self.spec.name, f"HTTP {status}{detail}")
+        refusal = http_refusal(self.spec.name, status, body)
+        if isinstance(refusal, UpstreamError):
+            raise refusal
+        self.link.deliver(refusal)  # a JSON-RPC error for one of our requests: that request's answer
 
     def _deliver_all(self, decoded: Any, via: int | None) -> None:
         link = self.link

@@ -13,7 +13,6 @@ import base64
 import fnmatch
 import hashlib
 import hmac
-import inspect
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ import socket
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,7 @@ from hub.cli import main
 from hub.config import exposure_problem, parse_config
 from hub.runtime import Hub
 from hub.server import protocol_for
+from tests.polling import until
 from tests.servers import serve
 from tests.upstreams import build_upstream
 from tests.wire import HEADERS, INIT, next_data, rpc, sse_messages
@@ -49,7 +49,6 @@ from tests.wire import HEADERS, INIT, next_data, rpc, sse_messages
 pytestmark = pytest.mark.anyio
 
 WAIT = 10.0
-POLL = 0.02  # between two looks at a condition that is polled (always under a deadline)
 ISSUER = "https://id.example.com"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -572,21 +571,6 @@ async def world(signer: Signer, **changes: Any) -> AsyncIterator[World]:
     """Fresh upstreams and a hub in front of them (``changes`` as for :func:`hub_for`)."""
     async with upstreams() as ups, hub_for(ups, signer, **changes) as w:
         yield w
-
-
-async def until(condition: Callable[[], bool | Awaitable[bool]], what: str, limit: float = WAIT) -> float:
-    """Poll ``condition`` until it holds; returns the seconds it took. Fails after ``limit`` seconds."""
-    started = time.monotonic()
-    for _ in range(int(limit / POLL) + 1):
-        holds = condition()
-        if inspect.isawaitable(holds):
-            holds = await holds
-        if holds:
-            return time.monotonic() - started
-        if time.monotonic() - started > limit:
-            break
-        await asyncio.sleep(POLL)
-    raise AssertionError(f"not within {limit}s: {what}")
 
 
 @dataclass

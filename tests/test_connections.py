@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +29,7 @@ from connectors.http1 import Http1Pool
 from connectors.jsonrpc import Message
 from connectors.spec import UpstreamSpec
 from connectors.streamable_http import StreamableHttpTransport
+from tests.polling import until
 from tests.servers import START_DEADLINE, _Server, reserve_port, run_hub
 from tests.upstreams import Probe, http_app, sse_app
 from tests.wire import HEADERS, INIT, initialize, rpc, sse_messages
@@ -37,7 +37,6 @@ from tests.wire import HEADERS, INIT, initialize, rpc, sse_messages
 pytestmark = pytest.mark.anyio
 
 WAIT = 10.0
-POLL = 0.02  # between two looks at a condition that is polled (always under a deadline)
 ROOTS = {"roots": [{"uri": "file:///work", "name": "work"}]}
 
 
@@ -114,21 +113,6 @@ def connections(server: _Server) -> int:
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
-
-
-async def until(condition: Callable[[], bool], what: str, limit: float = WAIT) -> None:
-    """Poll ``condition`` until it holds (what the other end of a socket did has no event here).
-
-    Fails after ``limit`` seconds.
-    """
-    started = time.monotonic()
-    for _ in range(int(limit / POLL) + 1):
-        if condition():
-            return
-        if time.monotonic() - started > limit:
-            break
-        await asyncio.sleep(POLL)
-    raise AssertionError(f"not within {limit}s: {what}")
 
 
 def reply_of(response: httpx.Response) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any, Final
 import httpx
 import pytest
 
+from tests.polling import until
 from tests.scripted import INIT_RESULT, reply
 from tests.servers import asgi_body, asgi_lifespan, reserve_port, run_hub, serve
 from tests.upstreams import http_app, sse_app
@@ -32,25 +33,12 @@ from tests.wire import RawClient, initialize, rpc, sse_messages
 pytestmark = pytest.mark.anyio
 
 WAIT: Final = 10.0
-POLL: Final = 0.02  # between two looks at a condition that is polled (always under a deadline)
 MB: Final = 1_000_000
 MIB: Final = 1 << 20
 CHUNK: Final = 64 * 1024  # what a scripted upstream writes at a time
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
-
-
-async def until(condition: Callable[[], Awaitable[bool]], what: str, limit: float = WAIT) -> None:
-    """Poll ``condition`` until it holds; fails after ``limit`` seconds."""
-    started = time.monotonic()
-    for _ in range(int(limit / POLL) + 1):
-        if await condition():
-            return
-        if time.monotonic() - started > limit:
-            break
-        await asyncio.sleep(POLL)
-    raise AssertionError(f"not within {limit}s: {what}")
 
 
 def error_of(message: dict[str, Any]) -> dict[str, Any]:

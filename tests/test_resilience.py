@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import re
 import socket
 import statistics
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -20,6 +18,7 @@ import pytest
 
 from connectors.status import UpstreamState
 from hub.cli import main
+from tests.polling import POLL, until
 from tests.scripted import Script, reply
 from tests.servers import asgi_body, asgi_lifespan, reserve_port, run_hub, serve
 from tests.upstreams import Probe, http_app
@@ -28,23 +27,7 @@ from tests.wire import RawClient, initialize, next_data, rpc, sse_messages
 pytestmark = pytest.mark.anyio
 
 WAIT = 10.0
-POLL = 0.02  # between two looks at a condition that is polled (always under a deadline)
 WORK = {"name": "work", "description": "Works once fixed.", "inputSchema": {"type": "object"}}
-
-
-async def until(condition: Callable[[], bool | Awaitable[bool]], what: str, limit: float = WAIT) -> float:
-    """Poll ``condition`` until it holds; returns the seconds it took. Fails after ``limit`` seconds."""
-    started = time.monotonic()
-    for _ in range(int(limit / POLL) + 1):
-        holds = condition()
-        if inspect.isawaitable(holds):
-            holds = await holds
-        if holds:
-            return time.monotonic() - started
-        if time.monotonic() - started > limit:
-            break
-        await asyncio.sleep(POLL)
-    raise AssertionError(f"not within {limit}s: {what}")
 
 
 async def upstream_health(http: httpx.AsyncClient, base: str, name: str) -> dict[str, Any]:

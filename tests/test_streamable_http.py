@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from connectors import jsonrpc
 from connectors.engine import CallHooks
 from connectors.errors import (
     UpstreamProtocolError,
@@ -18,6 +19,8 @@ from connectors.errors import (
     UpstreamUnavailable,
 )
 from connectors.spec import UpstreamSpec
+from connectors.streamable_http import StreamableHttpTransport
+from tests.polling import until
 from tests.scripted import Script, connected, reply, scripted
 from tests.servers import reserve_port, serve
 from tests.upstreams import http_app
@@ -219,6 +222,61 @@ async def test_requests_during_a_session_renewal_wait_for_it_and_all_succeed() -
         assert list(await asyncio.wait_for(asyncio.gather(first, second), WAIT)) == [{"ok": True}, {"ok": True}]
     assert script.sessions == 2
     assert [h.get("mcp-session-id") for m, h in script.received if m.get("method") == "tools/call"][-2:] == ["s2", "s2"]
+
+
+class SlowToListen(Forgetful):
+    """A Forgetful upstream whose GET streams end at once (404), or once told when ``hold_get`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold_get = False
+        self.get_waiting = asyncio.Event()
+        self.get_go = asyncio.Event()
+
+    async def answer(self, method: str, headers: dict[str, str], body: bytes) -> httpx.Response:
+        if method != "GET":
+            return await super().answer(method, headers, body)
+        if self.hold_get:
+            self.get_waiting.set()
+            await asyncio.wait_for(self.get_go.wait(), 10)
+        return httpx.Response(404)
+
+
+async def test_a_request_that_was_opening_its_stream_when_the_session_was_renewed_waits_for_the_new_one() -> None:
+    # The first request passes the wait for a ready session, then opens the GET stream; while it
+    # waits for that, the second finds the session forgotten and starts a new one. The first must
+    # not go out with no session id (the upstream refuses that with 400): it waits for the new one.
+    script = SlowToListen()
+    async with scripted(script) as upstream:
+        transport = upstream.transport
+        assert isinstance(transport, StreamableHttpTransport)
+        await until(lambda: not transport.listening, "the first GET stream ended")
+        script.known.clear()  # the upstream restarted
+        script.hold_get = True
+        first = asyncio.create_task(upstream.request("tools/call", {"name": "a"}))
+        await asyncio.wait_for(script.get_waiting.wait(), WAIT)
+        second = asyncio.create_task(upstream.request("tools/call", {"name": "b"}))
+        await asyncio.wait_for(script.renewing.wait(), WAIT)
+        script.get_go.set()
+        # The stream's end is what lets the first request go on: it has gone on once the stream is over.
+        await until(lambda: not transport.listening, "the held GET stream ended")
+        script.go.set()
+        assert list(await asyncio.wait_for(asyncio.gather(first, second), WAIT)) == [{"ok": True}, {"ok": True}]
+    sent = [h.get("mcp-session-id") for m, h in script.received if m.get("method") == "tools/call"]
+    assert None not in sent
+    assert sent[-2:] == ["s2", "s2"]
+
+
+async def test_nothing_but_the_opening_request_goes_out_on_a_session_being_opened_again() -> None:
+    script = Script()
+    async with scripted(script) as upstream:
+        before = len(script.received)
+        upstream.transport.reset()  # what the engine does when the upstream forgot the session
+        with pytest.raises(UpstreamSessionExpired):
+            await upstream.transport.send(jsonrpc.request(99, "tools/call", {"name": "a"}))
+        with pytest.raises(UpstreamSessionExpired):
+            await upstream.transport.send(jsonrpc.notification("notifications/cancelled", {"requestId": 98}))
+        assert len(script.received) == before  # none reached the upstream without a session id
 
 
 async def test_a_caller_that_gives_up_mid_renewal_does_not_leave_the_session_half_made() -> None:
