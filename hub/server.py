@@ -25,11 +25,15 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from hub.config import HubSettings
 from hub.runtime import Hub
 
-__all__ = ["HubServer", "protocol_for", "server_config"]
+__all__ = ["HubServer", "http_options", "protocol_for", "server_config"]
 
 logger = logging.getLogger(__name__)
 
 _GRACEFUL_SECONDS: Final = 5
+_KEEP_ALIVE_SECONDS: Final = 65
+"""How long an idle connection stays open: longer than clients keep theirs (httpx 5 s, load
+balancers 60 s), so that the client, not the hub, closes it. A hub that closed first would race
+the client's next request on it, which then fails with no answer."""
 
 
 class _HeadersRefused(Exception):
@@ -141,6 +145,11 @@ def protocol_for(settings: HubSettings) -> type[HttpToolsProtocol]:
     return LimitedHttpProtocol
 
 
+def http_options(settings: HubSettings) -> dict[str, Any]:
+    """uvicorn's options for the hub's HTTP connections: the limited protocol, the keep-alive."""
+    return {"http": protocol_for(settings), "timeout_keep_alive": _KEEP_ALIVE_SECONDS}
+
+
 def server_config(
     app: Any,
     settings: HubSettings,
@@ -158,8 +167,8 @@ def server_config(
         log_level=log_level,
         log_config=log_config,
         lifespan="on",
-        http=protocol_for(settings),
         timeout_graceful_shutdown=_GRACEFUL_SECONDS,
+        **http_options(settings),
     )
 
 

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 from hub.app import create_app
 from hub.config import parse_config
 from hub.runtime import Hub
-from hub.server import protocol_for
+from hub.server import http_options
 from tests.upstreams import Probe, http_app, sse_app
 
 START_DEADLINE = 15.0
@@ -90,7 +90,7 @@ async def run_config(document: dict[str, Any], env: dict[str, str] | None = None
     document = {**document, "hub": {**hub_settings, **document.get("hub", {})}}
     config = parse_config(document, env=env or {})
     app = create_app(config)
-    async with serve(app, http=protocol_for(config.hub)) as url:
+    async with serve(app, **http_options(config.hub)) as url:
         yield f"{url}/mcp", app.hub
 
 

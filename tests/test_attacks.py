@@ -40,7 +40,7 @@ from hub.app import create_app
 from hub.cli import main
 from hub.config import exposure_problem, parse_config
 from hub.runtime import Hub
-from hub.server import protocol_for
+from hub.server import http_options
 from tests.polling import until
 from tests.servers import serve
 from tests.upstreams import build_upstream
@@ -560,7 +560,7 @@ async def hub_for(
     config = parse_config(document, env=ENV)
     app = create_app(config)
     async with (
-        serve(app, sock=sock, http=protocol_for(config.hub)),
+        serve(app, sock=sock, **http_options(config.hub)),
         httpx.AsyncClient(timeout=WAIT, trust_env=False) as http,
     ):
         yield World(ups, base, app.hub, http, signer)

@@ -29,7 +29,7 @@ from hub.app import create_app
 from hub.cli import main
 from hub.config import load_config
 from hub.runtime import Hub
-from hub.server import protocol_for
+from hub.server import http_options
 from tests.servers import reserve_port, serve
 from tests.upstreams import Probe, http_app
 from tests.wire import WAIT
@@ -57,7 +57,7 @@ def document(upstreams: dict[str, str], tenant: dict[str, Any] | None = None, **
 async def hub_from(path: Path) -> AsyncIterator[tuple[str, Hub]]:
     config = load_config(path)
     app = create_app(config, path)
-    async with serve(app, http=protocol_for(config.hub)) as url:
+    async with serve(app, **http_options(config.hub)) as url:
         yield f"{url}/mcp", app.hub
 
 
