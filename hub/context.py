@@ -88,8 +88,9 @@ class RequestContext:
     """Where an upstream's messages for this call go: (upstream name, the call's params) -> hooks."""
     subscriptions: set[str]
     """Public URIs this caller is subscribed to."""
-    subscribers: Callable[[str], int]
-    """How many callers of the hub are subscribed to a public URI."""
+    still_held: Callable[[str, str], bool]
+    """Whether a caller of a tenant (a session, or a listen stream) still holds a subscription to a
+    public URI: (URI, tenant). A shared upstream session, one per tenant, stays subscribed while one does."""
     tasks: TaskTable
     """This caller's tasks: public task id <-> (upstream, the upstream's task id)."""
     server: ServerFacts

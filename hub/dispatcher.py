@@ -155,8 +155,8 @@ async def _unsubscribe(ctx: RequestContext, params: Message) -> Message:
     uri = _string(params, "uri")
     entry = ctx.view.resource(uri)
     ctx.subscriptions.discard(uri)
-    # A shared upstream session serves every client: keep it subscribed while anyone is.
-    if not (ctx.upstreams.is_shared(entry.upstream) and ctx.subscribers(uri) > 0):
+    # A shared upstream session serves the tenant: kept subscribed while any session or listener of it is.
+    if not (ctx.upstreams.is_shared(entry.upstream) and ctx.still_held(uri, ctx.caller.tenant)):
         await _forward(ctx, entry, "resources/unsubscribe", {**params, "uri": entry.original})
     return {}
 

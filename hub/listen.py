@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -90,7 +90,13 @@ class Listener:
 class Listeners:
     """Every open listener of the hub, bounded in all and per caller."""
 
-    def __init__(self, max_total: int = 1000, max_per_caller: int = MAX_PER_CALLER) -> None:
+    def __init__(
+        self,
+        max_total: int = 1000,
+        max_per_caller: int = MAX_PER_CALLER,
+        subscribed: Callable[[str, str], bool] = lambda uri, tenant: False,
+    ) -> None:
+        self._subscribed = subscribed  # (URI, tenant): whether a session of the tenant is subscribed to it
         self.max_total = max_total
         self.max_per_caller = max_per_caller
         self._all: set[Listener] = set()
@@ -119,9 +125,12 @@ class Listeners:
         self._all.discard(listener)
         self._fewer.set()
 
-    def holding(self, uri: str, tenant: str) -> bool:
-        """Whether any listener of ``tenant`` still gets updates of ``uri``."""
-        return any(uri in listener.uris and listener.caller.tenant == tenant for listener in self._all)
+    def held(self, uri: str, tenant: str) -> bool:
+        """Whether a listener or a session of ``tenant`` still gets updates of ``uri``: the tenant's
+        shared upstream session, which serves them all, stays subscribed to it until none does."""
+        if any(uri in listener.uris and listener.caller.tenant == tenant for listener in self._all):
+            return True
+        return self._subscribed(uri, tenant)
 
     def lists_changed(self, rule: ViewRule, kinds: set[ListKind]) -> None:
         """The lists of ``kinds`` changed for the callers under ``rule``."""

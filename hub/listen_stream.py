@@ -82,8 +82,8 @@ async def serve_listen(
     finally:
         listeners.remove(listener)
         for uri, upstream, original in subscribed:
-            # A shared upstream session serves the tenant: kept subscribed while any listener of it is.
-            if upstreams.is_shared(upstream) and listeners.holding(uri, caller.tenant):
+            # A shared upstream session serves the tenant: kept subscribed while any session or listener of it is.
+            if upstreams.is_shared(upstream) and listeners.held(uri, caller.tenant):
                 _forget(principal, (upstream, original))
                 continue
             await _let_go(principal, upstream, original)

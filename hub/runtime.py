@@ -154,7 +154,7 @@ class Hub:
                 retention=settings.events.max_age,
             ),
             log_event=lambda session_id, stream, event: self.events.record(session_id, self.run, stream, event),
-            subscribers=lambda uri: self.sessions.subscribers(uri),
+            still_held=lambda uri, tenant: self.listeners.held(uri, tenant),
             record=lambda session: self.sessions.record(session),
             audit=self.audit,
             metrics=self.counting,
@@ -168,7 +168,7 @@ class Hub:
             store_ready=self._store_ready,
             leases=self.scale.replicas if self.scale is not None else None,
         )
-        self.listeners = Listeners(max_total=settings.max_sessions)
+        self.listeners = Listeners(max_total=settings.max_sessions, subscribed=self.sessions.subscribed)
         stateless_upstreams = PrincipalUpstreams(
             self.pool.open_session,
             max_sets=settings.max_sessions,

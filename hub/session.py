@@ -305,7 +305,7 @@ class Session:
             emit=stream.push,
             hooks=lambda upstream, params: self._hooks(stream, upstream, params),
             subscriptions=self.subscriptions,
-            subscribers=services.subscribers or (lambda uri: 0),
+            still_held=services.still_held or _held_by_none,
             tasks=self.tasks,
             server=services.server,
             handshake=self,
@@ -389,3 +389,7 @@ class Session:
 
     async def _upstream_request(self, upstream: str, message: Message) -> Message:
         return await self.relay.ask(upstream, message, self.streams.get)
+
+
+def _held_by_none(uri: str, tenant: str) -> bool:
+    return False

@@ -103,7 +103,8 @@ class SessionServices:
     ask_timeout: float = 300.0
     streams: StreamSettings = field(default_factory=StreamSettings)
     log_event: Callable[[str, int, Event], int | None] | None = None
-    subscribers: Callable[[str], int] | None = None
+    still_held: Callable[[str, str], bool] | None = None
+    """See :attr:`hub.context.RequestContext.still_held`."""
     record: Callable[[Negotiated], Awaitable[None]] | None = None
     audit: AuditLog | None = None
     metrics: Metrics | None = None

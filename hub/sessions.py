@@ -345,9 +345,9 @@ class SessionManager:
             if session.initialized and session.caller.tenant == key
         )
 
-    def subscribers(self, uri: str) -> int:
-        """How many sessions are subscribed to a public resource URI."""
-        return sum(uri in session.subscriptions for session in self._sessions.values())
+    def subscribed(self, uri: str, tenant: str) -> bool:
+        """Whether a session of ``tenant`` is subscribed to a public resource URI."""
+        return any(uri in s.subscriptions and s.caller.tenant == tenant for s in self._sessions.values())
 
     def notify_subscribers(self, uri: str, message: Message, key: str | None = None) -> int:
         """Send a message to the GET stream of every session subscribed to ``uri`` (of ``key``)."""

@@ -311,7 +311,7 @@ class StatelessContexts:
             emit=lambda msg: None,
             hooks=hooks,
             subscriptions=set(),
-            subscribers=lambda uri: 0,
+            still_held=lambda uri, tenant: False,  # (a listen stream unsubscribes by itself)
             tasks=principal.tasks,
             server=self.server,
             log_level=log_level,

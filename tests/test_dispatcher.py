@@ -68,7 +68,7 @@ def context(upstreams: Recorder, rule: ViewRule | None = None, **extra: Any) -> 
         emit=lambda message: None,
         hooks=lambda upstream, params: CallHooks(),
         subscriptions=set(),
-        subscribers=lambda uri: 0,
+        still_held=lambda uri, tenant: False,
         tasks=TaskTable(),
         server=ServerFacts(info={"name": "manifold"}, capabilities=lambda: {"tools": {}}),
         **extra,
