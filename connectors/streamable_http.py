@@ -47,8 +47,9 @@ __all__ = ["StreamableHttpTransport"]
 logger = logging.getLogger(__name__)
 
 _SESSION_HEADER: Final = "mcp-session-id"
-_OPENING: Final = frozenset({"initialize", "server/discover"})  # what opens a session (or finds the era)
+_OPENING: Final = frozenset({"initialize", "notifications/initialized", "server/discover"})  # the handshake
 _VERSION_HEADER: Final = "mcp-protocol-version"
+_POST_HEADERS: Final = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 _RESUME_ATTEMPTS: Final = 5
 _RETRY_CAP_MS: Final = 5000
 _LISTEN_FAILURES: Final = 5
@@ -96,7 +97,7 @@ class StreamableHttpTransport:
         self._linger = linger
         self._link: Link | None = None
         self._session_id: str | None = None
-        self._reopening = False  # from reset() until the new session's initialize is answered
+        self._reopening = False  # from reset() until the new session is open (opened())
         self._listener: asyncio.Task[None] | None = None
         self._listen_offered = True  # until the upstream answers GET with 405
         self._linger_timer: asyncio.TimerHandle | None = None
@@ -141,6 +142,7 @@ class StreamableHttpTransport:
             self._session_id = None
 
     async def send(self, message: Message) -> None:
+        self._check_open(message)
         is_request = "method" in message and "id" in message
         if is_request:
             self.last_active = asyncio.get_running_loop().time()
@@ -154,14 +156,16 @@ class StreamableHttpTransport:
                 self._requests -= 1
                 self._schedule_linger()
 
+    def _check_open(self, message: Message) -> None:
+        if self._reopening and message.get("method") not in _OPENING:
+            # It got past the engine's wait for the new session before reset(): the upstream would
+            # refuse it, or take it before the handshake ends. The engine waits and sends it again.
+            raise UpstreamSessionExpired(self.spec.name, "our session is being opened again")
+
     # -- POST --------------------------------------------------------------------------------------
 
     def _headers(self) -> dict[str, str]:
-        headers = {
-            **self.spec.headers,
-            "accept": "application/json, text/event-stream",
-            "content-type": "application/json",
-        }
+        headers = {**self.spec.headers, **_POST_HEADERS}
         if self._session_id is not None:
             headers[_SESSION_HEADER] = self._session_id
         version = self.link.protocol_version
@@ -172,11 +176,8 @@ class StreamableHttpTransport:
     async def _post(self, message: Message, is_request: bool) -> None:
         name = self.spec.name
         sent_session = self._session_id  # a 404 means "expired" only for a request that named a session
+        self._check_open(message)  # again: opening the GET stream took a while
         headers = self._headers()
-        if self._reopening and message.get("method") not in _OPENING:
-            # It got past the engine's wait for the new session before reset() (while its GET
-            # stream was being opened, say): without a session id the upstream would refuse it.
-            raise UpstreamSessionExpired(name, "our session is being opened again")
         if self.link.protocol_version == MODERN:
             headers.update(routing_headers(message))
             params = message.get("params")
@@ -234,7 +235,6 @@ class StreamableHttpTransport:
             return None
         if message.get("method") == "initialize":
             self._session_id = response.headers.get(_SESSION_HEADER)
-            self._reopening = False
         if not is_request:
             await response.wait_complete()
             return None  # 202 Accepted (or any 2xx) for notifications and responses
@@ -368,7 +368,7 @@ class StreamableHttpTransport:
         cursor = _Cursor()
         failures = 0
         try:
-            while failures < _LISTEN_FAILURES:
+            while failures < _LISTEN_FAILURES and not self._reopening:  # a new session gets a new listener
                 headers = {**self._headers(), "accept": "text/event-stream"}
                 if cursor.last_id is not None:
                     headers["last-event-id"] = cursor.last_id
@@ -391,7 +391,9 @@ class StreamableHttpTransport:
                 finally:
                     listening.set()
                 await asyncio.sleep(cursor.wait())
-            logger.info("upstream %s: gave up on its GET stream after %d failures", self.spec.name, failures)
+            if failures >= _LISTEN_FAILURES:
+                logger.info("upstream %s: gave up on its GET stream after %d failures", self.spec.name, failures)
         finally:
+            listening.set()
             if self._streams is not None and self._listener is asyncio.current_task():
                 self._streams.release(self)

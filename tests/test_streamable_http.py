@@ -230,12 +230,14 @@ class SlowToListen(Forgetful):
     def __init__(self) -> None:
         super().__init__()
         self.hold_get = False
+        self.gets = 0
         self.get_waiting = asyncio.Event()
         self.get_go = asyncio.Event()
 
     async def answer(self, method: str, headers: dict[str, str], body: bytes) -> httpx.Response:
         if method != "GET":
             return await super().answer(method, headers, body)
+        self.gets += 1
         if self.hold_get:
             self.get_waiting.set()
             await asyncio.wait_for(self.get_go.wait(), 10)
@@ -267,16 +269,21 @@ async def test_a_request_that_was_opening_its_stream_when_the_session_was_renewe
     assert sent[-2:] == ["s2", "s2"]
 
 
-async def test_nothing_but_the_opening_request_goes_out_on_a_session_being_opened_again() -> None:
-    script = Script()
+async def test_nothing_but_the_handshake_goes_out_on_a_session_being_opened_again() -> None:
+    script = SlowToListen()  # it offers GET streams: a request would open one first
     async with scripted(script) as upstream:
-        before = len(script.received)
-        upstream.transport.reset()  # what the engine does when the upstream forgot the session
+        transport = upstream.transport
+        assert isinstance(transport, StreamableHttpTransport)
+        await until(lambda: not transport.listening, "the first GET stream ended")
+        before, gets = len(script.received), script.gets
+        transport.reset()  # what the engine does when the upstream forgot the session
         with pytest.raises(UpstreamSessionExpired):
-            await upstream.transport.send(jsonrpc.request(99, "tools/call", {"name": "a"}))
+            await transport.send(jsonrpc.request(99, "tools/call", {"name": "a"}))
         with pytest.raises(UpstreamSessionExpired):
-            await upstream.transport.send(jsonrpc.notification("notifications/cancelled", {"requestId": 98}))
-        assert len(script.received) == before  # none reached the upstream without a session id
+            await transport.send(jsonrpc.notification("notifications/cancelled", {"requestId": 98}))
+        # None reached the upstream without a session id, nor opened a GET stream for one.
+        assert (len(script.received), script.gets) == (before, gets)
+        assert not transport.listening
 
 
 async def test_a_caller_that_gives_up_mid_renewal_does_not_leave_the_session_half_made() -> None:
