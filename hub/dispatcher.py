@@ -146,8 +146,14 @@ async def _read_resource(ctx: RequestContext, params: Message) -> Message:
 async def _subscribe(ctx: RequestContext, params: Message) -> Message:
     uri = _string(params, "uri")
     entry = ctx.view.resource(uri)
-    await _forward(ctx, entry, "resources/subscribe", {**params, "uri": entry.original})
-    ctx.subscriptions.add(uri)
+    held = uri in ctx.subscriptions
+    ctx.subscriptions.add(uri)  # from now: a shared upstream session is not unsubscribed under it meanwhile
+    try:
+        await _forward(ctx, entry, "resources/subscribe", {**params, "uri": entry.original})
+    except BaseException:
+        if not held:
+            ctx.subscriptions.discard(uri)
+        raise
     return {}
 
 

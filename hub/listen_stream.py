@@ -67,14 +67,15 @@ async def serve_listen(
     subscribed: list[tuple[str, str, str]] = []  # (public uri, upstream, original)
     try:
         for uri in dict.fromkeys(uris or []):
+            listener.uris.add(uri)  # from now: a shared upstream session is not unsubscribed under it meanwhile
             try:
                 entry = view.resource(uri)
                 await _hold(principal, entry.upstream, entry.original)
             except Exception as exc:  # not in the view, or the upstream will not: the ack leaves it out
+                listener.uris.discard(uri)
                 logger.debug("listen: %s not subscribed: %s", uri, exc)
                 continue
             subscribed.append((uri, entry.upstream, entry.original))
-            listener.uris.add(uri)
         honored: Message = dict.fromkeys(sorted(lists), True)
         if uris is not None:
             honored["resourceSubscriptions"] = [uri for uri, _, _ in subscribed]
