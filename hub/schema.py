@@ -236,6 +236,10 @@ class HubSettings(_Model):
     max_header_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     max_headers: Annotated[int, Field(ge=8, le=10_000)] = 100
     request_read_timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
+    keep_alive_timeout: Annotated[float, Field(gt=0, le=3600)] = 65.0
+    """How long an idle client connection stays open after a reply: longer than clients keep theirs
+    (httpx 5 s, load balancers often 60 s), so that the client closes it first and never sends a
+    request on a connection the hub is closing."""
     client_request_timeout: Annotated[float, Field(gt=0)] = 300.0
     input_timeout: Annotated[float, Field(gt=0, le=3600)] = 300.0
     """How long a stateless client's call waits for its retry with the input it was asked for."""

@@ -4,7 +4,8 @@
 hub needs at the socket, before any memory is spent on a request: the size
 of the request line and headers together, their count (both 431 beyond),
 and the time the headers may take to arrive (408, then the connection
-closes). A connection that sends nothing is closed after that time too.
+closes). A connection that sends nothing is closed after that time too; one
+that is idle after a reply, after ``hub.keepAliveTimeout``.
 
 :class:`HubServer` turns the first SIGTERM or SIGINT into a drain (see
 :meth:`hub.runtime.Hub.drain`) and exits cleanly once it is done; a second
@@ -30,10 +31,6 @@ __all__ = ["HubServer", "http_options", "protocol_for", "server_config"]
 logger = logging.getLogger(__name__)
 
 _GRACEFUL_SECONDS: Final = 5
-_KEEP_ALIVE_SECONDS: Final = 65
-"""How long an idle connection stays open: longer than clients keep theirs (httpx 5 s, load
-balancers 60 s), so that the client, not the hub, closes it. A hub that closed first would race
-the client's next request on it, which then fails with no answer."""
 
 
 class _HeadersRefused(Exception):
@@ -147,7 +144,7 @@ def protocol_for(settings: HubSettings) -> type[HttpToolsProtocol]:
 
 def http_options(settings: HubSettings) -> dict[str, Any]:
     """uvicorn's options for the hub's HTTP connections: the limited protocol, the keep-alive."""
-    return {"http": protocol_for(settings), "timeout_keep_alive": _KEEP_ALIVE_SECONDS}
+    return {"http": protocol_for(settings), "timeout_keep_alive": settings.keep_alive_timeout}
 
 
 def server_config(

@@ -434,6 +434,23 @@ async def test_a_connection_that_sends_nothing_is_closed_after_the_read_timeout(
             await assert_still_serving(url)
 
 
+async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(upstream: str) -> None:
+    keep_alive = 0.5
+    async with hub_for(upstream, keepAliveTimeout=keep_alive) as (url, _):
+        host, port = address(url)
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(f"GET /health HTTP/1.1\r\nhost: {host}:{port}\r\n\r\n".encode())
+            reply = await read_reply(reader, time.monotonic(), WAIT)
+            assert reply.status == 200 and not reply.closed
+            idle = await read_reply(reader, time.monotonic(), keep_alive + MARGIN)
+            assert idle.closed and idle.data == b""
+            assert keep_alive * 0.8 <= idle.seconds <= keep_alive + MARGIN
+        finally:
+            writer.close()
+        await assert_still_serving(url)
+
+
 # -- a session flood ----------------------------------------------------------------------------------
 
 
