@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic.alias_generators import to_camel
+
 from connectors.spec import UpstreamSpec
 from hub.config import Config, config_from_bytes
 from hub.errors import ConfigError
@@ -33,7 +35,18 @@ __all__ = ["ReloadOutcome", "Reloadable", "Reloader", "config_digest"]
 
 logger = logging.getLogger(__name__)
 
-_RESTART_ONLY = ("host", "port", "storage", "redis", "replica", "workspaces")
+# Where the hub listens, keeps its data, and how its sockets take requests (set when they open).
+_RESTART_ONLY = (
+    "host",
+    "port",
+    "storage",
+    "redis",
+    "replica",
+    "workspaces",
+    "max_header_bytes",
+    "max_headers",
+    "keep_alive_timeout",
+)
 
 
 @dataclass
@@ -166,7 +179,7 @@ class Reloader:
                 # Another replica's document: where it listens and keeps its data are its own, not news.
                 restart = [name for name in restart if name not in _RESTART_ONLY]
             if restart:
-                names = ", ".join(f"hub.{n}" for n in restart)
+                names = ", ".join(_key(n) for n in restart)
                 logger.warning("reload (%s): %s change only with a restart", source, names)
         old = {spec.name: spec for spec in self.hub.upstream_specs()}
         new = {spec.name: spec for spec in config.upstream_specs()}
@@ -179,7 +192,7 @@ class Reloader:
             added=sorted(set(new) - set(old)),
             removed=sorted(set(old) - set(new)),
             changed=sorted(name for name in set(old) & set(new) if old[name] != new[name]),
-            restart_needed=[f"hub.{name}" for name in restart],
+            restart_needed=[_key(name) for name in restart],
         )
         logger.info(
             "reloaded (%s): upstreams added %s, removed %s, changed %s",
@@ -205,3 +218,8 @@ class Reloader:
                 now = settled
             seen = now
             await self.reload("file")
+
+
+def _key(name: str) -> str:
+    """A setting of ``hub`` as the config document spells it."""
+    return "hub." + ".".join(to_camel(part) for part in name.split("."))

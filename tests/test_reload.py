@@ -168,11 +168,13 @@ async def test_an_invalid_file_is_refused_with_every_problem_and_the_hub_keeps_s
             err = capsys.readouterr().err
             assert code == 1 and "$.mcpServers.alpha.url: must be an http:// or https:// URL" in err
 
-            path.write_text(json.dumps({**good, "hub": {**good["hub"], "port": 1}}))
+            path.write_text(json.dumps({**good, "hub": {**good["hub"], "port": 1, "keepAliveTimeout": 9}}))
             code = await asyncio.to_thread(main, ["reload", "--url", base, "--token", ADMIN])
             out = capsys.readouterr().out
             assert code == 0 and "not applied until a restart: hub.port" in out
+            assert "not applied until a restart: hub.keepAliveTimeout" in out
             assert hub.config.hub.port == good["hub"].get("port", 8765)
+            assert hub.config.hub.keep_alive_timeout == 65  # its sockets keep theirs until a restart
             assert hub.reloader.reloads == 1
 
             code = await asyncio.to_thread(main, ["sessions", "--url", base, "--token", ADMIN, "--json"])
