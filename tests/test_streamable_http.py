@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from connectors import jsonrpc
-from connectors.engine import CallHooks
+from connectors.engine import CallHooks, Connector
 from connectors.errors import (
     UpstreamProtocolError,
     UpstreamRpcError,
@@ -244,15 +244,21 @@ class SlowToListen(Forgetful):
         return httpx.Response(404)
 
 
+async def listening_ended(upstream: Connector) -> StreamableHttpTransport:
+    """The connector's transport, once the GET stream it opened at the start has ended (404)."""
+    transport = upstream.transport
+    assert isinstance(transport, StreamableHttpTransport)
+    await until(lambda: not transport.listening, "the first GET stream ended")
+    return transport
+
+
 async def test_a_request_that_was_opening_its_stream_when_the_session_was_renewed_waits_for_the_new_one() -> None:
     # The first request passes the wait for a ready session, then opens the GET stream; while it
     # waits for that, the second finds the session forgotten and starts a new one. The first must
     # not go out with no session id (the upstream refuses that with 400): it waits for the new one.
     script = SlowToListen()
     async with scripted(script) as upstream:
-        transport = upstream.transport
-        assert isinstance(transport, StreamableHttpTransport)
-        await until(lambda: not transport.listening, "the first GET stream ended")
+        transport = await listening_ended(upstream)
         script.known.clear()  # the upstream restarted
         script.hold_get = True
         first = asyncio.create_task(upstream.request("tools/call", {"name": "a"}))
@@ -272,9 +278,7 @@ async def test_a_request_that_was_opening_its_stream_when_the_session_was_renewe
 async def test_nothing_but_the_handshake_goes_out_on_a_session_being_opened_again() -> None:
     script = SlowToListen()  # it offers GET streams: a request would open one first
     async with scripted(script) as upstream:
-        transport = upstream.transport
-        assert isinstance(transport, StreamableHttpTransport)
-        await until(lambda: not transport.listening, "the first GET stream ended")
+        transport = await listening_ended(upstream)
         before, gets = len(script.received), script.gets
         transport.reset()  # what the engine does when the upstream forgot the session
         with pytest.raises(UpstreamSessionExpired):
