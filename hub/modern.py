@@ -14,7 +14,7 @@ cancels the call upstream. A call that needs the client's input answers
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -25,7 +25,7 @@ from connectors import jsonrpc, log_context, tracing
 from connectors.jsonrpc import Kind, Message
 from connectors.spec import MODERN_VERSIONS
 from hub import modern_tasks
-from hub.asgi import Receive, Send, respond, watch_disconnect
+from hub.asgi import Receive, Send, respond
 from hub.audit import AUDITED, AuditLog
 from hub.catalog import ListKind
 from hub.context import Caller
@@ -46,9 +46,11 @@ from hub.listen_stream import serve_listen
 from hub.metrics import Metrics
 from hub.modern_errors import reply_error, stateless_error
 from hub.session_services import CallCount
-from hub.sse import SseWriter, event
 from hub.stateless import PrincipalUpstreams, StatelessContexts, level_rank
-from hub.stateless_calls import CallGone, CallSlot, StatelessCall, StatelessCalls
+from hub.stateless_call import StatelessCall
+from hub.stateless_calls import CallSlot, StatelessCalls
+from hub.stateless_reply import Reply
+from hub.tenants import Tenant
 from hub.views import CatalogView, Views
 
 __all__ = ["ModernEndpoint", "ModernServices"]
@@ -282,7 +284,6 @@ class ModernEndpoint:
                 annotated = self._param_headers.of(view.catalog, name)
                 if annotated:
                     check_param_headers(annotated, params.get("arguments"), headers)
-            contexts = self.services.contexts
             forwarded = upstream_meta(params)
             support = view.catalog.task_support(name) if method == "tools/call" else "forbidden"
             task = modern_tasks.task_request(support, envelope.capabilities)
@@ -292,89 +293,40 @@ class ModernEndpoint:
             meta = forwarded.get("_meta")
             forwarded["_meta"] = {"progressToken": "", **(meta if isinstance(meta, dict) else {})}
 
-            principals = self.services.upstreams
-            tenant = gate.tenant(caller)
-
-            async def run(call: StatelessCall) -> Message:
-                # The call holds its caller's upstream sessions for as long as it lives, parked or not.
-                with principals.use(caller, tenant, envelope.capabilities) as principal:
-                    ctx = contexts.context(
-                        caller, envelope.version, envelope.capabilities, view, principal, call, envelope.log_level
-                    )
-                    result = await dispatch(ctx, method, forwarded)
-                    if task is None:
-                        return result
-                    return await modern_tasks.settle_call(principal.bridges, result, ctx)
-
+            run = functools.partial(self._run, caller, gate.tenant(caller), envelope, view, method, forwarded, task)
             call = calls.start(caller, method, name, envelope.capabilities, run)
             assert call.task is not None
             slot.hand_to(call.task)  # the tenant's call slot is the call's, parked or not, until it ends
         meta = params.get("_meta")
-        call.attach(meta.get("progressToken") if isinstance(meta, dict) else None, level_rank(envelope.log_level))
-        return await self._follow(call, view, request_id, receive, send)
+        reply = Reply(calls, call, request_id, send, self._complete, self._finish, view)
+        call.attach(
+            meta.get("progressToken") if isinstance(meta, dict) else None, level_rank(envelope.log_level), reply
+        )
+        return await reply.wait(receive)
 
-    async def _follow(
-        self, call: StatelessCall, view: CatalogView, request_id: Any, receive: Receive, send: Send
-    ) -> tuple[str, int | None, int]:
-        """Write what the call sends until its result, or its questions for the client."""
-        calls = self.services.calls
-        gone = asyncio.Event()
-        watcher = asyncio.get_running_loop().create_task(watch_disconnect(receive, gone, lambda: calls.cancel(call)))
-        writer: SseWriter | None = None
-        task = call.task
-        assert task is not None
-        try:
-            while True:
-                await call.changed()
-                for note in call.take_outbox():
-                    if writer is None:
-                        writer = SseWriter(send)
-                        await writer.start()
-                    await writer.write(event(jsonrpc.dumps(note)))
-                if call.has_questions and not task.done():
-                    state = calls.park(call)
-                    if state is None:
-                        continue
-                    asked: Message = {"inputRequests": call.take_questions(), "requestState": state}
-                    body = jsonrpc.response(request_id, self._complete({**asked, "resultType": "input_required"}))
-                    outcome: tuple[str, int | None] = ("input_required", None)
-                    break
-                if task.done():
-                    try:
-                        if task.cancelled():
-                            raise CallGone()
-                        result: Message = task.result()
-                    except CallGone:
-                        # The client went away (or the call ended while parked): whatever is written goes nowhere.
-                        if writer is None:
-                            await respond(send, 200, b"", _JSON)
-                        else:
-                            await writer.end()
-                        return ("cancelled", None, 0)
-                    except Exception as exc:
-                        error, status, _ = stateless_error(exc)
-                        body = jsonrpc.error_response(request_id, error)
-                        code = error.get("code")
-                        outcome = ("error", code if isinstance(code, int) else None)
-                        if writer is None:
-                            data = jsonrpc.dumps(body)
-                            await respond(send, status, data, _JSON)
-                            return (*outcome, len(data))
-                        break
-                    body = jsonrpc.response(request_id, self._complete(result, self._read_cache(call, view, result)))
-                    outcome = ("isError" if result.get("isError") is True else "ok", None)
-                    break
-        finally:
-            watcher.cancel()
-        data = jsonrpc.dumps(body)
-        if gone.is_set():
-            return (*outcome, 0)
-        if writer is None:
-            await respond(send, 200, data, _JSON)
-        else:
-            await writer.write(event(data))
-            await writer.end()
-        return (*outcome, len(data))
+    async def _run(
+        self,
+        caller: Caller,
+        tenant: Tenant,
+        envelope: Envelope,
+        view: CatalogView,
+        method: str,
+        forwarded: Message,
+        task: Message | None,
+        call: StatelessCall,
+    ) -> Message:
+        # The call holds its caller's upstream sessions for as long as it lives, parked or not.
+        with self.services.upstreams.use(caller, tenant, envelope.capabilities) as principal:
+            ctx = self.services.contexts.context(
+                caller, envelope.version, envelope.capabilities, view, principal, call, envelope.log_level
+            )
+            result = await dispatch(ctx, method, forwarded)
+            if task is None:
+                return result
+            return await modern_tasks.settle_call(principal.bridges, result, ctx)
+
+    def _finish(self, call: StatelessCall, view: CatalogView, result: Message) -> Message:
+        return self._complete(result, self._read_cache(call, view, result))
 
     # -- subscriptions/listen ----------------------------------------------------------------------
 

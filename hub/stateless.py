@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import OrderedDict
@@ -32,7 +31,7 @@ from hub.errors import MethodNotFound, SessionLimit
 from hub.modern_tasks import TaskBridges
 from hub.outbound import for_client
 from hub.session_services import UpstreamOpener
-from hub.stateless_calls import StatelessCall
+from hub.stateless_call import StatelessCall
 from hub.tasks import TaskTable
 from hub.tenants import Tenant
 from hub.views import CatalogView
@@ -55,7 +54,10 @@ class Askers:
         if call in calls or call.task is None:
             return
         calls.add(call)
-        call.task.add_done_callback(lambda _: calls.discard(call))
+        if call.asking is None:
+            call.asking = calls  # (it leaves the set as it ends)
+        else:
+            call.task.add_done_callback(lambda _: calls.discard(call))  # a second upstream of one call
 
     def only(self, upstream: str) -> StatelessCall | None:
         """The one call in flight to ``upstream``, or None when there are none or several."""
@@ -174,13 +176,11 @@ class PrincipalUpstreams:
 
         Raises: SessionLimit: ``max_sets`` sets are in use by requests right now.
         """
-        relayed = relayed_shape(capabilities)
-        shape = json.dumps(relayed, sort_keys=True, separators=(",", ":")) if relayed else ""
-        key = (caller.tenant, caller.principal, shape)
+        key = (caller.tenant, caller.principal, shape_key(capabilities))
         held = self._held.get(key)
         if held is None:
             self._make_room()
-            held = _Held(self._open(caller, tenant, relayed), caller)
+            held = _Held(self._open(caller, tenant, relayed_shape(capabilities)), caller)
             self._held[key] = held
         else:
             self._held.move_to_end(key)
@@ -247,19 +247,30 @@ _KNOWN: Final[dict[str, tuple[str, ...]]] = {
 }
 
 
+def _present(capabilities: Message) -> list[tuple[str, list[str]]]:
+    out: list[tuple[str, list[str]]] = []
+    for name, known in _KNOWN.items():
+        declared = capabilities.get(name)
+        if isinstance(declared, dict):
+            keys = [key for key in known if (declared.get(key) is True if key == "listChanged" else key in declared)]
+            out.append((name, keys))
+    return out
+
+
 def relayed_shape(capabilities: Message) -> Message:
     """The capabilities the hub relays, reduced to what the specification names (values dropped).
 
     Upstream sessions are kept per shape, so its number of forms is small and fixed: a caller
     cannot make a new set of upstream sessions per request by varying what it declares.
     """
-    shape: Message = {}
-    for name, known in _KNOWN.items():
-        declared = capabilities.get(name)
-        if isinstance(declared, dict):
-            present = [key for key in known if (declared.get(key) is True if key == "listChanged" else key in declared)]
-            shape[name] = {key: True if key == "listChanged" else {} for key in present}
-    return shape
+    return {name: {key: True if key == "listChanged" else {} for key in keys} for name, keys in _present(capabilities)}
+
+
+def shape_key(capabilities: Message) -> str:
+    """The :func:`relayed_shape` of ``capabilities`` as a key (the same shapes, the same key)."""
+    if not capabilities:
+        return ""
+    return ";".join(f"{name}:{','.join(keys)}" for name, keys in _present(capabilities))
 
 
 _LEVEL: Final = {name: rank for rank, name in enumerate(LOG_LEVELS)}
@@ -308,11 +319,19 @@ class StatelessContexts:
             client_capabilities=capabilities,
             view=view,
             upstreams=principal.upstreams,
-            emit=lambda msg: None,
+            emit=_emit_nothing,
             hooks=hooks,
             subscriptions=set(),
-            still_held=lambda uri, tenant: False,  # (a listen stream unsubscribes by itself)
+            still_held=_held_by_none,  # (a listen stream unsubscribes by itself)
             tasks=principal.tasks,
             server=self.server,
             log_level=log_level,
         )
+
+
+def _emit_nothing(message: Message) -> None:
+    return None  # a stateless request has no stream of its own for anything but its reply
+
+
+def _held_by_none(uri: str, tenant: str) -> bool:
+    return False

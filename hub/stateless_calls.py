@@ -24,169 +24,19 @@ import itertools
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Self
 
-from connectors import jsonrpc
-from connectors.eras import INPUT_KEY
 from connectors.jsonrpc import Message
 from hub.context import Caller
-from hub.errors import BadRequestState, ClientError, ClientTimeout, InvalidParams, ShuttingDown
-from hub.relay import held_question
+from hub.errors import BadRequestState, ClientError, ClientTimeout, ShuttingDown
 from hub.request_state import Claims, StateSeal
+from hub.stateless_call import CallGone, StatelessCall
 
-__all__ = ["CallGone", "CallSlot", "StatelessCall", "StatelessCalls"]
+__all__ = ["CallSlot", "StatelessCalls"]
 
 logger = logging.getLogger(__name__)
-
-_HELD: Final = 64  # notifications kept for the next retry while a call is parked
-_OUTBOX: Final = 256  # notifications waiting for the attached request's writer
-_MAX_QUESTIONS: Final = 16  # open questions of one call
-
-
-class CallGone(Exception):
-    """The call ended while its client was away (cancelled, expired, or the hub stopping)."""
-
-
-class StatelessCall:
-    """One interactive request of a stateless client, across its rounds."""
-
-    def __init__(self, call_id: str, caller: Caller, method: str, name: str, capabilities: Message) -> None:
-        self.id = call_id
-        self.caller = caller
-        self.method = method
-        self.name = name
-        self.capabilities = capabilities
-        self.round = ""  # a round's nonce, set when the call parks (its state then names it)
-        self.task: asyncio.Task[Message] | None = None
-        self._open: dict[str, asyncio.Future[Message]] = {}  # questions asked and not yet answered
-        self._unsent: dict[str, Message] = {}  # of those, the ones the client has not seen yet
-        self._keys = itertools.count(1)
-        self._changed = asyncio.Event()
-        self._outbox: deque[Message] = deque(maxlen=_OUTBOX)
-        self._held: deque[Message] = deque(maxlen=_HELD)
-        self._attached = False
-        self.upstream = ""
-        """The upstream the call waits on (set when it is sent there)."""
-        self._token: Any = None
-        self._level: int | None = None
-        self.expiry: asyncio.TimerHandle | None = None
-
-    # -- what the upstream side calls (the call's hooks) ---------------------------------------------
-
-    async def ask(self, message: Message) -> Message:
-        """An upstream's question to the client; returns the client's answer from a later round.
-
-        Raises:
-            MethodNotFound: the client did not declare the capability the question needs.
-            ClientError: too many questions of this call are open.
-        """
-        method, params = held_question(message, self.capabilities, len(self._open), _MAX_QUESTIONS, "call")
-        wanted = message.get(INPUT_KEY)  # the upstream's own key, when it asked in the same era
-        key = wanted if isinstance(wanted, str) and wanted and wanted not in self._open else f"q{next(self._keys)}"
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._open[key] = future
-        self._unsent[key] = {"method": method, "params": params}
-        self._changed.set()
-        try:
-            return await future
-        finally:
-            self._open.pop(key, None)
-            self._unsent.pop(key, None)
-
-    def progress(self, update: Message) -> None:
-        """Progress of the call, for whichever request waits for it (under that request's own token)."""
-        if self._token is None and self._attached:
-            return  # the attached request asked for no progress
-        self._put(jsonrpc.notification("notifications/progress", {**update, "progressToken": self._token}))
-
-    def log(self, message: Message, level: int) -> None:
-        """A log message of the call: sent only to a request that asked for this level or a lower one."""
-        if self._level is not None and level >= self._level:
-            self._put(message)
-
-    def _put(self, message: Message) -> None:
-        if self._attached:
-            self._outbox.append(message)
-            self._changed.set()
-        else:
-            self._held.append(message)
-
-    # -- what the request side calls ----------------------------------------------------------------
-
-    def attach(self, progress_token: Any, level: int | None) -> None:
-        """A request of the client now waits for this call (the first, or a retry)."""
-        if self.expiry is not None:
-            self.expiry.cancel()
-            self.expiry = None
-        self._attached = True
-        self._token = progress_token
-        self._level = level
-        while self._held:
-            held = self._held.popleft()
-            if held.get("method") != "notifications/progress":
-                self._outbox.append(held)
-            elif progress_token is not None:
-                self._outbox.append({**held, "params": {**held["params"], "progressToken": progress_token}})
-        self._changed.set()
-
-    def detach(self) -> None:
-        self._attached = False
-        self._outbox.clear()
-
-    def answer(self, responses: object) -> None:
-        """The client's ``inputResponses``: one answer for every question it was sent.
-
-        Raises: InvalidParams: an answer is missing or not an object (nothing is answered then).
-        """
-        asked = [key for key in self._open if key not in self._unsent]
-        if not asked:
-            return
-        if not isinstance(responses, dict):
-            raise InvalidParams("params.inputResponses must answer the input requests of the last round")
-        for key in asked:
-            if not isinstance(responses.get(key), dict):
-                raise InvalidParams(f"params.inputResponses.{key} is missing or not an object")
-        for key in asked:
-            future = self._open.get(key)
-            if future is not None and not future.done():
-                future.set_result(responses[key])
-
-    def fail_questions(self, error: Exception) -> None:
-        for future in self._open.values():
-            if not future.done():
-                future.set_exception(error)
-
-    def take_outbox(self) -> list[Message]:
-        out = list(self._outbox)
-        self._outbox.clear()
-        return out
-
-    def take_questions(self) -> dict[str, Message]:
-        questions, self._unsent = self._unsent, {}
-        return questions
-
-    @property
-    def has_questions(self) -> bool:
-        return bool(self._unsent)
-
-    @property
-    def has_outbox(self) -> bool:
-        return bool(self._outbox)
-
-    async def changed(self) -> None:
-        """Wait until something is to be written, asked, or the call is done."""
-        if self.task is not None and self.task.done():
-            return
-        self._changed.clear()
-        if self._outbox or self._unsent:
-            return
-        await self._changed.wait()
-
-    def done(self, task: asyncio.Task[Message]) -> None:
-        self._changed.set()
 
 
 class StatelessCalls:
@@ -351,11 +201,16 @@ class StatelessCalls:
 
 async def _run(run: Callable[[StatelessCall], Awaitable[Message]], call: StatelessCall) -> Message:
     try:
-        return await run(call)
+        result = await run(call)
     except asyncio.CancelledError as exc:
-        if exc.args == ("drain",):
-            raise ShuttingDown() from None
-        raise CallGone() from None
+        error: Exception = ShuttingDown() if exc.args == ("drain",) else CallGone()
+        await call.settle(None, error)
+        raise error from None
+    except Exception as exc:
+        await call.settle(None, exc)
+        raise
+    await call.settle(result, None)
+    return result
 
 
 class CallSlot:

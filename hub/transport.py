@@ -166,7 +166,9 @@ class McpEndpoint:
             if kind is None:
                 raise InvalidRequest("Invalid Request: not a JSON-RPC 2.0 message")
             if self.modern is not None and (is_modern(headers) or wears_envelope(headers, message)):
-                duplicated = duplicated_routing_header(scope["headers"])
+                # The header map keeps one value per name: as long as the raw list, nothing was sent twice.
+                raw = scope["headers"]
+                duplicated = None if len(headers) == len(raw) else duplicated_routing_header(raw)
                 if duplicated is not None:
                     raise HeaderMismatch(f"the {duplicated} header is sent more than once")
                 holder = self._holder(kind, message, caller, headers)

@@ -240,6 +240,35 @@ async def test_closing_the_stream_cancels_the_call_upstream_and_frees_its_slot()
             await hub.sessions.services.calls.wait_zero()  # and the request no longer counts as in flight
 
 
+async def test_closing_the_stream_after_progress_came_cancels_the_call_too() -> None:
+    probe = Probe()
+    async with hub_with_alpha(probe) as (url, hub), http() as client:
+        message, headers = request(
+            1, "tools/call", {"name": "alpha__stepper", "arguments": {"steps": 3}}, meta={"progressToken": "p"}
+        )
+        probe.steps.put_nowait(None)
+        async with client.stream("POST", url, json=message, headers=headers) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            lines = response.aiter_lines()
+            first = await anext(lines)
+            while not first.startswith("data:"):
+                first = await anext(lines)
+            assert json.loads(first[5:])["params"] == {
+                "progressToken": "p",
+                "progress": 1.0,
+                "total": 3.0,
+                "message": "step 1",
+            }
+        # The stream is closed with the call waiting upstream for its second step.
+        await asyncio.wait_for(probe.stepper_cancelled.wait(), WAIT)
+        upstream = hub.pool.upstream("alpha")
+        assert upstream is not None
+        async with asyncio.timeout(WAIT):
+            await upstream.limiter.wait_idle()
+            await hub.sessions.services.calls.wait_zero()
+        assert len(hub.modern.calls) == 0 and not probe.stepper_done.is_set()
+
+
 async def test_subscriptions_listen_carries_a_tool_list_change_of_a_session_era_upstream() -> None:
     async with hub_with_alpha() as (url, _), http() as client:
         listen = rpc(9, "subscriptions/listen", envelope({"notifications": {"toolsListChanged": True}}))

@@ -38,6 +38,7 @@ class Probe:
     roots_changed: asyncio.Event = field(default_factory=asyncio.Event)
     steps: asyncio.Queue[None] = field(default_factory=asyncio.Queue)
     stepper_done: asyncio.Event = field(default_factory=asyncio.Event)
+    stepper_cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     replays: int = 0
     notes: dict[str, str] = field(default_factory=dict)
     refused: list[str] = field(default_factory=list)
@@ -120,9 +121,13 @@ def build_upstream(name: str, probe: Probe | None = None) -> MCPServer:
     @server.tool()
     async def stepper(ctx: Context, steps: int = 3) -> str:
         """Report progress, waiting for the test's go-ahead before each step."""
-        for step in range(1, steps + 1):
-            await asyncio.wait_for(probe.steps.get(), timeout=10)
-            await ctx.report_progress(step, steps, f"step {step}")
+        try:
+            for step in range(1, steps + 1):
+                await asyncio.wait_for(probe.steps.get(), timeout=10)
+                await ctx.report_progress(step, steps, f"step {step}")
+        except asyncio.CancelledError:
+            probe.stepper_cancelled.set()
+            raise
         probe.stepper_done.set()
         return f"{steps} steps done"
 

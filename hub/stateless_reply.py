@@ -1,0 +1,204 @@
+"""The reply to one request of a stateless client that waits for a call: who writes it, and how it went.
+
+The request (the call's first, or a retry) watches its connection for as
+long as it waits: a client that closes it cancels the call. Most calls send
+nothing before their result; their reply is written by the call's own task
+as it ends (one JSON body), so a call costs no task beyond its own. The
+first notification or question the call has for its client starts a
+follower instead, which writes the SSE stream from then on: notifications,
+then the result, or the questions with the sealed state the retry must
+bring (the call then parks, see :mod:`hub.stateless_calls`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+from connectors import jsonrpc
+from connectors.jsonrpc import Message
+from hub.asgi import Receive, Send, respond
+from hub.modern_errors import stateless_error
+from hub.sse import SseWriter, event
+from hub.stateless_call import CallGone, StatelessCall
+from hub.stateless_calls import StatelessCalls
+from hub.views import CatalogView
+
+__all__ = ["Outcome", "Reply"]
+
+logger = logging.getLogger(__name__)
+
+Outcome = tuple[str, int | None, int]
+"""(outcome, JSON-RPC error code, bytes sent), for the audit."""
+
+_JSON: Final = [(b"content-type", b"application/json")]
+
+
+class Reply:
+    """One request's wait for a call."""
+
+    __slots__ = (
+        *("_call", "_calls", "_decorate", "_finish", "_id", "_send", "_view", "_writer"),
+        *("complete", "follower", "outcome", "sealed"),
+    )
+
+    def __init__(
+        self,
+        calls: StatelessCalls,
+        call: StatelessCall,
+        request_id: Any,
+        send: Send,
+        decorate: Callable[[Message], Message],
+        finish: Callable[[StatelessCall, CatalogView, Message], Message],
+        view: CatalogView,
+    ) -> None:
+        self._calls = calls
+        self._call = call
+        self._id = request_id
+        self._send = send
+        self._writer: SseWriter | None = None
+        self._decorate = decorate
+        """Any result as the client gets it (``resultType``, ``serverInfo``)."""
+        self._finish = finish
+        """The call's result as the client gets it in its view (with its caching fields, too)."""
+        self._view = view
+        self.follower: asyncio.Task[None] | None = None
+        self.sealed = False
+        """Its last part is being written: nothing more goes to this reply."""
+        self.complete = False
+        self.outcome: Outcome = ("cancelled", None, 0)
+
+    # -- the request's own task --------------------------------------------------------------------
+
+    async def wait(self, receive: Receive) -> Outcome:
+        """Watch the connection until the reply is written whole or the client goes; how it went."""
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                continue  # (the body was read whole before: nothing else can come)
+        finally:
+            # ASGI answers receive() with a disconnect once the response is complete, too; anything
+            # else that ends the wait (this task cancelled) counts as the client gone.
+            if not self.complete:
+                self._gone()
+        if self.follower is not None:
+            await asyncio.wait([self.follower])
+        self._call.detach(self)  # (a call and its reply referring to each other would be garbage for the GC)
+        return self.outcome
+
+    def _gone(self) -> None:
+        self.sealed = True
+        self.outcome = ("cancelled", None, 0)
+        self._call.detach(self)
+        self._calls.cancel(self._call)  # (a parked call waits on: its state is with the client)
+        if self.follower is not None:
+            self.follower.cancel()
+
+    # -- the call's side ---------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """The call has something for its client before its result: a follower writes from now on."""
+        if self.follower is None and not self.sealed:
+            self.follower = asyncio.get_running_loop().create_task(self._follow())
+
+    async def deliver(self, result: Message | None, error: BaseException | None) -> None:
+        """The call ended (in its own task): its reply is written here, unless a follower writes it."""
+        if self.follower is not None or self.sealed:
+            return
+        self.sealed = True
+        data, outcome, status = b"", self.outcome, 200
+        if error is None and result is not None:
+            try:
+                data = jsonrpc.dumps(jsonrpc.response(self._id, self._finish(self._call, self._view, result)))
+                outcome = ("isError" if result.get("isError") is True else "ok", None, len(data))
+            except Exception as exc:  # (answered as an internal error rather than never)
+                logger.exception("a stateless call's result could not be written")
+                error = exc
+        # (A call that ended without its client, CallGone, gets the empty reply: nobody reads it.)
+        if error is not None and not isinstance(error, CallGone):
+            error_body, status, _ = stateless_error(error)
+            data = jsonrpc.dumps(jsonrpc.error_response(self._id, error_body))
+            code = error_body.get("code")
+            outcome = ("error", code if isinstance(code, int) else None, len(data))
+        self.outcome = outcome
+        self.complete = True  # (before the write: the disconnect that ends the response must not cancel)
+        await respond(self._send, status, data, _JSON)
+
+    # -- the follower ------------------------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        try:
+            await self._write_all()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("writing the reply of a stateless call failed")
+            self.sealed = self.complete = True
+            with contextlib.suppress(Exception):  # (a connection that cannot be written to is closed)
+                if self._writer is None:
+                    error, status, _ = stateless_error(exc)
+                    await respond(self._send, status, jsonrpc.dumps(jsonrpc.error_response(self._id, error)), _JSON)
+                else:
+                    await self._writer.end()
+
+    async def _write_all(self) -> None:
+        """Write what the call sends until its result, or its questions for the client."""
+        call, calls = self._call, self._calls
+        task = call.task
+        assert task is not None
+        while True:
+            await call.changed()
+            for note in call.take_outbox():
+                await self._sse(jsonrpc.dumps(note))
+            if call.has_questions and not task.done():
+                state = calls.park(call)
+                if state is None:
+                    continue
+                asked: Message = {"inputRequests": call.take_questions(), "requestState": state}
+                body = jsonrpc.response(self._id, self._decorate({**asked, "resultType": "input_required"}))
+                outcome: tuple[str, int | None] = ("input_required", None)
+                break
+            if task.done():
+                try:
+                    if task.cancelled():
+                        raise CallGone()
+                    result: Message = task.result()
+                except CallGone:
+                    self.sealed = self.complete = True
+                    if self._writer is None:
+                        await respond(self._send, 200, b"", _JSON)
+                    else:
+                        await self._writer.end()
+                    return
+                except Exception as exc:
+                    error, status, _ = stateless_error(exc)
+                    body = jsonrpc.error_response(self._id, error)
+                    code = error.get("code")
+                    outcome = ("error", code if isinstance(code, int) else None)
+                    if self._writer is None:
+                        await self._last(jsonrpc.dumps(body), outcome, status)
+                        return
+                    break
+                body = jsonrpc.response(self._id, self._finish(self._call, self._view, result))
+                outcome = ("isError" if result.get("isError") is True else "ok", None)
+                break
+        await self._last(jsonrpc.dumps(body), outcome)
+
+    async def _sse(self, data: bytes) -> None:
+        if self._writer is None:
+            self._writer = SseWriter(self._send)
+            await self._writer.start()
+        await self._writer.write(event(data))
+
+    async def _last(self, data: bytes, outcome: tuple[str, int | None], status: int = 200) -> None:
+        self.sealed = True
+        self.outcome = (*outcome, len(data))
+        if self._writer is None:
+            self.complete = True
+            await respond(self._send, status, data, _JSON)
+        else:
+            await self._writer.write(event(data))
+            self.complete = True
+            await self._writer.end()
