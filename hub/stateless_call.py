@@ -46,6 +46,9 @@ class Waiter(Protocol):
     async def deliver(self, result: Message | None, error: BaseException | None) -> None:
         """The call ended: its result or its error."""
 
+    def broken(self) -> None:
+        """The reply could not be written: the request is to end with an error (its connection closed)."""
+
 
 class StatelessCall:
     """One interactive request of a stateless client, across its rounds."""
@@ -143,6 +146,7 @@ class StatelessCall:
                 await reply.deliver(result, error)
             except Exception:
                 logger.exception("the reply of a stateless call could not be written")
+                reply.broken()
 
     # -- what the request side calls ----------------------------------------------------------------
 
@@ -227,3 +231,6 @@ class StatelessCall:
         if self.asking is not None:
             self.asking.discard(self)
         self._signal()
+        if self.reply is not None:
+            # A call cancelled before its task ever ran did not settle: a follower writes its reply.
+            self.reply.wake()

@@ -186,10 +186,13 @@ class StatelessCalls:
             # The upstream gets the error for its question first, then the call is cancelled.
             asyncio.get_running_loop().call_soon(task.cancel)
 
-    def cancel(self, call: StatelessCall) -> None:
-        """The attached request went away (its client closed the stream): the call is cancelled."""
-        if call.task is not None and call.id not in self._parked:
+    def cancel(self, call: StatelessCall) -> bool:
+        """The attached request went away (its client closed the stream): the call is cancelled
+        (not a parked one: its state is with the client). Whether it was."""
+        if call.task is not None and call.id not in self._parked and not call.task.done():
             call.task.cancel()
+            return True
+        return False
 
     def stop(self) -> None:
         """End every call now (the drain ran out): attached ones answer that the hub is shutting down."""

@@ -13,7 +13,6 @@ bring (the call then parks, see :mod:`hub.stateless_calls`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, Final
@@ -21,13 +20,14 @@ from typing import Any, Final
 from connectors import jsonrpc
 from connectors.jsonrpc import Message
 from hub.asgi import Receive, Send, respond
+from hub.errors import ShuttingDown
 from hub.modern_errors import stateless_error
 from hub.sse import SseWriter, event
 from hub.stateless_call import CallGone, StatelessCall
 from hub.stateless_calls import StatelessCalls
 from hub.views import CatalogView
 
-__all__ = ["Outcome", "Reply"]
+__all__ = ["Outcome", "Reply", "ReplyBroken"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +37,16 @@ Outcome = tuple[str, int | None, int]
 _JSON: Final = [(b"content-type", b"application/json")]
 
 
+class ReplyBroken(Exception):
+    """The reply of a stateless call could not be written; its connection is to be closed."""
+
+
 class Reply:
     """One request's wait for a call."""
 
     __slots__ = (
         *("_call", "_calls", "_decorate", "_finish", "_id", "_send", "_view", "_writer"),
-        *("complete", "follower", "outcome", "sealed"),
+        *("_broken", "_waiting", "complete", "follower", "outcome", "sealed"),
     )
 
     def __init__(
@@ -70,31 +74,67 @@ class Reply:
         """Its last part is being written: nothing more goes to this reply."""
         self.complete = False
         self.outcome: Outcome = ("cancelled", None, 0)
+        self._waiting: asyncio.Task[Any] | None = None
+        self._broken = False
 
     # -- the request's own task --------------------------------------------------------------------
 
     async def wait(self, receive: Receive) -> Outcome:
-        """Watch the connection until the reply is written whole or the client goes; how it went."""
+        """Watch the connection until the reply is written whole or the client goes; how it went.
+
+        Raises: ReplyBroken: the reply could not be written (the connection is to be closed).
+        """
+        self._waiting = asyncio.current_task()
+        cancelled = False
         try:
+            if self._broken:
+                raise asyncio.CancelledError()  # (it broke before this wait began)
             while (await receive())["type"] != "http.disconnect":
                 continue  # (the body was read whole before: nothing else can come)
+        except asyncio.CancelledError:
+            if not self._broken:
+                raise
+            if self._waiting is not None and self._waiting.cancelling():
+                self._waiting.uncancel()
+            raise ReplyBroken("the reply of a stateless call could not be written") from None
         finally:
+            self._waiting = None
             # ASGI answers receive() with a disconnect once the response is complete, too; anything
             # else that ends the wait (this task cancelled) counts as the client gone.
             if not self.complete:
-                self._gone()
+                cancelled = self._gone()
         if self.follower is not None:
             await asyncio.wait([self.follower])
+        task = self._call.task
+        if cancelled and task is not None:
+            await asyncio.wait([task])  # the request ends once its call has (its upstream request too)
+            self._settled_without_client(task)
         self._call.detach(self)  # (a call and its reply referring to each other would be garbage for the GC)
         return self.outcome
 
-    def _gone(self) -> None:
+    def _gone(self) -> bool:
         self.sealed = True
         self.outcome = ("cancelled", None, 0)
         self._call.detach(self)
-        self._calls.cancel(self._call)  # (a parked call waits on: its state is with the client)
         if self.follower is not None:
             self.follower.cancel()
+        return self._calls.cancel(self._call)
+
+    def _settled_without_client(self, task: asyncio.Task[Message]) -> None:
+        """A call whose client went away ended all the same with an error (it failed before the
+        cancellation reached it): recorded as that error, with nothing sent."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and not isinstance(error, CallGone):
+            code = stateless_error(error)[0].get("code")
+            self.outcome = ("error", code if isinstance(code, int) else None, 0)
+
+    def broken(self) -> None:
+        """The reply could not be written: the request ends with an error, so its connection is closed."""
+        self._broken = True
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting.cancel()
 
     # -- the call's side ---------------------------------------------------------------------------
 
@@ -136,12 +176,16 @@ class Reply:
         except Exception as exc:
             logger.exception("writing the reply of a stateless call failed")
             self.sealed = self.complete = True
-            with contextlib.suppress(Exception):  # (a connection that cannot be written to is closed)
+            error, status, _ = stateless_error(exc)
+            code = error.get("code")
+            self.outcome = ("error", code if isinstance(code, int) else None, 0)
+            try:
                 if self._writer is None:
-                    error, status, _ = stateless_error(exc)
                     await respond(self._send, status, jsonrpc.dumps(jsonrpc.error_response(self._id, error)), _JSON)
                 else:
                     await self._writer.end()
+            except Exception:
+                self.broken()
 
     async def _write_all(self) -> None:
         """Write what the call sends until its result, or its questions for the client."""
@@ -163,7 +207,7 @@ class Reply:
             if task.done():
                 try:
                     if task.cancelled():
-                        raise CallGone()
+                        raise _cancelled(task)  # (cancelled before its task ever ran)
                     result: Message = task.result()
                 except CallGone:
                     self.sealed = self.complete = True
@@ -202,3 +246,12 @@ class Reply:
             await self._writer.write(event(data))
             self.complete = True
             await self._writer.end()
+
+
+def _cancelled(task: asyncio.Task[Message]) -> Exception:
+    """What a call's task cancelled before it ran stands for: the drain ending it, or its client gone."""
+    try:
+        task.result()
+    except asyncio.CancelledError as exc:
+        return ShuttingDown() if exc.args == ("drain",) else CallGone()
+    return CallGone()
