@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import sys
 import time
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any, Final
 
 import httpx
 import orjson
 
-from bench.processes import cpu_seconds
+from bench.processes import cpu_seconds, free_port, running
 from bench.rounds import Round, call_round, summarize
 
-__all__ = ["ModernClient", "era_costs"]
+__all__ = ["ModernClient", "era_costs", "shared_session_costs"]
 
 VERSION: Final = "2026-07-28"
 _META: Final = {
@@ -129,4 +133,48 @@ async def era_costs(
             "stateless_hub_cpu_ms_per_call": round(modern_cpu * 1000 / max(1, sum(r.calls for r in modern)), 3),
             "session_hub_cpu_ms_per_call": round(session_cpu * 1000 / max(1, sum(r.calls for r in session)), 3),
         }
+    return out
+
+
+def shared_session_costs(
+    upstream: str, work: Path, *, clients: int, calls: int, seconds: float, rounds: int
+) -> dict[str, Any]:
+    """Hub CPU per call of both eras on two hubs in front of one upstream: an upstream session per
+    client session (the default), and one for all (``sessionMode: shared``), rounds alternated.
+
+    The stateless calls of one principal always share its upstream session: this says how much of
+    what they cost more is that sharing.
+    """
+    out: dict[str, Any] = {}
+    with ExitStack() as stack:
+        hubs: dict[str, tuple[str, int]] = {}
+        for mode in ("isolated", "shared"):
+            port = free_port()
+            config = {
+                "hub": {"host": "127.0.0.1", "port": port, "storage": str(work / f"eras-{mode}.db")},
+                "mcpServers": {"bench": {"url": upstream, "sessionMode": mode}},
+            }
+            path = work / f"eras-{mode}.json"
+            path.write_text(json.dumps(config))
+            command = [sys.executable, "-m", "hub", "serve", "--config", str(path), "--log-level", "warning"]
+            process = stack.enter_context(running(command, [port], work / f"eras-{mode}.log"))
+            hubs[mode] = (f"http://127.0.0.1:{port}/mcp", process.pid)
+        spent = {(mode, era): [0.0, 0] for mode in hubs for era in ("session", "stateless")}
+        arguments = {"text": "hello"}
+        for index in range(rounds):
+            order = [(mode, era) for mode in hubs for era in ("session", "stateless")]
+            for mode, era in order if index % 2 == 0 else reversed(order):
+                url, pid = hubs[mode]
+                if era == "stateless":
+                    round_, (cpu,) = asyncio.run(
+                        modern_round(url, "bench__echo", arguments, clients, calls=calls, seconds=seconds, pids=(pid,))
+                    )
+                else:
+                    round_, (cpu,), _ = asyncio.run(
+                        call_round(url, "bench__echo", arguments, clients, calls=calls, seconds=seconds, pids=(pid,))
+                    )
+                spent[(mode, era)][0] += cpu
+                spent[(mode, era)][1] += round_.calls
+    for (mode, era), (cpu, count) in spent.items():
+        out[f"{mode}_{era}_cpu_ms_per_call"] = round(cpu * 1000 / max(1, int(count)), 3)
     return out

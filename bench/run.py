@@ -30,7 +30,7 @@ from mcp import Client
 
 from bench.auth import auth_costs, tenant_isolation
 from bench.client import RpcSession
-from bench.eras import era_costs
+from bench.eras import era_costs, shared_session_costs
 from bench.operations import metrics_costs, soak
 from bench.processes import fast_upstream, free_port, free_ports, resident_mb, running
 from bench.replicas import replica_costs
@@ -347,6 +347,10 @@ def main(argv: list[str] | None = None) -> int:
                 rounds=plan.rounds,
             )
         )
+        results["eras_shared"] = shared_session_costs(
+            f"http://127.0.0.1:{up_port}/mcp", work, clients=8, calls=plan.calls, seconds=plan.seconds,
+            rounds=max(2, plan.rounds * 2),
+        )  # fmt: skip
         results["slow_tool"] = asyncio.run(bench.slow_tool())
         results["hub_rss_mb_after_calls"] = round(resident_mb(hub.pid), 1)
         results["first_call"] = asyncio.run(bench.first_call())
@@ -586,6 +590,16 @@ def render(results: dict[str, Any]) -> str:
                 f"session era {session['calls_per_s']} calls/s",
             )
         )
+    shared = results["eras_shared"]
+    rows.append(
+        (
+            "hub CPU per call, 8 clients, session era / 2026-07-28: an upstream session each / one shared",
+            "-",
+            f"{shared['isolated_session_cpu_ms_per_call']} / {shared['isolated_stateless_cpu_ms_per_call']} ms; "
+            f"{shared['shared_session_cpu_ms_per_call']} / {shared['shared_stateless_cpu_ms_per_call']} ms",
+            "two hubs, rounds alternated",
+        )
+    )
     tenants = results["tenants"]
     rows.append(
         (
