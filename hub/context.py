@@ -19,7 +19,7 @@ from connectors.jsonrpc import Message
 from hub.tasks import TaskTable
 from hub.views import CatalogView
 
-__all__ = ["ANONYMOUS", "Caller", "Era", "Handshake", "RequestContext", "ServerFacts", "UpstreamAccess"]
+__all__ = ["ANONYMOUS", "Caller", "Era", "Handshake", "RequestContext", "ServerFacts", "UpstreamAccess", "held_by_none"]
 
 Era = Literal["session", "stateless"]
 
@@ -96,3 +96,8 @@ class RequestContext:
     server: ServerFacts
     handshake: Handshake | None = None
     log_level: str | None = None
+
+
+def held_by_none(uri: str, tenant: str) -> bool:
+    """A :attr:`RequestContext.still_held` for a caller that shares no upstream subscription with others."""
+    return False

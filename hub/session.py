@@ -29,7 +29,7 @@ from connectors.engine import CallHooks
 from connectors.jsonrpc import Kind, Message
 from connectors.upstream_sessions import UpstreamSessions
 from hub.audit import AUDITED
-from hub.context import ANONYMOUS, Caller, RequestContext
+from hub.context import ANONYMOUS, Caller, RequestContext, held_by_none
 from hub.dispatcher import dispatch
 from hub.errors import SessionBusy, SessionNotFound, ShuttingDown, to_wire
 from hub.outbound import for_client
@@ -305,7 +305,7 @@ class Session:
             emit=stream.push,
             hooks=lambda upstream, params: self._hooks(stream, upstream, params),
             subscriptions=self.subscriptions,
-            still_held=services.still_held or _held_by_none,
+            still_held=services.still_held or held_by_none,
             tasks=self.tasks,
             server=services.server,
             handshake=self,
@@ -389,7 +389,3 @@ class Session:
 
     async def _upstream_request(self, upstream: str, message: Message) -> Message:
         return await self.relay.ask(upstream, message, self.streams.get)
-
-
-def _held_by_none(uri: str, tenant: str) -> bool:
-    return False

@@ -25,7 +25,7 @@ from typing import Final, Self
 from connectors.engine import CallHooks
 from connectors.jsonrpc import Message
 from connectors.upstream_sessions import UpstreamSessions
-from hub.context import Caller, RequestContext, ServerFacts
+from hub.context import Caller, RequestContext, ServerFacts, held_by_none
 from hub.dispatcher import LOG_LEVELS
 from hub.errors import MethodNotFound, SessionLimit
 from hub.modern_tasks import TaskBridges
@@ -322,7 +322,7 @@ class StatelessContexts:
             emit=_emit_nothing,
             hooks=hooks,
             subscriptions=set(),
-            still_held=_held_by_none,  # (a listen stream unsubscribes by itself)
+            still_held=held_by_none,  # (a listen stream unsubscribes by itself)
             tasks=principal.tasks,
             server=self.server,
             log_level=log_level,
@@ -331,7 +331,3 @@ class StatelessContexts:
 
 def _emit_nothing(message: Message) -> None:
     return None  # a stateless request has no stream of its own for anything but its reply
-
-
-def _held_by_none(uri: str, tenant: str) -> bool:
-    return False

@@ -212,10 +212,6 @@ class StatelessCall:
     def has_questions(self) -> bool:
         return bool(self._unsent)
 
-    @property
-    def has_outbox(self) -> bool:
-        return bool(self._outbox)
-
     async def changed(self) -> None:
         """Wait until something is to be written, asked, or the call is done."""
         if self.task is not None and self.task.done():

@@ -127,8 +127,7 @@ class Reply:
             return
         error = task.exception()
         if error is not None and not isinstance(error, CallGone):
-            code = stateless_error(error)[0].get("code")
-            self.outcome = ("error", code if isinstance(code, int) else None, 0)
+            self.outcome = ("error", _error_reply(self._id, error)[2], 0)
 
     def broken(self) -> None:
         """The reply could not be written: the request ends with an error, so its connection is closed."""
@@ -158,10 +157,8 @@ class Reply:
                 error = exc
         # (A call that ended without its client, CallGone, gets the empty reply: nobody reads it.)
         if error is not None and not isinstance(error, CallGone):
-            error_body, status, _ = stateless_error(error)
-            data = jsonrpc.dumps(jsonrpc.error_response(self._id, error_body))
-            code = error_body.get("code")
-            outcome = ("error", code if isinstance(code, int) else None, len(data))
+            data, status, code = _error_reply(self._id, error)
+            outcome = ("error", code, len(data))
         self.outcome = outcome
         self.complete = True  # (before the write: the disconnect that ends the response must not cancel)
         await respond(self._send, status, data, _JSON)
@@ -176,12 +173,11 @@ class Reply:
         except Exception as exc:
             logger.exception("writing the reply of a stateless call failed")
             self.sealed = self.complete = True
-            error, status, _ = stateless_error(exc)
-            code = error.get("code")
-            self.outcome = ("error", code if isinstance(code, int) else None, 0)
+            data, status, code = _error_reply(self._id, exc)
+            self.outcome = ("error", code, 0)
             try:
                 if self._writer is None:
-                    await respond(self._send, status, jsonrpc.dumps(jsonrpc.error_response(self._id, error)), _JSON)
+                    await respond(self._send, status, data, _JSON)
                 else:
                     await self._writer.end()
             except Exception:
@@ -201,7 +197,9 @@ class Reply:
                 if state is None:
                     continue
                 asked: Message = {"inputRequests": call.take_questions(), "requestState": state}
-                body = jsonrpc.response(self._id, self._decorate({**asked, "resultType": "input_required"}))
+                data = jsonrpc.dumps(
+                    jsonrpc.response(self._id, self._decorate({**asked, "resultType": "input_required"}))
+                )
                 outcome: tuple[str, int | None] = ("input_required", None)
                 break
             if task.done():
@@ -217,18 +215,13 @@ class Reply:
                         await self._writer.end()
                     return
                 except Exception as exc:
-                    error, status, _ = stateless_error(exc)
-                    body = jsonrpc.error_response(self._id, error)
-                    code = error.get("code")
-                    outcome = ("error", code if isinstance(code, int) else None)
-                    if self._writer is None:
-                        await self._last(jsonrpc.dumps(body), outcome, status)
-                        return
-                    break
-                body = jsonrpc.response(self._id, self._finish(self._call, self._view, result))
+                    data, status, code = _error_reply(self._id, exc)
+                    await self._last(data, ("error", code), status)  # (the status, unless SSE began)
+                    return
+                data = jsonrpc.dumps(jsonrpc.response(self._id, self._finish(self._call, self._view, result)))
                 outcome = ("isError" if result.get("isError") is True else "ok", None)
                 break
-        await self._last(jsonrpc.dumps(body), outcome)
+        await self._last(data, outcome)
 
     async def _sse(self, data: bytes) -> None:
         if self._writer is None:
@@ -255,3 +248,10 @@ def _cancelled(task: asyncio.Task[Message]) -> Exception:
     except asyncio.CancelledError as exc:
         return ShuttingDown() if exc.args == ("drain",) else CallGone()
     return CallGone()
+
+
+def _error_reply(request_id: Any, exc: BaseException) -> tuple[bytes, int, int | None]:
+    """A stateless call's error as its reply: the body, the HTTP status, and the JSON-RPC code."""
+    error, status, _ = stateless_error(exc)
+    code = error.get("code")
+    return jsonrpc.dumps(jsonrpc.error_response(request_id, error)), status, code if isinstance(code, int) else None
