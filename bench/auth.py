@@ -22,7 +22,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bench.client import RpcSession
-from bench.processes import free_port, running
+from bench.processes import free_port, hub_command, running
 from bench.rounds import Round, call_round, summarize
 
 __all__ = ["auth_costs", "tenant_isolation"]
@@ -30,14 +30,6 @@ __all__ = ["auth_costs", "tenant_isolation"]
 _KEY = "mfd_bench-key-0123456789abcdef"
 _ISSUER = "https://id.bench.invalid"
 _AUDIENCE = "https://hub.bench.invalid/mcp"
-
-
-def _hub(config: dict[str, Any], work: Path, name: str) -> list[str]:
-    import sys
-
-    path = work / f"{name}.json"
-    path.write_text(json.dumps(config))
-    return [sys.executable, "-m", "hub", "serve", "--config", str(path), "--log-level", "warning"]
 
 
 def _jwt_material(work: Path) -> tuple[str, str]:
@@ -92,7 +84,9 @@ def auth_costs(upstream: str, work: Path, *, sessions: int, calls: int, seconds:
             port = free_port()
             process = stack.enter_context(
                 running(
-                    _hub(_config(port, upstream, auth, None), work, f"auth-{name}"), [port], work / f"auth-{name}.log"
+                    hub_command(_config(port, upstream, auth, None), work, f"auth-{name}"),
+                    [port],
+                    work / f"auth-{name}.log",
                 )
             )
             hubs[name] = (f"http://127.0.0.1:{port}/mcp", process.pid, headers)
@@ -130,7 +124,7 @@ def tenant_isolation(upstream: str, work: Path, *, calls: int, seconds: float) -
     tenants = {"quiet": {}, "noisy": {"limits": {"requestsPerMinute": 600, "burst": 20}}}
     port = free_port()
     config = _config(port, upstream, {"apiKeys": api_keys}, tenants)
-    with running(_hub(config, work, "tenants"), [port], work / "tenants.log"):
+    with running(hub_command(config, work, "tenants"), [port], work / "tenants.log"):
         url = f"http://127.0.0.1:{port}/mcp"
         alone = asyncio.run(_quiet(url, keys["quiet"], calls, seconds, None))
         flooded = asyncio.run(_quiet(url, keys["quiet"], calls, seconds, keys["noisy"]))

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any, Final
 import httpx
 import orjson
 
-from bench.processes import cpu_seconds, free_port, running
+from bench.processes import cpu_seconds, free_port, hub_command, running
 from bench.rounds import Round, call_round, summarize
 
 __all__ = ["ModernClient", "era_costs", "shared_session_costs"]
@@ -154,10 +152,9 @@ def shared_session_costs(
                 "hub": {"host": "127.0.0.1", "port": port, "storage": str(work / f"eras-{mode}.db")},
                 "mcpServers": {"bench": {"url": upstream, "sessionMode": mode}},
             }
-            path = work / f"eras-{mode}.json"
-            path.write_text(json.dumps(config))
-            command = [sys.executable, "-m", "hub", "serve", "--config", str(path), "--log-level", "warning"]
-            process = stack.enter_context(running(command, [port], work / f"eras-{mode}.log"))
+            process = stack.enter_context(
+                running(hub_command(config, work, f"eras-{mode}"), [port], work / f"eras-{mode}.log")
+            )
             hubs[mode] = (f"http://127.0.0.1:{port}/mcp", process.pid)
         spent = {(mode, era): [0.0, 0] for mode in hubs for era in ("session", "stateless")}
         arguments = {"text": "hello"}

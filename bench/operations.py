@@ -29,16 +29,10 @@ import httpx
 
 from bench.client import RpcSession
 from bench.eras import ModernClient
-from bench.processes import cpu_seconds, fast_upstream, free_port, resident_mb, running
+from bench.processes import cpu_seconds, fast_upstream, free_port, hub_command, resident_mb, running
 from bench.rounds import Round, call_round, summarize
 
 __all__ = ["metrics_costs", "soak"]
-
-
-def _hub(config: dict[str, Any], work: Path, name: str) -> list[str]:
-    path = work / f"{name}.json"
-    path.write_text(json.dumps(config))
-    return [sys.executable, "-m", "hub", "serve", "--config", str(path), "--log-level", "warning"]
 
 
 def _config(port: int, upstream: str, **hub: Any) -> dict[str, Any]:
@@ -62,7 +56,7 @@ def metrics_costs(
                 os.environ["OTEL_TRACES_EXPORTER"] = "console"
             try:
                 process = stack.enter_context(
-                    running(_hub(config, work, f"metrics-{name}"), [port], work / f"m-{name}.log")
+                    running(hub_command(config, work, f"metrics-{name}"), [port], work / f"m-{name}.log")
                 )
             finally:
                 os.environ.pop("OTEL_TRACES_EXPORTER", None)
@@ -136,7 +130,7 @@ def soak(work: Path, *, waves: int, sessions: int, seconds: float) -> dict[str, 
     samples: list[dict[str, Any]] = []
     deadline = time.monotonic() + seconds
     errors = 0
-    with running(_hub(config, work, "soak"), [hub_port], work / "soak.log") as hub:
+    with running(hub_command(config, work, "soak"), [hub_port], work / "soak.log") as hub:
 
         def sample(label: str) -> None:
             with httpx.Client(trust_env=False, timeout=30) as http:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -10,8 +11,18 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["cpu_seconds", "fast_upstream", "free_port", "free_ports", "resident_mb", "running", "wait_listening"]
+__all__ = [
+    "cpu_seconds",
+    "fast_upstream",
+    "free_port",
+    "free_ports",
+    "hub_command",
+    "resident_mb",
+    "running",
+    "wait_listening",
+]
 
 START_DEADLINE = 60.0
 
@@ -19,6 +30,13 @@ START_DEADLINE = 60.0
 def fast_upstream(port: int) -> list[str]:
     """The command that serves the bench's fast upstream (``bench/upstream.py``) on ``port``."""
     return [sys.executable, "-m", "bench.upstream", "fast", "--port", str(port)]
+
+
+def hub_command(config: dict[str, Any], work: Path, name: str) -> list[str]:
+    """The command that serves a hub on ``config`` (written to ``work/<name>.json``)."""
+    path = work / f"{name}.json"
+    path.write_text(json.dumps(config))
+    return [sys.executable, "-m", "hub", "serve", "--config", str(path), "--log-level", "warning"]
 
 
 def free_port() -> int:

@@ -36,7 +36,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from bench.client import RpcSession
-from bench.processes import cpu_seconds, fast_upstream, free_port, running
+from bench.processes import cpu_seconds, fast_upstream, free_port, hub_command, running
 from bench.rounds import Round, call_round, percentile, summarize
 
 __all__ = ["replica_costs"]
@@ -134,9 +134,7 @@ def replica_costs(
             hub: dict[str, Any] = {"host": "127.0.0.1", "port": port, "storage": storage, "maxSessions": 10_000}
             if name != "sqlite":
                 hub["replica"] = {"advertiseUrl": f"http://127.0.0.1:{port}"}
-            path = work / f"replicas-{name}.json"
-            path.write_text(json.dumps({"hub": hub, "mcpServers": {"bench": {"url": upstream}}}))
-            command = [sys.executable, "-m", "hub", "serve", "--config", str(path), "--log-level", "warning"]
+            command = hub_command({"hub": hub, "mcpServers": {"bench": {"url": upstream}}}, work, f"replicas-{name}")
             process = stack.enter_context(running(command, [port], work / f"replicas-{name}.log"))
             hubs[name] = (port, process.pid)
         replica_ports = [hubs[f"replica{i}"][0] for i in range(max(_SIZES))]

@@ -32,7 +32,7 @@ from bench.auth import auth_costs, tenant_isolation
 from bench.client import RpcSession
 from bench.eras import era_costs, shared_session_costs
 from bench.operations import metrics_costs, soak
-from bench.processes import fast_upstream, free_port, free_ports, resident_mb, running
+from bench.processes import fast_upstream, free_port, free_ports, hub_command, resident_mb, running
 from bench.replicas import replica_costs
 from bench.rounds import Round, call_round, percentile, summarize
 from bench.stdio import stdio_costs
@@ -226,12 +226,6 @@ class _clients:
     async def __aexit__(self, *exc: object) -> None:
         for client in reversed(self.clients):
             await client.__aexit__(None, None, None)
-
-
-def hub_command(config: dict[str, Any], work: Path, name: str) -> list[str]:
-    path = work / f"{name}.json"
-    path.write_text(json.dumps(config))
-    return [sys.executable, "-m", "hub", "serve", "--config", str(path), "--log-level", "warning"]
 
 
 def catalog_scale(plan: Plan, work: Path) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from bench.processes import cpu_seconds, free_port, running
+from bench.processes import cpu_seconds, free_port, hub_command, running
 from bench.rounds import Round, call_round, summarize
 from connectors.sandbox import launch
 from connectors.spec import SandboxSpec, StdioSpec
@@ -163,22 +163,16 @@ def stdio_costs(work: Path, *, levels: tuple[int, ...], calls: int, seconds: flo
     """Calls/s and hub CPU per call with a local server, sandboxed and not; process start times."""
     ports = {"sandboxed": free_port(), "unsandboxed": free_port()}
     with (
-        running(_hub(hub_config(ports["sandboxed"], work, True), work, "hub-stdio-sandboxed"), [ports["sandboxed"]],
-                work / "hub-stdio-sandboxed.log") as sandboxed,
-        running(_hub(hub_config(ports["unsandboxed"], work, False), work, "hub-stdio-bare"), [ports["unsandboxed"]],
-                work / "hub-stdio-bare.log") as bare,
+        running(hub_command(hub_config(ports["sandboxed"], work, True), work, "hub-stdio-sandboxed"),
+                [ports["sandboxed"]], work / "hub-stdio-sandboxed.log") as sandboxed,
+        running(hub_command(hub_config(ports["unsandboxed"], work, False), work, "hub-stdio-bare"),
+                [ports["unsandboxed"]], work / "hub-stdio-bare.log") as bare,
     ):  # fmt: skip
         hubs = {
             "sandboxed": (f"http://127.0.0.1:{ports['sandboxed']}/mcp", sandboxed.pid),
             "unsandboxed": (f"http://127.0.0.1:{ports['unsandboxed']}/mcp", bare.pid),
         }
         return asyncio.run(_measure(hubs, work, levels, calls, seconds, rounds))
-
-
-def _hub(config: dict[str, Any], work: Path, name: str) -> list[str]:
-    path = work / f"{name}.json"
-    path.write_text(json.dumps(config))
-    return [sys.executable, "-m", "hub", "serve", "--config", str(path), "--log-level", "warning"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench.processes import cpu_seconds, fast_upstream, free_port, running
+from bench.processes import cpu_seconds, fast_upstream, free_port, hub_command, running
 from bench.rounds import Round, call_round, summarize
 
 __all__ = ["store_costs"]
@@ -78,7 +78,6 @@ def store_costs(
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
         for name, storage in (("sqlite", str(work / "hub.db")), ("redis", redis_url), ("redis_limited", redis_url)):
             port = free_port()
-            path = work / f"store-{name}.json"
             document: dict[str, Any] = {
                 "hub": {"host": "127.0.0.1", "port": port, "storage": storage},
                 "mcpServers": {"bench": {"url": upstream}},
@@ -86,8 +85,7 @@ def store_costs(
             if name.endswith("limited"):  # limits so high they never refuse: the cost of counting in Redis
                 document["auth"] = {"apiKeys": [{"name": "bench", "sha256": _KEY_SHA, "tenant": "bench"}]}
                 document["tenants"] = {"bench": {"limits": {"requestsPerMinute": 10**9, "toolCallsPerMinute": 10**9}}}
-            path.write_text(json.dumps(document))
-            command = [sys.executable, "-m", "hub", "serve", "--config", str(path), "--log-level", "warning"]
+            command = hub_command(document, work, f"store-{name}")
             process = stack.enter_context(running(command, [port], work / f"store-{name}.log"))
             hubs[name] = (f"http://127.0.0.1:{port}/mcp", process.pid)
         collected: dict[str, tuple[list[Round], float]] = {name: ([], 0.0) for name in hubs}
