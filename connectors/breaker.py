@@ -11,6 +11,7 @@ its success closes the breaker, its failure opens it again for twice as long
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,8 @@ from connectors.errors import CircuitOpen
 from connectors.status import BreakerState
 
 __all__ = ["CircuitBreaker"]
+
+logger = logging.getLogger(__name__)
 
 
 class CircuitBreaker:
@@ -93,6 +96,10 @@ class CircuitBreaker:
         self.opened += 1
         self._retry_at = self._clock() + self._cooldown
         self._trial = False
+        logger.warning(
+            "upstream %s: circuit open after %d failures in a row; calls fail at once for %gs",
+            *(self.upstream, self.failures, self._cooldown),
+        )
 
     def snapshot(self) -> dict[str, Any]:
         """For health reports; an open breaker past its cooldown reports half-open (its next call is the trial)."""

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from connectors import jsonrpc
+from connectors.errors import ManifoldError
 from connectors.jsonrpc import Message
 
-__all__ = ["Call", "CallHooks", "Deadline", "MessageHandler", "ProgressHandler", "RequestHandler", "SessionState"]
+__all__ = [
+    *("Call", "CallHooks", "Deadline", "MessageHandler", "ProgressHandler", "RequestHandler", "SessionState"),
+    "answer",
+]
+
+logger = logging.getLogger(__name__)
 
 MessageHandler = Callable[[Message], None]
 """Receives upstream notifications that belong to no call (log messages, resource updates)."""
@@ -83,3 +91,24 @@ class SessionState:
     @property
     def subscribed(self) -> bool:
         return any(method == "resources/subscribe" for method, _ in self._requests)
+
+
+async def answer(message: Message, handler: RequestHandler | None, upstream: str) -> Message:
+    """The reply to a request of the upstream's: ``ping`` answered here, the rest by ``handler``
+    (with none, "not supported"); a handler's failure becomes an error reply.
+
+    Raises: asyncio.CancelledError: the upstream cancelled its own request (no reply is due).
+    """
+    method = message["method"]
+    try:
+        if method == "ping":
+            return jsonrpc.response(message["id"], {})
+        if handler is None:
+            error = {"code": -32601, "message": f"{method} is not supported by this client"}
+            return jsonrpc.error_response(message["id"], error)
+        return jsonrpc.response(message["id"], await handler(message))
+    except ManifoldError as exc:
+        return jsonrpc.error_response(message["id"], exc.to_error())
+    except Exception:
+        logger.exception("answering %s from upstream %s failed", method, upstream)
+        return jsonrpc.error_response(message["id"], {"code": -32603, "message": "internal error"})

@@ -20,10 +20,18 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from connectors import jsonrpc
-from connectors.calls import Call, CallHooks, Deadline, MessageHandler, ProgressHandler, RequestHandler, SessionState
+from connectors.calls import (
+    Call,
+    CallHooks,
+    Deadline,
+    MessageHandler,
+    ProgressHandler,
+    RequestHandler,
+    SessionState,
+    answer,
+)
 from connectors.eras import envelope, resolve_input, without_log_level
 from connectors.errors import (
-    ManifoldError,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamRpcError,
@@ -223,6 +231,10 @@ class Connector(Handshake):
         try:
             await self.transport.send(jsonrpc.request(request_id, method, params))
             reply = await call.future
+        except UpstreamError:
+            if call.future.done() and not call.future.cancelled():
+                call.future.exception()  # (a send that failed may have lost the session: this call's too)
+            raise
         except asyncio.CancelledError:
             # The future is cancelled too when the caller was waiting on it: only a reply means done.
             replied = call.future.done() and not call.future.cancelled()
@@ -378,21 +390,7 @@ class Connector(Handshake):
 
     async def _answer(self, message: Message, handler: RequestHandler | None) -> None:
         method = message["method"]
-        try:
-            if method == "ping":
-                reply = jsonrpc.response(message["id"], {})
-            elif handler is None:
-                error = {"code": -32601, "message": f"{method} is not supported by this client"}
-                reply = jsonrpc.error_response(message["id"], error)
-            else:
-                reply = jsonrpc.response(message["id"], await handler(message))
-        except asyncio.CancelledError:
-            raise  # the upstream cancelled its own request (or we are closing): no reply is due
-        except ManifoldError as exc:
-            reply = jsonrpc.error_response(message["id"], exc.to_error())
-        except Exception:
-            logger.exception("answering %s from upstream %s failed", method, self.spec.name)
-            reply = jsonrpc.error_response(message["id"], {"code": -32603, "message": "internal error"})
+        reply = await answer(message, handler, self.spec.name)
         try:
             async with asyncio.timeout(self.spec.request_timeout):
                 await self.transport.send(reply)

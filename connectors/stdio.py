@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 _LINE_CUT: Final = 2000
 _LINES_PER_MINUTE: Final = 100
 _CHUNK: Final = 64 * 1024
+_EXIT_WAIT: Final = 2.0
+"""How long the exit code of a process whose stdout closed is waited for."""
 
 
 class StdioTransport:
@@ -44,6 +46,7 @@ class StdioTransport:
         self._processes = processes
         self._key = key
         self._running: LocalProcess | None = None
+        self._link: Link | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._redact = redactor(spec.stdio.env)
         self._outstanding: set[int] = set()
@@ -55,6 +58,7 @@ class StdioTransport:
 
     async def open(self, link: Link) -> None:
         self._running = running = await self._processes.start(self.spec, self._key)
+        self._link = link
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._read(link, running), name=f"stdio-out-{self.spec.name}"),
@@ -73,14 +77,21 @@ class StdioTransport:
         stdin = running.process.stdin
         assert stdin is not None
         if running.process.returncode is not None or stdin.is_closing():
-            raise UpstreamUnavailable(self.spec.name, f"the process exited ({running.process.returncode})")
+            raise self._gone(f"the process exited ({running.process.returncode})")
         if "method" in message and "id" in message:
             self._outstanding.add(message["id"])
         try:
             stdin.write(jsonrpc.dumps(message) + b"\n")
             await stdin.drain()
         except (BrokenPipeError, ConnectionResetError) as exc:
-            raise UpstreamUnavailable(self.spec.name, "the process closed its stdin") from exc
+            raise self._gone("the process closed its stdin") from exc
+
+    def _gone(self, reason: str) -> UpstreamUnavailable:
+        """The process cannot be written to: the session is lost now, not once its stdout is seen to close,
+        so the next call starts another process instead of meeting this one (and its breaker counting that)."""
+        if self._link is not None:
+            self._link.lost(reason)
+        return UpstreamUnavailable(self.spec.name, reason)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -107,8 +118,7 @@ class StdioTransport:
                     logger.error("upstream %s: %s; the process is stopped", name, reason)
                     break
                 if not line:
-                    code = await running.process.wait()
-                    reason = f"the process exited with code {code}"
+                    reason = await self._ended(running)
                     self._processes.exited(running)
                     if not running.stopping:
                         logger.warning("upstream %s (pid %d): %s", name, running.pid, reason)
@@ -123,6 +133,20 @@ class StdioTransport:
                 link.deliver(message, self._related(link, message))
         finally:
             link.lost(reason)
+
+    @staticmethod
+    async def _ended(running: LocalProcess) -> str:
+        """Why stdout closed: the exit code, once known. Our end of stdin is closed first (nobody reads it
+        now, and asyncio's wait for the exit waits for every pipe to close); the wait is bounded, since
+        a process may close its stdout and go on (the stop that follows ends it)."""
+        stdin = running.process.stdin
+        if stdin is not None:
+            stdin.close()
+        try:
+            async with asyncio.timeout(_EXIT_WAIT):
+                return f"the process exited with code {await running.process.wait()}"
+        except TimeoutError:
+            return "the process closed its stdout"
 
     def _related(self, link: Link, message: object) -> int | None:
         """The request of ours a message belongs to, as far as one pipe tells: a question the server

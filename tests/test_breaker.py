@@ -25,15 +25,16 @@ def breaker(clock: Clock) -> CircuitBreaker:
     return CircuitBreaker("a", failures=3, cooldown=10, max_cooldown=30, clock=clock)
 
 
-def test_it_opens_after_failures_in_a_row_and_says_when_it_retries() -> None:
+def test_it_opens_after_failures_in_a_row_and_says_when_it_retries(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
     b = breaker(clock)
     for _ in range(2):
         b.check()
         b.failed()
-    assert state(b) is BreakerState.CLOSED
+    assert state(b) is BreakerState.CLOSED and not caplog.records
     b.failed()
     assert state(b) is BreakerState.OPEN
+    assert caplog.messages == ["upstream a: circuit open after 3 failures in a row; calls fail at once for 10s"]
     clock.now += 4
     with pytest.raises(CircuitOpen, match=r"upstream 'a': circuit open after 3 failures in a row; next try in 6.0s"):
         b.check()

@@ -23,8 +23,10 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from connectors.errors import UpstreamBusy
+from connectors.engine import Connector
+from connectors.errors import UpstreamBusy, UpstreamUnavailable
 from connectors.processes import Processes, descendants
+from connectors.stdio import StdioTransport
 from hub.config import parse_config
 from hub.runtime import Hub
 from tests.servers import reserve_port, run_config
@@ -86,15 +88,17 @@ async def test_a_process_that_dies_is_started_again_and_counted(tmp_path: Path) 
         [first] = tenant_pids(hub)
         os.kill(first, signal.SIGKILL)
         await wait_gone(tree(first))
-        async with asyncio.timeout(WAIT):
-            while True:  # the first call after the death may still meet the dying session
-                try:
-                    assert text(await client.call_tool("local__echo", {"text": "two"})) == "local: two"
-                    break
-                except MCPError as exc:
-                    assert "upstream 'local'" in exc.error.message
+        # The first call after the death may meet the dead process before the hub has seen its stdout
+        # close; that loses the session at once, so the next call starts another process.
+        try:
+            answer = await client.call_tool("local__echo", {"text": "two"})
+        except MCPError as exc:
+            assert "upstream 'local'" in exc.error.message
+            answer = await client.call_tool("local__echo", {"text": "two"})
+        assert text(answer) == "local: two"
         [again] = [p for p in processes(hub) if p["role"] == "tenant"]
         assert again["pid"] != first and again["restarts"] == 1
+        assert hub.health()["upstreams"][0]["breaker"]["state"] == "closed"  # one death is no reason to open it
 
 
 async def test_removing_an_upstream_stops_its_processes(tmp_path: Path) -> None:
@@ -180,6 +184,29 @@ async def test_in_the_2026_era_an_isolated_local_server_runs_a_process_per_princ
                 again = await client.call_tool("local__echo", {"text": name})  # the same principal: the same process
                 assert text(again) == f"local: {name}"
         assert len(tenant_pids(hub)) == 2
+
+
+async def test_a_process_that_cannot_be_written_to_loses_its_session_at_once(tmp_path: Path) -> None:
+    """A write that fails loses the session then, not once the process's stdout is seen to close
+    (which may be later, or never): the next use opens a new session instead of failing again."""
+    config = parse_config(
+        {"hub": {"workspaces": str(tmp_path / "ws")}, "mcpServers": {"local": local_server()}}, env={}
+    )
+    [spec] = config.upstream_specs()
+    table = Processes()
+    transport = StdioTransport(spec, table, "acme")
+    try:
+        async with Connector(spec, transport) as connector:
+            assert (await connector.request("tools/call", {"name": "echo", "arguments": {"text": "one"}}))["content"]
+            running = table.of("local")[0]
+            assert running.process.stdin is not None
+            running.process.stdin.close()  # the pipe is gone; the process itself still runs
+            with pytest.raises(UpstreamUnavailable, match="upstream 'local': the process exited"):
+                await connector.request("tools/call", {"name": "echo", "arguments": {"text": "two"}})
+            assert connector.is_lost and alive(running.pid)
+    finally:
+        await table.aclose()
+    await wait_gone([running.pid])
 
 
 async def test_the_hub_wide_cap_on_processes_refuses_the_next_one_naming_it(tmp_path: Path) -> None:
