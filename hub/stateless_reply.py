@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 Outcome = tuple[str, int | None, int]
 """(outcome, JSON-RPC error code, bytes sent), for the audit."""
 
-_JSON: Final = [(b"content-type", b"application/json")]
+Headers = list[tuple[bytes, bytes]]
+_JSON: Final[Headers] = [(b"content-type", b"application/json")]
 
 
 class ReplyBroken(Exception):
@@ -156,12 +157,13 @@ class Reply:
                 logger.exception("a stateless call's result could not be written")
                 error = exc
         # (A call that ended without its client, CallGone, gets the empty reply: nobody reads it.)
+        headers = _JSON
         if error is not None and not isinstance(error, CallGone):
-            data, status, code = _error_reply(self._id, error)
+            data, status, code, headers = _error_reply(self._id, error)
             outcome = ("error", code, len(data))
         self.outcome = outcome
         self.complete = True  # (before the write: the disconnect that ends the response must not cancel)
-        await respond(self._send, status, data, _JSON)
+        await respond(self._send, status, data, headers)
 
     # -- the follower ------------------------------------------------------------------------------
 
@@ -173,11 +175,11 @@ class Reply:
         except Exception as exc:
             logger.exception("writing the reply of a stateless call failed")
             self.sealed = self.complete = True
-            data, status, code = _error_reply(self._id, exc)
+            data, status, code, headers = _error_reply(self._id, exc)
             self.outcome = ("error", code, 0)
             try:
                 if self._writer is None:
-                    await respond(self._send, status, data, _JSON)
+                    await respond(self._send, status, data, headers)
                 else:
                     await self._writer.end()
             except Exception:
@@ -215,8 +217,8 @@ class Reply:
                         await self._writer.end()
                     return
                 except Exception as exc:
-                    data, status, code = _error_reply(self._id, exc)
-                    await self._last(data, ("error", code), status)  # (the status, unless SSE began)
+                    data, status, code, headers = _error_reply(self._id, exc)
+                    await self._last(data, ("error", code), status, headers)  # (unless SSE began)
                     return
                 data = jsonrpc.dumps(jsonrpc.response(self._id, self._finish(self._call, self._view, result)))
                 outcome = ("isError" if result.get("isError") is True else "ok", None)
@@ -229,12 +231,14 @@ class Reply:
             await self._writer.start()
         await self._writer.write(event(data))
 
-    async def _last(self, data: bytes, outcome: tuple[str, int | None], status: int = 200) -> None:
+    async def _last(
+        self, data: bytes, outcome: tuple[str, int | None], status: int = 200, headers: Headers = _JSON
+    ) -> None:
         self.sealed = True
         self.outcome = (*outcome, len(data))
         if self._writer is None:
             self.complete = True
-            await respond(self._send, status, data, _JSON)
+            await respond(self._send, status, data, headers)
         else:
             await self._writer.write(event(data))
             self.complete = True
@@ -250,8 +254,11 @@ def _cancelled(task: asyncio.Task[Message]) -> Exception:
     return CallGone()
 
 
-def _error_reply(request_id: Any, exc: BaseException) -> tuple[bytes, int, int | None]:
-    """A stateless call's error as its reply: the body, the HTTP status, and the JSON-RPC code."""
-    error, status, _ = stateless_error(exc)
+def _error_reply(request_id: Any, exc: BaseException) -> tuple[bytes, int, int | None, Headers]:
+    """A stateless call's error as its reply: the body, the HTTP status, the JSON-RPC code, and the
+    response headers (the error's own, such as ``Retry-After``, beside the content type)."""
+    error, status, extra = stateless_error(exc)
     code = error.get("code")
-    return jsonrpc.dumps(jsonrpc.error_response(request_id, error)), status, code if isinstance(code, int) else None
+    headers = _JSON + [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()] if extra else _JSON
+    body = jsonrpc.dumps(jsonrpc.error_response(request_id, error))
+    return body, status, code if isinstance(code, int) else None, headers

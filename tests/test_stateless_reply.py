@@ -16,6 +16,7 @@ import pytest
 
 from connectors.jsonrpc import Message
 from hub.context import Caller
+from hub.errors import RateLimited
 from hub.request_state import StateSeal
 from hub.stateless_call import StatelessCall
 from hub.stateless_calls import StatelessCalls
@@ -50,6 +51,10 @@ class Connection:
     @property
     def status(self) -> int:
         return int(self.sent[0]["status"])
+
+    @property
+    def headers(self) -> dict[bytes, bytes]:
+        return dict(self.sent[0]["headers"])
 
     @property
     def body(self) -> bytes:
@@ -88,6 +93,23 @@ async def test_a_call_stopped_before_its_task_ran_still_gets_its_reply() -> None
         body = json.loads(connection.body)
         assert body["id"] == 7 and body["error"]["code"] == -32000, body  # the hub is shutting down
         assert connection.status == 503 and outcome[0] == "error"
+        assert int(connection.headers[b"retry-after"]) >= 1  # the refusal says when to come back
+
+
+async def test_a_call_that_ends_with_a_refusal_replies_with_its_status_and_headers() -> None:
+    async with StatelessCalls(StateSeal(), input_timeout=5.0) as calls:
+
+        async def run(call: StatelessCall) -> Message:
+            raise RateLimited("ann's tool calls: 1 per minute", 12)
+
+        connection = Connection()
+        call = calls.start(ANN, "tools/call", "x", {}, run)
+        reply = reply_for(calls, call, connection)
+        outcome = await asyncio.wait_for(reply.wait(connection.receive), WAIT)
+        body = json.loads(connection.body)
+        assert body["error"]["code"] == -32029 and outcome[:2] == ("error", -32029), body
+        assert connection.status == 429 and connection.headers[b"retry-after"] == b"12"
+        assert connection.headers[b"content-type"] == b"application/json"
 
 
 async def test_a_request_whose_client_left_ends_only_once_its_call_has() -> None:
