@@ -111,8 +111,8 @@ def open_envelope(message: Message, headers: Mapping[str, str]) -> Envelope:
     meta = params.get("_meta") if isinstance(params, dict) else None
     if not isinstance(meta, dict):
         raise InvalidParams(f"params._meta must be an object carrying {PROTOCOL_KEY} and {CAPABILITIES_KEY}")
-    missing = [key for key in (PROTOCOL_KEY, CAPABILITIES_KEY) if key not in meta]
-    if missing:
+    if PROTOCOL_KEY not in meta or CAPABILITIES_KEY not in meta:
+        missing = [key for key in (PROTOCOL_KEY, CAPABILITIES_KEY) if key not in meta]
         raise InvalidParams(f"params._meta is missing {', '.join(missing)}")
     version = meta[PROTOCOL_KEY]
     if headers.get("mcp-protocol-version") != version:
@@ -123,7 +123,9 @@ def open_envelope(message: Message, headers: Mapping[str, str]) -> Envelope:
     name_key = NAME_BEARING.get(str(method))
     if name_key is not None and isinstance(params, dict):
         named = params.get(name_key)
-        if named is not None and _decoded(headers.get("mcp-name")) != named:
+        header = headers.get("mcp-name")
+        # (The same text as the name is the name, unless it reads as base64 wrapping: that is undone.)
+        if named is not None and (header != named or named.startswith("=?")) and _decoded(header) != named:
             raise HeaderMismatch(f"the Mcp-Name header does not match params.{name_key}")
     if not isinstance(version, str):
         raise InvalidParams(f"params._meta.{PROTOCOL_KEY} must be a string")
@@ -206,7 +208,10 @@ def check_param_headers(annotated: ParamHeaders, arguments: Any, headers: Mappin
 
 def upstream_meta(params: Message) -> Message:
     """A stateless request's params as a session-era upstream gets them: no envelope keys, no retry fields."""
-    out = {k: v for k, v in params.items() if k not in ("inputResponses", "requestState")}
+    if "inputResponses" in params or "requestState" in params:
+        out = {k: v for k, v in params.items() if k not in ("inputResponses", "requestState")}
+    else:
+        out = dict(params)
     meta = out.get("_meta")
     if isinstance(meta, dict):
         rest = {k: v for k, v in meta.items() if k not in _ENVELOPE_KEYS}

@@ -133,11 +133,14 @@ class ModernEndpoint:
         if counter is not None:
             counter.up()
         slot = CallSlot(release)
-        traced = message if "traceparent" not in headers else tracing.with_trace_context(message, headers)
         # This task serves the connection's next request too: the log ids are taken back when this one ends.
         noted = (log_context.REQUEST.set(str(request_id)), log_context.TENANT.set(caller.tenant))
         try:
-            with tracing.client_span(method, traced.get("params"), **{"mcp.tenant": caller.tenant}):
+            if tracing.enabled():
+                traced = message if "traceparent" not in headers else tracing.with_trace_context(message, headers)
+                with tracing.client_span(method, traced.get("params"), **{"mcp.tenant": caller.tenant}):
+                    await self._serve(headers, caller, gate, envelope, message, size, receive, send, slot)
+            else:
                 await self._serve(headers, caller, gate, envelope, message, size, receive, send, slot)
         finally:
             log_context.REQUEST.reset(noted[0])
@@ -161,30 +164,31 @@ class ModernEndpoint:
         method = message["method"]
         request_id = message["id"]
         params: Message = message.get("params") or {}
-        view = self.services.views.view(gate.tenant(caller).rule)
+        tenant = gate.tenant(caller)
+        view = self.services.views.view(tenant.rule)
         started = time.perf_counter()
         try:
+            if method in NAME_BEARING:  # (the calls come first: they are most of the traffic)
+                sent = await self._interactive(headers, caller, tenant, envelope, view, message, receive, send, slot)
+                self._audit(caller, view, method, params, started, sent, size)
+                return
             if method == "server/discover":
                 result = self._discover(view, gate)
             elif method in _LISTS:
                 result = self._list(view, _LISTS[method], params)
             elif method == "subscriptions/listen":
-                await self._listen(caller, gate, envelope, view, request_id, params, receive, send)
+                await self._listen(caller, tenant, envelope, view, request_id, params, receive, send)
                 return
             elif method in modern_tasks.METHODS:
                 task_id = params.get("taskId")
                 with self.services.upstreams.use_task(
-                    caller, gate.tenant(caller), envelope.capabilities, task_id if isinstance(task_id, str) else ""
+                    caller, tenant, envelope.capabilities, task_id if isinstance(task_id, str) else ""
                 ) as principal:
                     result = self._complete(
                         await modern_tasks.serve(principal.bridges, envelope.capabilities, method, params)
                     )
-            elif method in NAME_BEARING:
-                sent = await self._interactive(headers, caller, gate, envelope, view, message, receive, send, slot)
-                self._audit(caller, view, method, params, started, sent, size)
-                return
             else:
-                with self.services.upstreams.use(caller, gate.tenant(caller), envelope.capabilities) as principal:
+                with self.services.upstreams.use(caller, tenant, envelope.capabilities) as principal:
                     ctx = self.services.contexts.context(
                         caller, envelope.version, envelope.capabilities, view, principal, None, envelope.log_level
                     )
@@ -260,7 +264,7 @@ class ModernEndpoint:
         self,
         headers: dict[str, str],
         caller: Caller,
-        gate: Gate,
+        tenant: Tenant,
         envelope: Envelope,
         view: CatalogView,
         message: Message,
@@ -293,7 +297,7 @@ class ModernEndpoint:
             meta = forwarded.get("_meta")
             forwarded["_meta"] = {"progressToken": "", **(meta if isinstance(meta, dict) else {})}
 
-            run = functools.partial(self._run, caller, gate.tenant(caller), envelope, view, method, forwarded, task)
+            run = functools.partial(self._run, caller, tenant, envelope, view, method, forwarded, task)
             call = calls.start(caller, method, name, envelope.capabilities, run)
             assert call.task is not None
             slot.hand_to(call.task)  # the tenant's call slot is the call's, parked or not, until it ends
@@ -333,7 +337,7 @@ class ModernEndpoint:
     async def _listen(
         self,
         caller: Caller,
-        gate: Gate,
+        tenant: Tenant,
         envelope: Envelope,
         view: CatalogView,
         request_id: Any,
@@ -341,7 +345,6 @@ class ModernEndpoint:
         receive: Receive,
         send: Send,
     ) -> None:
-        tenant = gate.tenant(caller)
         with self.services.upstreams.use(caller, tenant, envelope.capabilities) as principal:
             await serve_listen(
                 self.services.listeners, principal, caller, view, request_id, params, self._complete, receive, send

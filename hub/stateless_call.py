@@ -58,8 +58,9 @@ class StatelessCall:
         "asking", "caller", "capabilities", "expiry", "id", "method", "name", "reply", "round", "task", "upstream",
     )  # fmt: skip
 
-    def __init__(self, call_id: str, caller: Caller, method: str, name: str, capabilities: Message) -> None:
-        self.id = call_id
+    def __init__(self, caller: Caller, method: str, name: str, capabilities: Message) -> None:
+        self.id = ""
+        """Its name in the states it is sealed in: given when it first parks."""
         self.caller = caller
         self.method = method
         self.name = name

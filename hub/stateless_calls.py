@@ -60,9 +60,9 @@ class StatelessCalls:
         self.max_parked = max_parked
         self.max_parked_per_principal = max_parked_per_principal
         self._ids = itertools.count(1)
-        self._calls: dict[str, StatelessCall] = {}
+        self._calls: dict[asyncio.Task[Message], StatelessCall] = {}
+        """Every call running, by its task (parked ones too)."""
         self._parked: dict[str, StatelessCall] = {}
-        self._tasks: set[asyncio.Task[Message]] = set()
         self._open = False
 
     async def __aenter__(self) -> Self:
@@ -75,10 +75,10 @@ class StatelessCalls:
         self._open = False
         for call in list(self._calls.values()):
             call.fail_questions(ShuttingDown())
-        for task in list(self._tasks):
+        for task in list(self._calls):
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5.0)
+        if self._calls:
+            await asyncio.wait(list(self._calls), timeout=5.0)
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -101,19 +101,17 @@ class StatelessCalls:
         """
         if not self._open:
             raise ShuttingDown()
-        # The id only ever travels sealed (encrypted and authenticated), so a counter will do.
-        call = StatelessCall(f"{self.replica}.{next(self._ids)}", caller, method, name, capabilities)
+        call = StatelessCall(caller, method, name, capabilities)
         task: asyncio.Task[Message] = asyncio.get_running_loop().create_task(_run(run, call))
         call.task = task
-        self._calls[call.id] = call
-        self._tasks.add(task)
-        task.add_done_callback(lambda done: self._ended(call, done))
+        self._calls[task] = call
+        task.add_done_callback(self._ended)
         return call
 
-    def _ended(self, call: StatelessCall, task: asyncio.Task[Message]) -> None:
-        self._tasks.discard(task)
-        self._calls.pop(call.id, None)
-        self._parked.pop(call.id, None)
+    def _ended(self, task: asyncio.Task[Message]) -> None:
+        call = self._calls.pop(task)
+        if call.id:
+            self._parked.pop(call.id, None)
         if call.expiry is not None:
             call.expiry.cancel()
         if not task.cancelled():
@@ -136,6 +134,10 @@ class StatelessCalls:
             call.take_questions()
             return None
         call.detach()
+        if not call.id:
+            # Named once it first parks (the name is in its state). The id only ever travels sealed
+            # (encrypted and authenticated), so a counter will do.
+            call.id = f"{self.replica}.{next(self._ids)}"
         call.round = secrets.token_hex(8)
         self._parked[call.id] = call
         call.expiry = asyncio.get_running_loop().call_later(self.input_timeout, self._expire, call)
