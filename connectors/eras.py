@@ -69,7 +69,10 @@ def envelope(params: Message | None, capabilities: Message, log_level: str | Non
 
 
 def without_log_level(params: Message | None) -> Message | None:
-    """``params`` for a session-era upstream: no per-request log level (that era sets it per session)."""
+    """``params`` for a session-era upstream: no per-request log level (that era sets it per session)
+    and no answers given ahead (``inputResponses``: that era asks mid-call)."""
+    if params is not None and "inputResponses" in params:
+        params = {k: v for k, v in params.items() if k != "inputResponses"}
     meta = params.get("_meta") if params is not None else None
     if not isinstance(meta, dict) or LOG_LEVEL_KEY not in meta:
         return params

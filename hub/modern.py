@@ -289,6 +289,10 @@ class ModernEndpoint:
                 if annotated:
                     check_param_headers(annotated, params.get("arguments"), headers)
             forwarded = upstream_meta(params)
+            if isinstance(params.get("inputResponses"), dict):
+                # Answers given ahead, with no round of ours: the upstream's own keys, for a 2026-07-28
+                # upstream to use (a session-era one is sent none).
+                forwarded["inputResponses"] = params["inputResponses"]
             support = view.catalog.task_support(name) if method == "tools/call" else "forbidden"
             task = modern_tasks.task_request(support, envelope.capabilities)
             if task is not None:

@@ -109,3 +109,9 @@ def test_a_log_level_goes_with_stateless_requests_and_never_to_session_era_ones(
     assert without_log_level(asked) == {"name": "t", "_meta": {"progressToken": 1}}
     assert without_log_level({"_meta": {LOG_LEVEL_KEY: "info"}}) == {}
     assert without_log_level(None) is None
+
+
+def test_answers_given_ahead_go_only_to_a_stateless_upstream() -> None:
+    ahead = {"name": "t", "arguments": {}, "inputResponses": {"user_name": {"action": "accept"}}}
+    assert envelope(ahead, {})["inputResponses"] == ahead["inputResponses"]
+    assert without_log_level(ahead) == {"name": "t", "arguments": {}}  # the session era asks mid-call instead

@@ -22,6 +22,8 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
 from starlette.types import ASGIApp
 
+from tests.conformance import input_required
+
 __all__ = ["build_fixture", "fixture_app"]
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
@@ -91,6 +93,7 @@ TOOLS = [
     _tool("test_reconnection", "Closes its reply stream before replying, so the client must resume"),
     _tool("test_logging_tool", "Sends a log message while it runs (2026-07-28: only to requests that ask)"),
     _tool("test_custom_headers", "Has arguments mirrored in Mcp-Param headers", CUSTOM_HEADERS),
+    *(_tool(name, "Asks the client through an input_required result (2026-07-28)") for name in input_required.TOOLS),
 ]
 
 SEP1034 = {
@@ -161,10 +164,14 @@ def _result(*content: dict[str, Any], is_error: bool = False) -> types.CallToolR
     return types.CallToolResult.model_validate({"content": list(content), "isError": is_error})
 
 
-async def _call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+async def _call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult | types.InputRequiredResult:
     name = params.name
     args = params.arguments or {}
     session = ctx.session
+    answers, ask = input_required.responses(params), input_required.asker(ctx)
+    asked = await input_required.call_tool(name, answers, params.request_state, session.client_capabilities, ask)
+    if asked is not None:
+        return asked
     if name == "test_simple_text":
         return _result(_text("This is a simple text response for testing."))
     if name == "test_image_content":
@@ -297,6 +304,7 @@ PROMPTS = [
         "arguments": [{"name": "resourceUri", "description": "URI of the resource", "required": True}],
     },
     {"name": "test_prompt_with_image", "description": "A prompt with an image"},
+    *({"name": name, "description": "Asks for its context first (2026-07-28)"} for name in input_required.PROMPTS),
 ]
 
 
@@ -304,7 +312,12 @@ async def _list_prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
     return types.ListPromptsResult.model_validate({"prompts": PROMPTS})
 
 
-async def _get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+async def _get_prompt(
+    ctx: Any, params: types.GetPromptRequestParams
+) -> types.GetPromptResult | types.InputRequiredResult:
+    asked = await input_required.get_prompt(params.name, input_required.responses(params), input_required.asker(ctx))
+    if asked is not None:
+        return asked
     args = params.arguments or {}
     if params.name == "test_simple_prompt":
         messages: list[dict[str, Any]] = [{"role": "user", "content": _text("This is a simple prompt for testing.")}]

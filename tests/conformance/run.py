@@ -8,6 +8,12 @@ scenario that passes directly must pass through the hub (for 2026-07-28,
 except the differences listed with their reasons), and the hub's expected
 failures may name only scenarios that also fail directly.
 
+The fixture speaks both eras, so the hub speaks the session era to it (its
+default). The 2026-07-28 requirements also run through a second hub told to
+speak 2026-07-28 to its fixture (``"protocol": "2026-07-28"``): the first
+shows the bridge from a 2026-07-28 client to a session-era upstream, the
+second the new era end to end.
+
 Run by ``make conformance`` (which ``make test`` runs):
 ``python -m tests.conformance.run --node-modules .cache/node/node_modules``.
 """
@@ -29,6 +35,7 @@ from bench.processes import free_port, running
 HERE = Path(__file__).parent
 EXPECTED_FAILURES = HERE / "expected-failures.yml"
 DIFFERENCES_2026 = HERE / "differences-2026.yml"
+DIFFERENCES_2026_MODERN = HERE / "differences-2026-modern.yml"
 SUITE_DEADLINE = 600.0
 
 
@@ -70,6 +77,13 @@ def compare(
     return problems
 
 
+def hub_command(work: Path, name: str, port: int, fixture: dict[str, str]) -> list[str]:
+    """A hub on ``port`` in front of one fixture (its ``mcpServers`` entry), its config in ``work``."""
+    config = {"hub": {"host": "127.0.0.1", "port": port, "storage": ":memory:"}, "mcpServers": {"fixture": fixture}}
+    (work / f"{name}.json").write_text(json.dumps(config))
+    return [sys.executable, "-m", "hub", "serve", "--config", str(work / f"{name}.json"), "--log-level", "warning"]
+
+
 def listed(path: Path) -> set[str]:
     """The scenario names a YAML list file names (``- name`` lines)."""
     names = set()
@@ -90,23 +104,28 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="conformance-"))
     fixture_port, hub_port = free_port(), free_port()
-    config = {
-        "hub": {"host": "127.0.0.1", "port": hub_port, "storage": ":memory:"},
-        "mcpServers": {"fixture": {"url": f"http://127.0.0.1:{fixture_port}/mcp", "prefix": ""}},
-    }
-    (work / "hub.json").write_text(json.dumps(config))
-    # Two fixtures: the direct runs and the hub's runs go at the same time, and never share a server's state.
+    modern_fixture_port, modern_port = free_port(), free_port()
+    hub = hub_command(work, "hub", hub_port, {"url": f"http://127.0.0.1:{fixture_port}/mcp", "prefix": ""})
+    modern_hub = hub_command(
+        work,
+        "hub-modern",
+        modern_port,
+        {"url": f"http://127.0.0.1:{modern_fixture_port}/mcp", "prefix": "", "protocol": "2026-07-28"},
+    )
+    # A fixture each: the direct runs and the hubs' runs go at the same time, and never share a server's state.
     direct_port = free_port()
     fixture = [sys.executable, "-m", "tests.conformance.fixture", "--port", str(fixture_port)]
+    modern_fixture = [sys.executable, "-m", "tests.conformance.fixture", "--port", str(modern_fixture_port)]
     alone = [sys.executable, "-m", "tests.conformance.fixture", "--port", str(direct_port)]
-    hub = [sys.executable, "-m", "hub", "serve", "--config", str(work / "hub.json"), "--log-level", "warning"]
 
     cli_2026 = [cli[0], str(modules / "conformance-2026/dist/index.js")]
     with (
         running(fixture, [fixture_port], work / "fixture.log"),
+        running(modern_fixture, [modern_fixture_port], work / "fixture-modern.log"),
         running(alone, [direct_port], work / "fixture-direct.log"),
         running(hub, [hub_port], work / "hub.log"),
-        ThreadPoolExecutor(max_workers=2) as pool,
+        running(modern_hub, [modern_port], work / "hub-modern.log"),
+        ThreadPoolExecutor(max_workers=3) as pool,
     ):
         direct_url, hub_url = f"http://127.0.0.1:{direct_port}/mcp", f"http://127.0.0.1:{hub_port}/mcp"
         direct_run = pool.submit(run_suite, cli, env, direct_url, work / "direct", "--suite", "all")
@@ -120,8 +139,13 @@ def main() -> int:
             run_suite, cli_2026, env, direct_url, work / "direct-2026", "--requirements", "2026-07-28"
         )
         hub_2026 = pool.submit(run_suite, cli_2026, env, hub_url, work / "hub-2026", "--requirements", "2026-07-28")
+        modern_url = f"http://127.0.0.1:{modern_port}/mcp"
+        modern_2026 = pool.submit(
+            run_suite, cli_2026, env, modern_url, work / "hub-modern-2026", "--requirements", "2026-07-28"
+        )
         direct_2026.result()
         _, log_2026 = hub_2026.result()
+        _, log_modern = modern_2026.result()
 
     direct, through = statuses(work / "direct"), statuses(work / "hub")
     problems = compare("0.1.16, session era", direct, through, 30)
@@ -131,18 +155,25 @@ def main() -> int:
     if hub_code != 0:
         problems.append(f"the 0.1.16 suite through the hub exited {hub_code}")
     problems += compare(
-        "0.2.0-alpha.12, 2026-07-28 requirements",
+        "0.2.0-alpha.12, 2026-07-28 requirements, the hub speaking the session era to the fixture",
         statuses(work / "direct-2026"),
         statuses(work / "hub-2026"),
         40,
         frozenset(listed(DIFFERENCES_2026)),
+    )
+    problems += compare(
+        "0.2.0-alpha.12, 2026-07-28 requirements, the hub speaking 2026-07-28 to the fixture",
+        statuses(work / "direct-2026"),
+        statuses(work / "hub-modern-2026"),
+        40,
+        frozenset(listed(DIFFERENCES_2026_MODERN)),
     )
     if problems:
         print(
             "\n".join(["", *problems, "", f"logs and results: {work}", "suite output through the hub:"]),
             file=sys.stderr,
         )
-        print(hub_log[-3000:], log_2026[-3000:], file=sys.stderr)
+        print(hub_log[-3000:], log_2026[-3000:], log_modern[-3000:], file=sys.stderr)
         print(f"direct run output:\n{direct_log[-2000:]}", file=sys.stderr)
         return 1
     return 0
