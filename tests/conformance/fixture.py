@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -20,48 +21,16 @@ import mcp_types as types
 import uvicorn
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, PromptsListChanged, ToolsListChanged
 from starlette.types import ASGIApp
 
 from tests.conformance import input_required
+from tests.conformance.schemas import CUSTOM_HEADERS, NO_ARGS, SCHEMA_2020_12, SEP1034, SEP1330
 
 __all__ = ["build_fixture", "fixture_app"]
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
 WAV = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA="
-# The keywords SEP-1613 ($schema, $defs, additionalProperties) and SEP-2106 (composition,
-# conditionals, $anchor; required from 2026-07-28) say must reach the client as the server wrote them.
-SCHEMA_2020_12 = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "$defs": {
-        "address": {
-            "$anchor": "addressDef",
-            "type": "object",
-            "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
-        }
-    },
-    "properties": {
-        "name": {"type": "string"},
-        "address": {"$ref": "#/$defs/address"},
-        "contactMethod": {"type": "string", "enum": ["phone", "email"]},
-        "phone": {"type": "string"},
-        "email": {"type": "string"},
-    },
-    "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
-    "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
-    "then": {"required": ["phone"]},
-    "else": {"required": ["email"]},
-    "additionalProperties": False,
-}
-NO_ARGS = {"type": "object", "properties": {}}
-CUSTOM_HEADERS = {
-    "type": "object",
-    "properties": {
-        "region": {"type": "string", "x-mcp-header": "Region"},
-        "priority": {"type": "integer", "x-mcp-header": "Priority"},
-        "note": {"type": "string"},
-    },
-}
 
 
 def _tool(name: str, description: str, schema: dict[str, Any] | None = None) -> types.Tool:
@@ -94,66 +63,11 @@ TOOLS = [
     _tool("test_logging_tool", "Sends a log message while it runs (2026-07-28: only to requests that ask)"),
     _tool("test_custom_headers", "Has arguments mirrored in Mcp-Param headers", CUSTOM_HEADERS),
     *(_tool(name, "Asks the client through an input_required result (2026-07-28)") for name in input_required.TOOLS),
+    _tool("test_trigger_tool_change", "Adds a tool, and says the tool list changed"),
+    _tool("test_trigger_prompt_change", "Adds a prompt, and says the prompt list changed"),
 ]
-
-SEP1034 = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "description": "Name", "default": "John Doe"},
-        "age": {"type": "integer", "description": "Age", "default": 30},
-        "score": {"type": "number", "description": "Score", "default": 95.5},
-        "status": {
-            "type": "string",
-            "description": "Status",
-            "enum": ["active", "inactive", "pending"],
-            "default": "active",
-        },
-        "verified": {"type": "boolean", "description": "Verified", "default": True},
-    },
-    "required": [],
-}
-SEP1330 = {
-    "type": "object",
-    "properties": {
-        "untitledSingle": {"type": "string", "description": "Pick one", "enum": ["option1", "option2", "option3"]},
-        "titledSingle": {
-            "type": "string",
-            "description": "Pick one",
-            "oneOf": [
-                {"const": "value1", "title": "First Option"},
-                {"const": "value2", "title": "Second Option"},
-                {"const": "value3", "title": "Third Option"},
-            ],
-        },
-        "legacyEnum": {
-            "type": "string",
-            "description": "Pick one",
-            "enum": ["opt1", "opt2", "opt3"],
-            "enumNames": ["Option One", "Option Two", "Option Three"],
-        },
-        "untitledMulti": {
-            "type": "array",
-            "description": "Pick some",
-            "minItems": 1,
-            "maxItems": 3,
-            "items": {"type": "string", "enum": ["option1", "option2", "option3"]},
-        },
-        "titledMulti": {
-            "type": "array",
-            "description": "Pick some",
-            "minItems": 1,
-            "maxItems": 3,
-            "items": {
-                "anyOf": [
-                    {"const": "value1", "title": "First Choice"},
-                    {"const": "value2", "title": "Second Choice"},
-                    {"const": "value3", "title": "Third Choice"},
-                ]
-            },
-        },
-    },
-    "required": [],
-}
+BUS = InMemorySubscriptionBus()
+"""What the fixture's subscriptions/listen streams hear (2026-07-28)."""
 
 
 def _text(text: str) -> dict[str, Any]:
@@ -172,6 +86,8 @@ async def _call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Cal
     asked = await input_required.call_tool(name, answers, params.request_state, session.client_capabilities, ask)
     if asked is not None:
         return asked
+    if name in ("test_trigger_tool_change", "test_trigger_prompt_change"):
+        return await _change_list(session, name.endswith("tool_change"))
     if name == "test_simple_text":
         return _result(_text("This is a simple text response for testing."))
     if name == "test_image_content":
@@ -245,6 +161,19 @@ async def _call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Cal
         await asyncio.sleep(0.1)
         return _result(_text("Reconnection test completed"))
     return _result(_text(f"Unknown tool: {name}"), is_error=True)
+
+
+async def _change_list(session: Any, tools: bool) -> types.CallToolResult:
+    """One more tool (or prompt), announced both eras' ways: on listen streams and on the session."""
+    if tools:
+        TOOLS.append(_tool(f"test_added_tool_{len(TOOLS)}", "Added by test_trigger_tool_change"))
+        await BUS.publish(ToolsListChanged())
+    else:
+        PROMPTS.append({"name": f"test_added_prompt_{len(PROMPTS)}", "description": "Added by a trigger"})
+        await BUS.publish(PromptsListChanged())
+    with contextlib.suppress(Exception):  # (a 2026-07-28 request has no session stream to say it on)
+        await (session.send_tool_list_changed() if tools else session.send_prompt_list_changed())
+    return _result(_text("the list changed"))
 
 
 async def _list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
@@ -388,6 +317,7 @@ def build_fixture() -> Server[Any]:
         on_get_prompt=_get_prompt,
         on_set_logging_level=_empty,
         on_completion=_complete,
+        on_subscriptions_listen=ListenHandler(BUS),
     )
 
 
