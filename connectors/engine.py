@@ -211,7 +211,8 @@ class Connector(Handshake):
     ) -> Message:
         if self.lost_event.is_set():
             raise UpstreamUnavailable(self.spec.name, f"connection lost ({self.lost_reason})")
-        params = envelope(params, self._capabilities, self.log_level) if self.modern else without_log_level(params)
+        modern = self.modern
+        params = envelope(params, self._capabilities, self.log_level, method) if modern else without_log_level(params)
         request_id = next(self._ids)
         call = Call(asyncio.get_running_loop().create_future(), hooks, deadline)
         self._pending[request_id] = call

@@ -22,15 +22,17 @@ from typing import Any, Final
 from connectors.calls import CallHooks
 from connectors.errors import UpstreamError, UpstreamProtocolError, UpstreamRpcError
 from connectors.jsonrpc import Message
-from connectors.spec import CLIENT_INFO, MODERN_VERSIONS
+from connectors.spec import CLIENT_INFO, MODERN_VERSIONS, TASKS_EXTENSION
 
 __all__ = [
     "INPUT_KEY",
     "LOG_LEVEL_KEY",
     "MAX_ROUNDS",
     "MODERN",
+    "TASK_METHODS",
     "annotated_arguments",
     "argument_at",
+    "ask_all",
     "envelope",
     "modern_only",
     "param_headers_for",
@@ -45,18 +47,33 @@ MAX_ROUNDS: Final = 10
 LOG_LEVEL_KEY: Final = "io.modelcontextprotocol/logLevel"
 INPUT_KEY: Final = "inputKey"
 """Where a question relayed from an upstream's ``inputRequests`` carries its key (never sent on)."""
-_NAME_OF: Final[Mapping[str, str]] = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+TASK_METHODS: Final = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
+"""The requests of the 2026-07-28 tasks extension (``tasks/result`` and ``tasks/list`` are gone)."""
+_NAME_OF: Final[Mapping[str, str]] = {
+    "tools/call": "name",
+    "prompts/get": "name",
+    "resources/read": "uri",
+    **dict.fromkeys(TASK_METHODS, "taskId"),
+}
 _HTTP_4XX: Final = re.compile(r"\bHTTP 4\d\d\b")  # how the transport words a refusal without a JSON-RPC body
 _INPUT_METHODS: Final = frozenset({"sampling/createMessage", "elicitation/create", "roots/list"})
 
 
-def envelope(params: Message | None, capabilities: Message, log_level: str | None = None) -> Message:
+def envelope(params: Message | None, capabilities: Message, log_level: str | None = None, method: str = "") -> Message:
     """``params`` with the 2026-07-28 envelope in ``_meta`` (the client's capabilities are the hub's
     client's, so capability-gated behaviour follows the one who asks). A log level the request
-    names already wins over ``log_level`` (the client's session-wide one)."""
+    names already wins over ``log_level`` (the client's session-wide one).
+
+    A call the hub wants run as a task (the session era's ``params.task``) declares the tasks
+    extension for this request instead (SEP-2575's per-request capabilities), as do the extension's
+    own requests: the upstream then decides whether it makes a task."""
     out = dict(params or {})
     meta = out.get("_meta")
     meta = meta if isinstance(meta, dict) else {}
+    if out.pop("task", None) is not None or method in TASK_METHODS:
+        extensions = capabilities.get("extensions")
+        extensions = {**(extensions if isinstance(extensions, dict) else {}), TASKS_EXTENSION: {}}
+        capabilities = {**capabilities, "extensions": extensions}
     out["_meta"] = {
         **meta,
         "io.modelcontextprotocol/protocolVersion": MODERN,
@@ -182,28 +199,38 @@ async def resolve_input(
         rounds += 1
         if rounds > MAX_ROUNDS:
             raise UpstreamProtocolError(upstream, f"asked for input more than {MAX_ROUNDS} times in one call")
-        asked: Any = result.get("inputRequests") or {}
-        if not isinstance(asked, dict):
-            raise UpstreamProtocolError(upstream, "inputRequests is not an object")
-        answers: Message = {}
-        if asked:
-            if hooks is None or hooks.request is None:
-                error = {"code": -32601, "message": "the upstream asked for input no client can give here"}
-                raise UpstreamRpcError(upstream, error)
-            ask = hooks.request
-            for key, question in asked.items():
-                if not isinstance(question, dict) or question.get("method") not in _INPUT_METHODS:
-                    raise UpstreamProtocolError(
-                        upstream, f"inputRequests.{key} is not a sampling, elicitation or roots request"
-                    )
-            # The key goes along: a client of the same era may be asked under the upstream's own keys.
-            replies = await asyncio.gather(
-                *(ask({"method": q["method"], "params": q.get("params") or {}, INPUT_KEY: k}) for k, q in asked.items())
-            )
-            answers = dict(zip(asked, replies, strict=True))
+        answers = await ask_all(upstream, result.get("inputRequests") or {}, hooks)
         again: Message = {**(params or {}), "inputResponses": answers}
         state = result.get("requestState")
         if isinstance(state, str):
             again["requestState"] = state
         result = await retry(again)
     return result
+
+
+async def ask_all(upstream: str, asked: Any, hooks: CallHooks | None) -> Message:
+    """The answers to an upstream's ``inputRequests``, by its keys, asked through ``hooks`` at once.
+
+    Raises:
+        UpstreamProtocolError: ``asked`` is not an object of sampling, elicitation or roots requests.
+        UpstreamRpcError: the upstream asked and nobody can answer (no hook).
+        ManifoldError: what asking the client raised (its refusal, its timeout).
+    """
+    if not isinstance(asked, dict):
+        raise UpstreamProtocolError(upstream, "inputRequests is not an object")
+    if not asked:
+        return {}
+    if hooks is None or hooks.request is None:
+        error = {"code": -32601, "message": "the upstream asked for input no client can give here"}
+        raise UpstreamRpcError(upstream, error)
+    ask = hooks.request
+    for key, question in asked.items():
+        if not isinstance(question, dict) or question.get("method") not in _INPUT_METHODS:
+            raise UpstreamProtocolError(
+                upstream, f"inputRequests.{key} is not a sampling, elicitation or roots request"
+            )
+    # The key goes along: a client of the same era may be asked under the upstream's own keys.
+    replies = await asyncio.gather(
+        *(ask({"method": q["method"], "params": q.get("params") or {}, INPUT_KEY: k}) for k, q in asked.items())
+    )
+    return dict(zip(asked, replies, strict=True))

@@ -11,6 +11,7 @@ __all__ = [
     "LATEST_VERSION",
     "MODERN_VERSIONS",
     "SUPPORTED_VERSIONS",
+    "TASKS_EXTENSION",
     "Protocol",
     "SandboxSpec",
     "StdioSpec",
@@ -28,6 +29,8 @@ LATEST_VERSION: Final[str] = SUPPORTED_VERSIONS[-1]
 # The stateless versions: no initialize, every request carries its envelope in ``_meta``.
 MODERN_VERSIONS: Final[tuple[str, ...]] = ("2026-07-28",)
 CLIENT_INFO: Final[dict[str, str]] = {"name": "manifold", "version": "0.1.0"}
+TASKS_EXTENSION: Final = "io.modelcontextprotocol/tasks"
+"""Tasks in the 2026-07-28 era: an extension (SEP-2663), declared under ``capabilities.extensions``."""
 
 
 @dataclass(frozen=True)

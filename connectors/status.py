@@ -34,6 +34,9 @@ class Listing:
     resource_templates: tuple[Message, ...] = ()
     ttl_ms: int | None = None
     """How long a 2026-07-28 upstream said its lists stay fresh (the least of them); None: it did not say."""
+    task_support: str = "forbidden"
+    """How a tool that says nothing of tasks may run as one: "optional" on a 2026-07-28 upstream that
+    offers the tasks extension (it decides per call whether a call becomes a task)."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from connectors.factory import make_connector
 from connectors.jsonrpc import Message
 from connectors.limits import PoolLimits
 from connectors.sandbox import DISCOVERY
+from connectors.spec import TASKS_EXTENSION
 from connectors.status import Listing, UpstreamState, UpstreamStatus
 from connectors.upstream import Upstream
 
@@ -185,7 +186,16 @@ async def discover(connector: Connector) -> Listing:
         resources = await _list_all(connector, "resources/list", "resources", ttls)
         templates = await _list_all(connector, "resources/templates/list", "resourceTemplates", ttls)
     ttl = min(ttls) if connector.modern and ttls else None
-    return Listing(tools=tools, prompts=prompts, resources=resources, resource_templates=templates, ttl_ms=ttl)
+    extensions = capabilities.get("extensions")
+    decides = connector.modern and isinstance(extensions, dict) and TASKS_EXTENSION in extensions
+    return Listing(
+        tools=tools,
+        prompts=prompts,
+        resources=resources,
+        resource_templates=templates,
+        ttl_ms=ttl,
+        task_support="optional" if decides else "forbidden",
+    )
 
 
 async def _list_all(connector: Connector, method: str, key: str, ttls: list[int]) -> tuple[Message, ...]:

@@ -8,14 +8,18 @@ view which upstream and which original name, then the caller's upstream access.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Final
 
+from connectors.errors import UpstreamRpcError
 from connectors.jsonrpc import Message
 from connectors.spec import LATEST_VERSION, SUPPORTED_VERSIONS
+from hub import upstream_tasks
 from hub.catalog import Entry, ListKind
 from hub.context import RequestContext
 from hub.errors import InvalidParams, InvalidRequest, MethodNotFound
+from hub.upstream_tasks import legacy_task
 
 __all__ = ["HANDLERS", "LOG_LEVELS", "dispatch", "negotiate"]
 
@@ -80,44 +84,56 @@ async def _ping(ctx: RequestContext, params: Message) -> Message:
 
 async def _call_tool(ctx: RequestContext, params: Message) -> Message:
     entry = ctx.view.tool(_string(params, "name"))
-    result = await _forward(ctx, entry, "tools/call", {**params, "name": entry.original})
+    forwarded = {**params, "name": entry.original}
+    try:
+        result = await _forward(ctx, entry, "tools/call", forwarded)
+    except UpstreamRpcError as exc:
+        if ctx.era != "session" or "task" in forwarded or not upstream_tasks.requires_task(exc):
+            raise  # (a 2026-07-28 client is told: it can declare the extension)
+        call = functools.partial(_forward, ctx, entry, "tools/call")
+        return await upstream_tasks.run_as_task(ctx, entry.upstream, forwarded, call)
     task = result.get("task")
     if isinstance(task, dict) and isinstance(task.get("taskId"), str):
         # A task-augmented call: the client polls the task through the hub under a public id.
         result = {**result, "task": ctx.tasks.publish(entry.upstream, task)}
+    elif upstream_tasks.is_flat_task(result):
+        # A 2026-07-28 upstream's task (the extension): flat for a client of that era, a task object for the other.
+        public = ctx.tasks.extension_task(entry.upstream, result["taskId"])
+        result = {**result, "taskId": public} if ctx.era == "stateless" else {"task": legacy_task(result, public)}
     return result
 
 
-def _task(ctx: RequestContext, params: Message) -> tuple[str, str]:
-    return ctx.tasks.find(_string(params, "taskId"))
-
-
-async def _task_request(ctx: RequestContext, method: str, params: Message) -> tuple[str, Message]:
-    upstream, original = _task(ctx, params)
+async def _task_request(ctx: RequestContext, method: str, params: Message) -> Message:
+    public = _string(params, "taskId")
+    if ctx.tasks.is_extension_task(public):
+        return await upstream_tasks.serve_legacy(ctx, method, public, params)
+    upstream, original = ctx.tasks.find(public)
     result = await ctx.upstreams.request(
         upstream, method, {**params, "taskId": original}, hooks=ctx.hooks(upstream, params)
     )
-    return upstream, result
+    return (
+        ctx.tasks.publish_related(upstream, result) if method == "tasks/result" else ctx.tasks.publish(upstream, result)
+    )
 
 
 async def _get_task(ctx: RequestContext, params: Message) -> Message:
-    upstream, result = await _task_request(ctx, "tasks/get", params)
-    return ctx.tasks.publish(upstream, result)
+    return await _task_request(ctx, "tasks/get", params)
 
 
 async def _cancel_task(ctx: RequestContext, params: Message) -> Message:
-    upstream, result = await _task_request(ctx, "tasks/cancel", params)
-    return ctx.tasks.publish(upstream, result)
+    return await _task_request(ctx, "tasks/cancel", params)
 
 
 async def _task_result(ctx: RequestContext, params: Message) -> Message:
-    upstream, result = await _task_request(ctx, "tasks/result", params)
-    return ctx.tasks.publish_related(upstream, result)
+    return await _task_request(ctx, "tasks/result", params)
 
 
 async def _list_tasks(ctx: RequestContext, params: Message) -> Message:
     tasks: list[Message] = []
     for upstream in ctx.tasks.upstreams():
+        if ctx.tasks.extension_tasks(upstream):  # (a 2026-07-28 upstream lists none: the hub reads its own)
+            tasks += await upstream_tasks.list_legacy(ctx, upstream)
+            continue
         listed = await ctx.upstreams.request(upstream, "tasks/list", {})
         tasks += [ctx.tasks.publish(upstream, task) for task in listed.get("tasks", []) if isinstance(task, dict)]
     return {"tasks": tasks}

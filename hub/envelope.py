@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from connectors.eras import annotated_arguments, argument_at, rendered_argument
+from connectors.eras import TASK_METHODS, annotated_arguments, argument_at, rendered_argument
 from connectors.jsonrpc import Message
 from connectors.spec import MODERN_VERSIONS
 from hub.catalog import Catalog
@@ -127,6 +127,13 @@ def open_envelope(message: Message, headers: Mapping[str, str]) -> Envelope:
         # (The same text as the name is the name, unless it reads as base64 wrapping: that is undone.)
         if named is not None and (header != named or named.startswith("=?")) and _decoded(header) != named:
             raise HeaderMismatch(f"the Mcp-Name header does not match params.{name_key}")
+    elif (
+        method in TASK_METHODS
+        and isinstance(params, dict)
+        and "mcp-name" in headers  # (optional on a tasks request; when sent, its task's id)
+        and _decoded(headers["mcp-name"]) != params.get("taskId")
+    ):
+        raise HeaderMismatch("the Mcp-Name header does not match params.taskId")
     if not isinstance(version, str):
         raise InvalidParams(f"params._meta.{PROTOCOL_KEY} must be a string")
     if version not in MODERN_VERSIONS:

@@ -289,6 +289,7 @@ class ModernEndpoint:
                 if annotated:
                     check_param_headers(annotated, params.get("arguments"), headers)
             forwarded = upstream_meta(params)
+            forwarded.pop("task", None)  # (the session era's way to ask for a task: this era's servers decide)
             if isinstance(params.get("inputResponses"), dict):
                 # Answers given ahead, with no round of ours: the upstream's own keys, for a 2026-07-28
                 # upstream to use (a session-era one is sent none).
@@ -331,7 +332,7 @@ class ModernEndpoint:
             result = await dispatch(ctx, method, forwarded)
             if task is None:
                 return result
-            return await modern_tasks.settle_call(principal.bridges, result, ctx)
+            return modern_tasks.settle_call(principal.bridges, result, envelope.capabilities)
 
     def _finish(self, call: StatelessCall, view: CatalogView, result: Message) -> Message:
         return self._complete(result, self._read_cache(call, view, result))

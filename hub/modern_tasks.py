@@ -1,4 +1,4 @@
-"""Tasks for 2026-07-28 clients (the ``io.modelcontextprotocol/tasks`` extension) over session-era upstreams.
+"""Tasks for 2026-07-28 clients (the ``io.modelcontextprotocol/tasks`` extension), from upstreams of both eras.
 
 A client that declares the extension may get a task instead of a result from
 ``tools/call``: the server decides, and it polls ``tasks/get`` until the task
@@ -9,9 +9,9 @@ stream also carries the questions of a task waiting for input. The hub bridges
 one to the other:
 
 - a tool the upstream lists as task-supporting runs as a task when the client
-  declared the extension (the create result is made flat, with a public id), and
-  when the tool requires a task and the client did not declare it, the hub runs
-  the task itself and answers with its result, as a plain call;
+  declared the extension (the create result is made flat, with a public id); a
+  tool that requires a task, called by a client that did not declare it, is
+  refused with ``-32021``, as the extension says;
 - ``tasks/get`` asks the upstream; once the task needs input or has ended, the
   hub fetches its outcome in the background: the questions on that stream are
   shown as ``inputRequests`` and answered by ``tasks/update``, and the outcome is
@@ -19,6 +19,11 @@ one to the other:
   error as ``failed`` with its error);
 - ``tasks/cancel`` cancels upstream and answers an empty acknowledgement, also
   for a task that had already ended.
+
+A 2026-07-28 upstream speaks the extension itself, and decides per call (the hub
+declares the extension for a call of a client that did): its task is passed
+through under a public id, and ``tasks/get``, ``tasks/update`` and
+``tasks/cancel`` go to it as they came, with its own id.
 
 Tasks belong to the caller's upstream sessions (a session-era task lives in the
 upstream session that started it); :class:`TaskBridges` keeps each one's state,
@@ -32,17 +37,19 @@ import contextlib
 import itertools
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Final
 
 from connectors.engine import CallHooks
 from connectors.errors import ManifoldError
 from connectors.jsonrpc import Message
+from connectors.spec import TASKS_EXTENSION
 from connectors.upstream_sessions import UpstreamSessions
-from hub.context import RequestContext
 from hub.errors import InvalidParams, MissingCapability
 from hub.relay import held_question
-from hub.tasks import RELATED_TASK, TaskTable
+from hub.tasks import TaskTable
+from hub.upstream_tasks import ASKED_TTL_MS, is_flat_task, without_related
 
 __all__ = [
     "METHODS",
@@ -56,10 +63,8 @@ __all__ = [
     "task_request",
 ]
 
-TASKS_EXTENSION: Final = "io.modelcontextprotocol/tasks"
 METHODS: Final = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
-TTL_MS: Final = 300_000
-"""The time to live the hub asks of an upstream for its clients' tasks."""
+TTL_MS: Final = ASKED_TTL_MS
 
 _TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
 _SETTLE: Final = 2.0
@@ -73,9 +78,20 @@ def declares_tasks(capabilities: Message) -> bool:
 
 
 def task_request(support: str, capabilities: Message) -> Message | None:
-    """The ``task`` parameter to send upstream with a ``tools/call``, or None to call it plainly."""
-    if support == "required" or (support == "optional" and declares_tasks(capabilities)):
+    """The ``task`` parameter to send upstream with a ``tools/call``, or None to call it plainly.
+
+    Raises: MissingCapability: the tool runs only as a task, and the client did not declare the extension.
+    """
+    if support not in ("optional", "required"):
+        return None
+    if declares_tasks(capabilities):
         return {"ttl": TTL_MS}
+    if support == "required":
+        raise MissingCapability(
+            f"this tool runs only as a task: it needs the {TASKS_EXTENSION} extension in the request's client "
+            "capabilities",
+            data={"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
+        )
     return None
 
 
@@ -91,14 +107,6 @@ def flat_task(task: Message, public: str) -> Message:
     if isinstance(poll, int) and not isinstance(poll, bool) and poll > 0:
         out["pollIntervalMs"] = poll
     return out
-
-
-def _without_related(result: Message) -> Message:
-    meta = result.get("_meta")
-    if not isinstance(meta, dict) or RELATED_TASK not in meta:
-        return result
-    rest = {key: value for key, value in meta.items() if key != RELATED_TASK}
-    return {**{key: value for key, value in result.items() if key != "_meta"}, **({"_meta": rest} if rest else {})}
 
 
 class _Bridge:
@@ -132,9 +140,17 @@ class _Bridge:
             return None
         exc = self.fetch.exception()
         if exc is None:
-            return {"status": "completed", "result": _without_related(self.fetch.result())}
+            return {"status": "completed", "result": without_related(self.fetch.result())}
         error = exc.to_error() if isinstance(exc, ManifoldError) else {"code": -32603, "message": "internal error"}
         return {"status": "failed", "error": error}
+
+
+@dataclass(frozen=True)
+class _Passed:
+    """A task of a 2026-07-28 upstream: it speaks the extension, so its requests go to it as they came."""
+
+    upstream: str
+    original: str
 
 
 class TaskBridges:
@@ -146,38 +162,47 @@ class TaskBridges:
         self.capacity = capacity
         self.keep_until = 0.0
         """Until when (monotonic) a task of these sessions may still be asked for."""
-        self._bridges: OrderedDict[str, _Bridge] = OrderedDict()
+        self._bridges: OrderedDict[str, _Bridge | _Passed] = OrderedDict()
+
+    def _remember(self, public: str, entry: _Bridge | _Passed, ttl: object) -> None:
+        self._bridges[public] = entry
+        while len(self._bridges) > self.capacity:
+            _, oldest = self._bridges.popitem(last=False)
+            self._drop(oldest)
+        kept = ttl if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0 else TTL_MS
+        self.keep_until = max(self.keep_until, time.monotonic() + kept / 1000)
 
     def created(self, task: Message, capabilities: Message) -> Message:
         """The flat create result of a task a call started (``task`` carries the public id already)."""
         public = task["taskId"]
         upstream, original = self.table.find(public)
-        self._bridges[public] = _Bridge(upstream, original, capabilities)
-        while len(self._bridges) > self.capacity:
-            _, oldest = self._bridges.popitem(last=False)
-            self._drop(oldest)
         flat = flat_task(task, public)
-        ttl = flat["ttlMs"] if isinstance(flat["ttlMs"], int) else TTL_MS
-        self.keep_until = max(self.keep_until, time.monotonic() + ttl / 1000)
+        self._remember(public, _Bridge(upstream, original, capabilities), flat["ttlMs"])
         return {**flat, "resultType": "task"}
 
-    async def result_of(self, task: Message, hooks: Callable[[str], CallHooks]) -> Message:
-        """The result of a task the client cannot poll, waited for here (its questions go through ``hooks``)."""
-        upstream, original = self.table.find(task["taskId"])
-        result = await self.upstreams.request(upstream, "tasks/result", {"taskId": original}, hooks=hooks(upstream))
-        return _without_related(result)
+    def passed(self, result: Message) -> Message:
+        """A 2026-07-28 upstream's create result (under its public id already), kept to be passed through."""
+        public = result["taskId"]
+        upstream, original = self.table.find(public)
+        self._remember(public, _Passed(upstream, original), result.get("ttlMs"))
+        return result
 
     def knows(self, public: str) -> bool:
         return public in self._bridges
 
-    def _find(self, public: str) -> _Bridge:
+    def _find(self, public: str) -> _Bridge | _Passed:
         bridge = self._bridges.get(public)
         if bridge is None:
             raise InvalidParams(f"unknown task: {public}")
         return bridge
 
+    async def _pass(self, entry: _Passed, method: str, params: Message) -> Message:
+        return await self.upstreams.request(entry.upstream, method, {**params, "taskId": entry.original})
+
     async def get(self, public: str) -> Message:
         bridge = self._find(public)
+        if isinstance(bridge, _Passed):
+            return {**await self._pass(bridge, "tasks/get", {}), "taskId": public}
         task = await self.upstreams.request(bridge.upstream, "tasks/get", {"taskId": bridge.original})
         out = flat_task(task, public)
         status = out["status"]
@@ -207,11 +232,14 @@ class TaskBridges:
             async with asyncio.timeout(_SETTLE):
                 await bridge.changed.wait()
 
-    def update(self, public: str, responses: object) -> Message:
+    async def update(self, public: str, responses: object) -> Message:
         """Answer the open questions of a task (``tasks/update``); keys it did not ask are ignored."""
         bridge = self._find(public)
         if not isinstance(responses, dict):
             raise InvalidParams("params.inputResponses must be an object")
+        if isinstance(bridge, _Passed):
+            await self._pass(bridge, "tasks/update", {"inputResponses": responses})
+            return {}
         for key, response in responses.items():
             asked = bridge.questions.get(key)
             if asked is None or asked[1].done():
@@ -224,6 +252,9 @@ class TaskBridges:
     async def cancel(self, public: str) -> Message:
         """Cancel a task upstream; a task that had already ended is acknowledged all the same."""
         bridge = self._find(public)
+        if isinstance(bridge, _Passed):
+            await self._pass(bridge, "tasks/cancel", {})
+            return {}
         try:
             await self.upstreams.request(bridge.upstream, "tasks/cancel", {"taskId": bridge.original})
         except ManifoldError:
@@ -232,12 +263,12 @@ class TaskBridges:
                 raise
         return {}
 
-    def _drop(self, bridge: _Bridge) -> None:
-        if bridge.fetch is not None and not bridge.fetch.done():
+    def _drop(self, bridge: _Bridge | _Passed) -> None:
+        if isinstance(bridge, _Bridge) and bridge.fetch is not None and not bridge.fetch.done():
             bridge.fetch.cancel()
 
     async def aclose(self) -> None:
-        fetches = [bridge.fetch for bridge in self._bridges.values() if bridge.fetch is not None]
+        fetches = [b.fetch for b in self._bridges.values() if isinstance(b, _Bridge) and b.fetch is not None]
         self._bridges.clear()
         for fetch in fetches:
             fetch.cancel()
@@ -270,7 +301,7 @@ async def serve(bridges: TaskBridges, capabilities: Message, method: str, params
     if method == "tasks/get":
         return await bridges.get(public)
     if method == "tasks/update":
-        return bridges.update(public, params.get("inputResponses"))
+        return await bridges.update(public, params.get("inputResponses"))
     return await bridges.cancel(public)
 
 
@@ -284,11 +315,12 @@ def discovered(capabilities: Message) -> Message:
     return out
 
 
-async def settle_call(bridges: TaskBridges, result: Message, ctx: RequestContext) -> Message:
-    """A ``tools/call`` result for a 2026-07-28 client: a task it may poll, or the result the task gave."""
+def settle_call(bridges: TaskBridges, result: Message, capabilities: Message) -> Message:
+    """A ``tools/call`` result for a 2026-07-28 client that declared the extension: a task it may poll
+    (a session-era upstream's, bridged; a 2026-07-28 upstream's, passed through), or the result itself."""
+    if is_flat_task(result):  # a 2026-07-28 upstream's own task, under its public id
+        return bridges.passed(result)
     task = result.get("task")
     if not isinstance(task, dict) or not isinstance(task.get("taskId"), str):
         return result
-    if declares_tasks(ctx.client_capabilities):
-        return bridges.created(task, ctx.client_capabilities)
-    return await bridges.result_of(task, lambda upstream: ctx.hooks(upstream, {}))
+    return bridges.created(task, capabilities)

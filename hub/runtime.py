@@ -47,6 +47,7 @@ from hub.stateless import PrincipalUpstreams, StatelessContexts
 from hub.stateless_calls import StatelessCalls
 from hub.stateless_policy import StatelessPolicy
 from hub.storage import open_store
+from hub.upstream_tasks import offers_tasks
 from hub.views import Views
 
 __all__ = ["SERVER_INFO", "Hub", "HubState"]
@@ -348,8 +349,8 @@ class Hub:
     def server_capabilities(self) -> Message:
         """What the hub declares to clients at initialize."""
         capabilities = dict(_CAPABILITIES)
-        if any("tasks" in status.capabilities for status in self.pool.statuses()):
-            # Tasks pass through to the upstreams that offer them.
+        if any(offers_tasks(status.capabilities) for status in self.pool.statuses()):
+            # Tasks pass through to the upstreams that offer them (either era's way).
             capabilities["tasks"] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
         return capabilities
 

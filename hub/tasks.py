@@ -4,7 +4,8 @@ Task ids are the upstream's; two upstreams may use the same one, so the hub
 shows each task under a public id made from the upstream's name and the
 original id, and keeps a table back. Task objects pass through otherwise
 unchanged. The table is bounded: past ``capacity`` tasks the oldest is
-forgotten (its id then answers as unknown).
+forgotten (its id then answers as unknown). It also remembers which tasks
+belong to a 2026-07-28 upstream (the tasks extension), whose requests differ.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class TaskTable:
         self.capacity = capacity
         self._by_public: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._by_original: dict[tuple[str, str], str] = {}
+        self._extension: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._by_public)
@@ -40,9 +42,27 @@ class TaskTable:
             self._by_original[key] = public
             self._by_public[public] = key
             if len(self._by_public) > self.capacity:
-                _, oldest = self._by_public.popitem(last=False)
+                gone, oldest = self._by_public.popitem(last=False)
                 del self._by_original[oldest]
+                self._extension.discard(gone)
         return public
+
+    def extension_task(self, upstream: str, original: str) -> str:
+        """The public id of a task of a 2026-07-28 upstream, remembered as one."""
+        public = self.public_id(upstream, original)
+        self._extension.add(public)
+        return public
+
+    def is_extension_task(self, public: str) -> bool:
+        return public in self._extension
+
+    def extension_tasks(self, upstream: str) -> list[tuple[str, str]]:
+        """(public id, original id) of the 2026-07-28 tasks on ``upstream``, oldest first."""
+        return [
+            (public, original)
+            for public, (name, original) in self._by_public.items()
+            if name == upstream and public in self._extension
+        ]
 
     def find(self, public: str) -> tuple[str, str]:
         """Raises: InvalidParams: no task of this client has that id."""

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 
-from tests.wire import HEADERS, rpc, sse_messages
+from connectors.spec import TASKS_EXTENSION
+from tests.wire import HEADERS, WAIT, rpc, sse_messages
 
 VERSION = "2026-07-28"
 CAPABILITIES: dict[str, Any] = {"sampling": {}, "elicitation": {"form": {}}, "roots": {}}
+WITH_TASKS: dict[str, Any] = {**CAPABILITIES, "extensions": {TASKS_EXTENSION: {}}}
 
 
 def envelope(
@@ -60,3 +63,42 @@ async def post(
     else:
         messages = []
     return response, messages
+
+
+class TaskCaller:
+    """One principal (by its API key) speaking the 2026-07-28 era to the hub; its requests declare
+    the tasks extension unless they say otherwise."""
+
+    def __init__(self, http: httpx.AsyncClient, url: str, key: str) -> None:
+        self.http, self.url, self.key = http, url, key
+        self._ids = 0
+
+    async def send(
+        self,
+        method: str,
+        params: dict[str, Any],
+        capabilities: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        self._ids += 1
+        declared = WITH_TASKS if capabilities is None else capabilities
+        message = rpc(self._ids, method, envelope(params, capabilities=declared))
+        sent = {**headers_for(message), "authorization": f"Bearer {self.key}", **(headers or {})}
+        response, messages = await post(self.http, self.url, message, sent)
+        return response.status_code, messages[-1]
+
+    async def result(self, method: str, params: dict[str, Any], capabilities: dict[str, Any] | None = None) -> Any:
+        status, reply = await self.send(method, params, capabilities)
+        assert status == 200 and "result" in reply, reply
+        return reply["result"]
+
+    async def until(self, task_id: str, *statuses: str) -> dict[str, Any]:
+        """``tasks/get`` until the task reaches one of ``statuses`` (bounded by WAIT)."""
+        async with asyncio.timeout(WAIT):
+            while True:
+                got: dict[str, Any] = await self.result("tasks/get", {"taskId": task_id})
+                assert got["taskId"] == task_id and got["resultType"] == "complete", got
+                if got["status"] in statuses:
+                    return got
+                assert got["status"] in ("working", "input_required"), got
+                await asyncio.sleep(got.get("pollIntervalMs", 500) / 1000)  # the interval the task asks for

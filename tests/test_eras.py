@@ -20,6 +20,7 @@ from connectors.eras import (
 )
 from connectors.errors import UpstreamProtocolError, UpstreamRpcError, UpstreamUnavailable
 from connectors.jsonrpc import Message
+from connectors.spec import TASKS_EXTENSION
 
 pytestmark = pytest.mark.anyio
 
@@ -115,3 +116,19 @@ def test_answers_given_ahead_go_only_to_a_stateless_upstream() -> None:
     ahead = {"name": "t", "arguments": {}, "inputResponses": {"user_name": {"action": "accept"}}}
     assert envelope(ahead, {})["inputResponses"] == ahead["inputResponses"]
     assert without_log_level(ahead) == {"name": "t", "arguments": {}}  # the session era asks mid-call instead
+
+
+def test_a_call_wanted_as_a_task_declares_the_tasks_extension_for_that_request_only() -> None:
+    capabilities: dict[str, Any] = {"sampling": {}, "extensions": {"x.example/other": {}}}
+    wanted = envelope({"name": "t", "task": {"ttl": 300000}}, capabilities, method="tools/call")
+    assert "task" not in wanted  # (the session era's way to ask; this era's servers decide)
+    declared = wanted["_meta"]["io.modelcontextprotocol/clientCapabilities"]
+    assert declared == {"sampling": {}, "extensions": {"x.example/other": {}, TASKS_EXTENSION: {}}}
+    assert capabilities == {"sampling": {}, "extensions": {"x.example/other": {}}}  # the session's own: unchanged
+    plain = envelope({"name": "t"}, capabilities, method="tools/call")
+    assert plain["_meta"]["io.modelcontextprotocol/clientCapabilities"] is capabilities
+    for method in ("tasks/get", "tasks/update", "tasks/cancel"):
+        asked = envelope({"taskId": "t1"}, {}, method=method)["_meta"]["io.modelcontextprotocol/clientCapabilities"]
+        assert asked == {"extensions": {TASKS_EXTENSION: {}}}, method
+        assert routing_headers({"method": method, "params": {"taskId": "t1"}})["mcp-name"] == "t1"
+    assert without_log_level({"name": "t", "task": {"ttl": 1}}) == {"name": "t", "task": {"ttl": 1}}  # 2025 tasks

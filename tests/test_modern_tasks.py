@@ -15,51 +15,17 @@ from typing import Any
 import httpx
 import pytest
 
+from hub.errors import MissingCapability
 from hub.modern_tasks import TASKS_EXTENSION, discovered, flat_task, task_request
-from tests.modern_wire import CAPABILITIES, envelope, headers_for, post
+from tests.modern_wire import CAPABILITIES, TaskCaller
 from tests.npm_peers import everything
 from tests.servers import run_config
-from tests.wire import WAIT, rpc
+from tests.wire import WAIT
 
 pytestmark = pytest.mark.anyio
 
-WITH_TASKS: dict[str, Any] = {**CAPABILITIES, "extensions": {TASKS_EXTENSION: {}}}
 KEYS = {"ann": "key-ann-0123456789abcdef", "bob": "key-bob-0123456789abcdef"}
 RESEARCH = "everything__simulate-research-query"
-
-
-class Caller:
-    """One principal speaking the 2026-07-28 era to the hub."""
-
-    def __init__(self, http: httpx.AsyncClient, url: str, name: str) -> None:
-        self.http, self.url, self.name = http, url, name
-        self._ids = 0
-
-    async def send(
-        self, method: str, params: dict[str, Any], capabilities: dict[str, Any] | None = None
-    ) -> tuple[int, dict[str, Any]]:
-        self._ids += 1
-        declared = WITH_TASKS if capabilities is None else capabilities
-        message = rpc(self._ids, method, envelope(params, capabilities=declared))
-        headers = {**headers_for(message), "authorization": f"Bearer {KEYS[self.name]}"}
-        response, messages = await post(self.http, self.url, message, headers)
-        return response.status_code, messages[-1]
-
-    async def result(self, method: str, params: dict[str, Any], capabilities: dict[str, Any] | None = None) -> Any:
-        status, reply = await self.send(method, params, capabilities)
-        assert status == 200 and "result" in reply, reply
-        return reply["result"]
-
-    async def until(self, task_id: str, *statuses: str) -> dict[str, Any]:
-        """``tasks/get`` until the task reaches one of ``statuses`` (bounded by WAIT)."""
-        async with asyncio.timeout(WAIT):
-            while True:
-                got: dict[str, Any] = await self.result("tasks/get", {"taskId": task_id})
-                assert got["taskId"] == task_id and got["resultType"] == "complete"
-                if got["status"] in statuses:
-                    return got
-                assert got["status"] in ("working", "input_required"), got
-                await asyncio.sleep(got.get("pollIntervalMs", 500) / 1000)  # the interval the task asks for
 
 
 def hub_document(upstream: str) -> dict[str, Any]:
@@ -73,7 +39,7 @@ async def test_a_research_task_runs_polls_answers_a_question_and_is_cancelled(no
         run_config(hub_document(upstream), env={}) as (url, _),
         httpx.AsyncClient(timeout=WAIT, trust_env=False) as http,
     ):
-        ann, bob = Caller(http, url, "ann"), Caller(http, url, "bob")
+        ann, bob = TaskCaller(http, url, KEYS["ann"]), TaskCaller(http, url, KEYS["bob"])
         found = await ann.result("server/discover", {})
         assert found["capabilities"]["extensions"][TASKS_EXTENSION] == {}
         assert "tasks" not in found["capabilities"]  # the 2025-11-25 slot is not this era's
@@ -122,25 +88,19 @@ async def test_a_research_task_runs_polls_answers_a_question_and_is_cancelled(no
         assert (status, unknown["error"]["code"]) == (400, -32602)
 
 
-async def test_without_the_extension_a_required_task_is_a_plain_call_and_tasks_methods_are_refused(
-    node_modules: Path,
-) -> None:
+async def test_without_the_extension_a_required_task_and_the_tasks_methods_are_refused(node_modules: Path) -> None:
     async with (
         everything(node_modules) as upstream,
         run_config(hub_document(upstream), env={}) as (url, _),
         httpx.AsyncClient(timeout=WAIT, trust_env=False) as http,
     ):
-        ann = Caller(http, url, "ann")
-        call = {"name": RESEARCH, "arguments": {"topic": "reefs"}}
-        result = await ann.result("tools/call", call, CAPABILITIES)
-        # The upstream asks for the client's roots while the hub waits for the task: that question reaches
-        # this client as the era asks anything, and the call goes on with its answer.
-        assert result["resultType"] == "input_required", result
-        assert result["inputRequests"] == {"q1": {"method": "roots/list", "params": {}}}
-        retry = {**call, "inputResponses": {"q1": {"roots": []}}, "requestState": result["requestState"]}
-        result = await ann.result("tools/call", retry, CAPABILITIES)
-        assert result["resultType"] == "complete" and "taskId" not in result, result
-        assert "reefs" in result["content"][0]["text"]
+        ann = TaskCaller(http, url, KEYS["ann"])
+        required: dict[str, Any] = {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}}
+        # The tool runs only as a task, which this client could not poll: refused, as the extension says.
+        status, refused = await ann.send(
+            "tools/call", {"name": RESEARCH, "arguments": {"topic": "reefs"}}, CAPABILITIES
+        )
+        assert (status, refused["error"]["code"], refused["error"]["data"]) == (400, -32021, required)
         for method, params in (
             ("tasks/get", {"taskId": "x"}),
             ("tasks/update", {"taskId": "x", "inputResponses": {}}),
@@ -148,10 +108,13 @@ async def test_without_the_extension_a_required_task_is_a_plain_call_and_tasks_m
         ):
             status, refused = await ann.send(method, params, CAPABILITIES)
             assert (status, refused["error"]["code"]) == (400, -32021), method
-            assert refused["error"]["data"] == {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}}
-        # A tool that only may run as a task runs plainly for this client: an ordinary tool is unchanged.
+            assert refused["error"]["data"] == required
+        # An ordinary tool is unchanged, and the same call with the extension declared makes a task.
         echoed = await ann.result("tools/call", {"name": "everything__echo", "arguments": {"message": "hi"}})
         assert echoed["resultType"] == "complete" and "hi" in echoed["content"][0]["text"]
+        created = await ann.result("tools/call", {"name": RESEARCH, "arguments": {"topic": "reefs"}})
+        assert created["resultType"] == "task"
+        await ann.result("tasks/cancel", {"taskId": created["taskId"]})
 
 
 def test_a_2025_task_becomes_the_fields_of_a_2026_task() -> None:
@@ -179,7 +142,9 @@ def test_a_2025_task_becomes_the_fields_of_a_2026_task() -> None:
 
 
 def test_a_tool_runs_as_a_task_when_it_must_or_when_it_may_and_the_client_can_poll() -> None:
-    assert task_request("required", {}) is not None
+    with pytest.raises(MissingCapability):
+        task_request("required", {})  # a task the client could not poll
+    assert task_request("required", {"extensions": {TASKS_EXTENSION: {}}}) is not None
     assert task_request("optional", {}) is None
     assert task_request("optional", {"extensions": {TASKS_EXTENSION: {}}}) is not None
     assert task_request("forbidden", {"extensions": {TASKS_EXTENSION: {}}}) is None

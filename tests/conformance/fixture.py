@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-from typing import Any
+from typing import Any, cast
 
 import mcp_types as types
 import uvicorn
@@ -24,7 +24,7 @@ from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, PromptsListChanged, ToolsListChanged
 from starlette.types import ASGIApp
 
-from tests.conformance import input_required
+from tests.conformance import input_required, tasks
 from tests.conformance.schemas import CUSTOM_HEADERS, NO_ARGS, SCHEMA_2020_12, SEP1034, SEP1330
 
 __all__ = ["build_fixture", "fixture_app"]
@@ -65,6 +65,7 @@ TOOLS = [
     *(_tool(name, "Asks the client through an input_required result (2026-07-28)") for name in input_required.TOOLS),
     _tool("test_trigger_tool_change", "Adds a tool, and says the tool list changed"),
     _tool("test_trigger_prompt_change", "Adds a prompt, and says the prompt list changed"),
+    *tasks.TOOLS,
 ]
 BUS = InMemorySubscriptionBus()
 """What the fixture's subscriptions/listen streams hear (2026-07-28)."""
@@ -82,6 +83,10 @@ async def _call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Cal
     name = params.name
     args = params.arguments or {}
     session = ctx.session
+    tasked = await tasks.call_tool(ctx, name, ctx.params if isinstance(ctx.params, dict) else {})
+    if tasked is not None:
+        # (A task's create result is the extension's own shape, which the SDK passes on as it is.)
+        return cast(types.CallToolResult, tasked)
     answers, ask = input_required.responses(params), input_required.asker(ctx)
     asked = await input_required.call_tool(name, answers, params.request_state, session.client_capabilities, ask)
     if asked is not None:
@@ -303,7 +308,7 @@ class _MemoryEventStore(EventStore):
 
 
 def build_fixture() -> Server[Any]:
-    return Server(
+    server: Server[Any] = Server(
         "conformance-fixture",
         version="1.0.0",
         on_list_tools=_list_tools,
@@ -319,6 +324,8 @@ def build_fixture() -> Server[Any]:
         on_completion=_complete,
         on_subscriptions_listen=ListenHandler(BUS),
     )
+    tasks.serve_tasks(server)
+    return server
 
 
 def fixture_app() -> ASGIApp:

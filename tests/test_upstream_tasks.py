@@ -1,0 +1,255 @@
+"""Tasks of a 2026-07-28 upstream that speaks the tasks extension itself, through the hub, for clients of both eras.
+
+The upstream is the conformance fixture (the official SDK's server, with the extension's tools and
+methods), served on 127.0.0.1; the hub speaks 2026-07-28 to it. A 2026-07-28 client that declares the
+extension gets the upstream's task passed through under a public id; one that does not is refused a tool
+that runs only as a task, as the extension says. A session-era client gets 2025-11-25 tasks, and a plain
+call of a task-only tool (the hub runs the task to its end and relays its question).
+Polling ``tasks/get`` is how the era reads a task's progress, so the tests poll, bounded in time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from connectors.spec import TASKS_EXTENSION
+from hub.upstream_tasks import legacy_task
+from tests.conformance import tasks as fixture_tasks
+from tests.conformance.fixture import fixture_app
+from tests.modern_wire import CAPABILITIES, TaskCaller
+from tests.polling import until
+from tests.servers import run_config, serve
+from tests.wire import HEADERS, WAIT, rpc
+
+pytestmark = pytest.mark.anyio
+
+KEYS = {"ann": "key-ann-0123456789abcdef", "bob": "key-bob-0123456789abcdef"}
+
+
+@asynccontextmanager
+async def hub_before_fixture() -> AsyncIterator[str]:
+    keys = [{"name": n, "sha256": hashlib.sha256(k.encode()).hexdigest(), "tenant": "acme"} for n, k in KEYS.items()]
+    async with serve(fixture_app()) as fixture:
+        upstream = {"url": f"{fixture}/mcp", "protocol": "2026-07-28"}
+        document = {"auth": {"apiKeys": keys}, "tenants": {"acme": {}}, "mcpServers": {"fx": upstream}}
+        async with run_config(document, env={}) as (url, _):
+            yield url
+
+
+async def test_a_2026_upstreams_task_passes_through_to_a_client_that_declares_the_extension() -> None:
+    async with hub_before_fixture() as url, httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
+        ann, bob = TaskCaller(http, url, KEYS["ann"]), TaskCaller(http, url, KEYS["bob"])
+        found = await ann.result("server/discover", {})
+        assert found["capabilities"]["extensions"][TASKS_EXTENSION] == {}
+
+        slow = await ann.result("tools/call", {"name": "fx__slow_compute", "arguments": {"seconds": 30}})
+        assert slow["resultType"] == "task" and slow["taskId"].startswith("fx:task-"), slow
+        assert slow["status"] == "working" and slow["ttlMs"] > 0 and isinstance(slow["createdAt"], str)
+        assert not {"task", "result", "requestState", "inputRequests"} & slow.keys()
+        # Another principal of the same tenant can neither read nor cancel ann's task, and it runs on.
+        for method in ("tasks/get", "tasks/cancel"):
+            status, foreign = await bob.send(method, {"taskId": slow["taskId"]})
+            assert (status, foreign["error"]["code"]) == (400, -32602), method
+        status, foreign = await bob.send("tasks/update", {"taskId": slow["taskId"], "inputResponses": {}})
+        assert (status, foreign["error"]["code"]) == (400, -32602)
+        assert (await ann.result("tasks/get", {"taskId": slow["taskId"]}))["status"] == "working"
+        # Mcp-Name may repeat the task's id; one that names another task is refused.
+        status, mismatch = await ann.send("tasks/get", {"taskId": slow["taskId"]}, headers={"mcp-name": "fx:other"})
+        assert (status, mismatch["error"]["code"]) == (400, -32020)
+        status, named = await ann.send("tasks/get", {"taskId": slow["taskId"]}, headers={"mcp-name": slow["taskId"]})
+        assert status == 200 and named["result"]["taskId"] == slow["taskId"]
+
+        # A question of the task shows under the upstream's own key; tasks/update answers it.
+        confirm = await ann.result("tools/call", {"name": "fx__confirm_delete", "arguments": {"filename": "a.txt"}})
+        asked = await ann.until(confirm["taskId"], "input_required")
+        assert list(asked["inputRequests"]) == ["confirm"]
+        assert asked["inputRequests"]["confirm"]["method"] == "elicitation/create"
+        answer = {"confirm": {"action": "accept", "content": {"confirm": True}}}
+        ack = await ann.result("tasks/update", {"taskId": confirm["taskId"], "inputResponses": answer})
+        assert ack["resultType"] == "complete" and "status" not in ack
+        done = await ann.until(confirm["taskId"], "completed", "failed")
+        assert done["result"]["content"][0]["text"] == "deleted a.txt"
+
+        # Two questions at once, answered one at a time: the other stays open.
+        multi = await ann.result("tools/call", {"name": "fx__multi_input", "arguments": {}})
+        asked = await ann.until(multi["taskId"], "input_required")
+        assert sorted(asked["inputRequests"]) == ["first", "second"]
+        first = {"first": {"action": "accept", "content": {"name": "n"}}}
+        await ann.result("tasks/update", {"taskId": multi["taskId"], "inputResponses": first})
+        left = await ann.result("tasks/get", {"taskId": multi["taskId"]})
+        assert left["status"] == "input_required" and list(left["inputRequests"]) == ["second"]
+        second = {"second": {"action": "accept", "content": {"confirm": True}}}
+        await ann.result("tasks/update", {"taskId": multi["taskId"], "inputResponses": second})
+        assert (await ann.until(multi["taskId"], "completed"))["status"] == "completed"
+
+        # A tool's own error ends the task completed with isError; a protocol error ends it failed.
+        failing = await ann.result("tools/call", {"name": "fx__failing_job", "arguments": {}})
+        ended = await ann.until(failing["taskId"], "completed", "failed")
+        assert ended["status"] == "completed" and ended["result"]["isError"] is True
+        broken = await ann.result("tools/call", {"name": "fx__protocol_error_job", "arguments": {}})
+        ended = await ann.until(broken["taskId"], "completed", "failed")
+        assert ended["status"] == "failed" and ended["error"]["code"] == -32603 and "result" not in ended
+
+        cancelled = await ann.result("tasks/cancel", {"taskId": slow["taskId"]})
+        assert cancelled["resultType"] == "complete" and "status" not in cancelled
+        assert (await ann.until(slow["taskId"], "cancelled"))["status"] == "cancelled"
+        again = await ann.result("tasks/cancel", {"taskId": slow["taskId"]})  # the same ack for an ended task
+        assert again["resultType"] == "complete"
+        status, unknown = await ann.send("tasks/get", {"taskId": "fx:task-nope"})
+        assert (status, unknown["error"]["code"]) == (400, -32602)
+
+
+async def test_without_the_extension_a_task_only_tool_is_refused_and_an_optional_one_runs_plainly() -> None:
+    async with hub_before_fixture() as url, httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
+        ann = TaskCaller(http, url, KEYS["ann"])
+        call = {"name": "fx__confirm_delete", "arguments": {"filename": "b.txt"}}
+        status, refused = await ann.send("tools/call", call, CAPABILITIES)
+        assert (status, refused["error"]["code"]) == (400, -32021), refused
+        assert refused["error"]["data"] == {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}}
+        # A tool that only may run as a task runs plainly for this client (the upstream decides so).
+        plain = await ann.result("tools/call", {"name": "fx__slow_compute", "arguments": {"seconds": 0}}, CAPABILITIES)
+        assert plain["resultType"] == "complete" and "taskId" not in plain
+        status, refused = await ann.send("tasks/get", {"taskId": "fx:x"}, CAPABILITIES)
+        assert (status, refused["error"]["code"]) == (400, -32021)
+
+
+class Session:
+    """A session-era client of the hub, with the capabilities to be asked things."""
+
+    def __init__(self, http: httpx.AsyncClient, url: str, key: str) -> None:
+        self.http, self.url = http, url
+        self.headers = {**HEADERS, "authorization": f"Bearer {key}"}
+        self._ids = 0
+
+    async def open(self) -> dict[str, Any]:
+        init = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"elicitation": {}},
+            "clientInfo": {"name": "s", "version": "0"},
+        }
+        response = await self.http.post(self.url, json=rpc(0, "initialize", init), headers=self.headers)
+        assert response.status_code == 200, response.text
+        self.headers = {
+            **self.headers,
+            "mcp-session-id": response.headers["mcp-session-id"],
+            "mcp-protocol-version": "2025-11-25",
+        }
+        await self.http.post(
+            self.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=self.headers
+        )
+        result: dict[str, Any] = json.loads(response.text[response.text.index("{") :])["result"]
+        return result
+
+    async def request(
+        self, method: str, params: dict[str, Any], answer: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """One request's reply; a question the hub asks on its stream meanwhile gets ``answer``."""
+        self._ids += 1
+        async with self.http.stream("POST", self.url, json=rpc(self._ids, method, params), headers=self.headers) as got:
+            assert got.status_code == 200
+            if got.headers["content-type"].startswith("application/json"):
+                replied: dict[str, Any] = json.loads(await got.aread())
+                return replied
+            async for line in got.aiter_lines():
+                if not line.startswith("data:") or not line[5:].strip():
+                    continue
+                message: dict[str, Any] = json.loads(line[5:])
+                if message.get("id") == self._ids and "method" not in message:
+                    return message
+                if "method" in message and "id" in message:  # the hub asks: answered on a POST of its own
+                    assert answer is not None, message
+                    reply = {"jsonrpc": "2.0", "id": message["id"], "result": answer}
+                    await self.http.post(self.url, json=reply, headers=self.headers)
+        raise AssertionError("the reply stream ended without a reply")
+
+
+async def test_a_session_era_client_gets_2025_tasks_of_a_2026_upstream() -> None:
+    async with hub_before_fixture() as url, httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
+        ann, bob = Session(http, url, KEYS["ann"]), Session(http, url, KEYS["bob"])
+        opened = await ann.open()
+        await bob.open()
+        assert "requests" in opened["capabilities"]["tasks"]  # the hub offers tasks: an upstream does
+        call = {"name": "fx__confirm_delete", "arguments": {"filename": "c.txt"}, "task": {"ttl": 60000}}
+        created = (await ann.request("tools/call", call))["result"]
+        task = created["task"]
+        assert task["taskId"].startswith("fx:task-") and task["status"] == "working", created
+        assert isinstance(task["ttl"], int) and "ttlMs" not in task and "resultType" not in created
+        polled = (await ann.request("tasks/get", {"taskId": task["taskId"]}))["result"]
+        assert polled["taskId"] == task["taskId"] and polled["status"] in ("working", "input_required")
+        # Another session (another principal) does not know the task.
+        foreign = await bob.request("tasks/get", {"taskId": task["taskId"]})
+        assert foreign["error"]["code"] == -32602
+        # tasks/result waits for the end; the task's question comes on its stream as elicitation/create.
+        outcome = await ann.request(
+            "tasks/result", {"taskId": task["taskId"]}, {"action": "accept", "content": {"confirm": True}}
+        )
+        result = outcome["result"]
+        assert result["content"][0]["text"] == "deleted c.txt"
+        assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": task["taskId"]}
+        listed = (await ann.request("tasks/list", {}))["result"]["tasks"]
+        assert [(t["taskId"], t["status"]) for t in listed] == [(task["taskId"], "completed")]
+        assert (await bob.request("tasks/list", {}))["result"]["tasks"] == []
+
+        # A tool that runs only as a task, called plainly: the hub runs it as one and relays its question.
+        plain = await ann.request(
+            "tools/call",
+            {"name": "fx__confirm_delete", "arguments": {"filename": "d.txt"}},
+            {"action": "accept", "content": {"confirm": True}},
+        )
+        assert plain["result"]["content"][0]["text"] == "deleted d.txt" and "task" not in plain["result"]
+
+        slow = await ann.request("tools/call", {"name": "fx__slow_compute", "arguments": {"seconds": 30}, "task": {}})
+        slow_id = slow["result"]["task"]["taskId"]
+        stopped = (await ann.request("tasks/cancel", {"taskId": slow_id}))["result"]
+        assert stopped == {**stopped, "taskId": slow_id, "status": "cancelled"}
+        failed = await ann.request("tasks/result", {"taskId": slow_id})
+        assert "cancelled" in failed["error"]["message"]
+
+
+async def test_a_session_era_client_that_cancels_its_call_cancels_the_task_the_hub_ran_for_it() -> None:
+    async with hub_before_fixture() as url, httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
+        ann = Session(http, url, KEYS["ann"])
+        await ann.open()
+        before = set(fixture_tasks._TASKS)
+        call = rpc(7, "tools/call", {"name": "fx__confirm_delete", "arguments": {"filename": "e.txt"}})
+        async with http.stream("POST", url, json=call, headers=ann.headers) as got:
+            async for line in got.aiter_lines():
+                if line.startswith("data:") and '"elicitation/create"' in line:
+                    break  # the task is asking: it runs upstream now
+            cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}}
+            await http.post(url, json=cancel, headers=ann.headers)
+        [started] = [fixture_tasks._TASKS[key] for key in set(fixture_tasks._TASKS) - before]
+        await until(lambda: started.status == "cancelled", "the upstream task is cancelled with the call")
+
+
+def test_a_2026_task_becomes_a_2025_task_object() -> None:
+    detailed = {
+        "taskId": "task-1",
+        "status": "completed",
+        "createdAt": "2026-12-04T10:00:00Z",
+        "lastUpdatedAt": "2026-12-04T10:00:01Z",
+        "ttlMs": 60000,
+        "pollIntervalMs": 200,
+        "result": {"content": []},
+        "resultType": "complete",
+    }
+    assert legacy_task(detailed, "fx:task-1") == {
+        "taskId": "fx:task-1",
+        "status": "completed",
+        "createdAt": "2026-12-04T10:00:00Z",
+        "lastUpdatedAt": "2026-12-04T10:00:01Z",
+        "ttl": 60000,
+        "pollInterval": 200,
+    }
+    assert legacy_task({"taskId": "t", "status": "working", "ttlMs": None}, "p") == {
+        "taskId": "p",
+        "status": "working",
+        "ttl": None,
+    }
