@@ -229,8 +229,15 @@ async def ask_all(upstream: str, asked: Any, hooks: CallHooks | None) -> Message
             raise UpstreamProtocolError(
                 upstream, f"inputRequests.{key} is not a sampling, elicitation or roots request"
             )
-    # The key goes along: a client of the same era may be asked under the upstream's own keys.
-    replies = await asyncio.gather(
-        *(ask({"method": q["method"], "params": q.get("params") or {}, INPUT_KEY: k}) for k, q in asked.items())
-    )
-    return dict(zip(asked, replies, strict=True))
+
+    # The key goes along: a client of the same era may be asked under the upstream's own keys. A task
+    # group: a question that fails takes the others with it.
+    async def one(key: str, question: Message) -> Message:
+        return await ask({"method": question["method"], "params": question.get("params") or {}, INPUT_KEY: key})
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            replies = [group.create_task(one(key, question)) for key, question in asked.items()]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return {key: reply.result() for key, reply in zip(asked, replies, strict=True)}

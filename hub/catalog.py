@@ -146,7 +146,11 @@ class Catalog:
         execution = item.get("execution") if kind == "tools" else None
         if isinstance(execution, dict) and execution.get("taskSupport") in ("optional", "required"):
             build.task_support[name] = execution["taskSupport"]
-        elif kind == "tools" and source.listing.task_support != "forbidden":
+        elif (
+            kind == "tools"
+            and source.listing.task_support != "forbidden"
+            and not (isinstance(execution, dict) and "taskSupport" in execution)  # (what a tool says wins)
+        ):
             build.task_support[name] = source.listing.task_support
         if source.listed:
             build.items[kind].append({**item, key: name})

@@ -70,6 +70,8 @@ _TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
 _SETTLE: Final = 2.0
 """How long ``tasks/get`` waits for what a fetch brings (a question, or the outcome of an ended task)."""
 _MAX_QUESTIONS: Final = 8
+_KEEP_MAX_MS: Final = 3_600_000
+"""The longest the caller's upstream sessions are kept for a task (an upstream names its task's time to live)."""
 
 
 def declares_tasks(capabilities: Message) -> bool:
@@ -169,7 +171,7 @@ class TaskBridges:
         while len(self._bridges) > self.capacity:
             _, oldest = self._bridges.popitem(last=False)
             self._drop(oldest)
-        kept = ttl if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0 else TTL_MS
+        kept = min(ttl, _KEEP_MAX_MS) if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0 else TTL_MS
         self.keep_until = max(self.keep_until, time.monotonic() + kept / 1000)
 
     def created(self, task: Message, capabilities: Message) -> Message:
@@ -202,7 +204,9 @@ class TaskBridges:
     async def get(self, public: str) -> Message:
         bridge = self._find(public)
         if isinstance(bridge, _Passed):
-            return {**await self._pass(bridge, "tasks/get", {}), "taskId": public}
+            task = {**await self._pass(bridge, "tasks/get", {}), "taskId": public}
+            result = task.get("result")
+            return {**task, "result": without_related(result)} if isinstance(result, dict) else task
         task = await self.upstreams.request(bridge.upstream, "tasks/get", {"taskId": bridge.original})
         out = flat_task(task, public)
         status = out["status"]

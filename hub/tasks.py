@@ -10,6 +10,7 @@ belong to a 2026-07-28 upstream (the tasks extension), whose requests differ.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from typing import Final
 
@@ -30,6 +31,7 @@ class TaskTable:
         self._by_public: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._by_original: dict[tuple[str, str], str] = {}
         self._extension: set[str] = set()
+        self._readers: dict[str, asyncio.Lock] = {}
 
     def __len__(self) -> int:
         return len(self._by_public)
@@ -45,6 +47,7 @@ class TaskTable:
                 gone, oldest = self._by_public.popitem(last=False)
                 del self._by_original[oldest]
                 self._extension.discard(gone)
+                self._readers.pop(gone, None)
         return public
 
     def extension_task(self, upstream: str, original: str) -> str:
@@ -52,6 +55,10 @@ class TaskTable:
         public = self.public_id(upstream, original)
         self._extension.add(public)
         return public
+
+    def reading(self, public: str) -> asyncio.Lock:
+        """Held by whoever reads a 2026-07-28 task to its end for this client (one at a time)."""
+        return self._readers.setdefault(public, asyncio.Lock())
 
     def is_extension_task(self, public: str) -> bool:
         return public in self._extension

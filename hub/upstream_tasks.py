@@ -31,11 +31,12 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from connectors.calls import CallHooks
-from connectors.eras import ask_all
-from connectors.errors import ManifoldError, UpstreamProtocolError, UpstreamRpcError, UpstreamTimeout
+from connectors.eras import MAX_ROUNDS, ask_all
+from connectors.errors import ManifoldError, UpstreamError, UpstreamProtocolError, UpstreamRpcError, UpstreamTimeout
 from connectors.jsonrpc import Message
 from connectors.spec import TASKS_EXTENSION
 from hub.context import RequestContext, UpstreamAccess
+from hub.errors import InvalidParams
 from hub.tasks import RELATED_TASK
 
 __all__ = [
@@ -144,9 +145,12 @@ async def run_to_end(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
     ended = False
+    rounds = 0
     answered_at: object = None  # the task's lastUpdatedAt when its questions were last answered
     try:
         while True:
+            if loop.time() >= deadline:
+                raise UpstreamTimeout(upstream, f"task {original} did not end within {limit:g}s")
             task = await upstreams.request(upstream, "tasks/get", {"taskId": original})
             status = task.get("status")
             if status in TERMINAL:
@@ -154,21 +158,20 @@ async def run_to_end(
                 return _outcome(upstream, original, task)
             asked = task.get("inputRequests")
             # (Questions read before the task moved on from the answers are the answered ones: not asked again.)
-            if (
-                status == "input_required"
-                and asked
-                and (answered_at is None or task.get("lastUpdatedAt") != answered_at)
-            ):
+            if status == "input_required" and asked and task.get("lastUpdatedAt") != answered_at:
+                rounds += 1
+                if rounds > MAX_ROUNDS:
+                    raise UpstreamProtocolError(
+                        upstream, f"task {original} asked for input more than {MAX_ROUNDS} times"
+                    )
                 answers = await ask_all(upstream, asked, hooks)
                 await upstreams.request(upstream, "tasks/update", {"taskId": original, "inputResponses": answers})
                 answered_at = task.get("lastUpdatedAt")
-                continue
             pause = _positive(task.get("pollIntervalMs"))
-            left = deadline - loop.time()
-            if left <= 0:
-                raise UpstreamTimeout(upstream, f"task {original} did not end within {limit:g}s")
             low, usual, high = _POLL
-            await asyncio.sleep(min(left, max(low, min(high, pause / 1000 if pause else usual))))
+            await asyncio.sleep(
+                min(max(0.0, deadline - loop.time()), max(low, min(high, pause / 1000 if pause else usual)))
+            )
     finally:
         if cancel_on_exit and not ended:
             await _cancel(upstreams, upstream, original)
@@ -202,12 +205,17 @@ async def serve_legacy(ctx: RequestContext, method: str, public: str, params: Me
     upstream, original = ctx.tasks.find(public)
     if method == "tasks/result":
         hooks = ctx.hooks(upstream, params)
-        result = await run_to_end(ctx.upstreams, upstream, original, hooks, cancel_on_exit=False)
+        async with ctx.tasks.reading(public):  # (one reader at a time: a second would ask the same questions)
+            result = await run_to_end(ctx.upstreams, upstream, original, hooks, cancel_on_exit=False)
         meta = result.get("_meta")
         return {**result, "_meta": {**(meta if isinstance(meta, dict) else {}), RELATED_TASK: {"taskId": public}}}
-    if method == "tasks/cancel":
-        await ctx.upstreams.request(upstream, "tasks/cancel", {"taskId": original})
     task = await ctx.upstreams.request(upstream, "tasks/get", {"taskId": original})
+    if method == "tasks/cancel":
+        if task.get("status") in TERMINAL:  # (that era refuses to cancel an ended task)
+            raise InvalidParams(f"task {public} has already ended ({task.get('status')})")
+        await ctx.upstreams.request(upstream, "tasks/cancel", {"taskId": original})
+        # The extension's cancellation may take effect later; that era's answer is the cancelled task.
+        task = {**await ctx.upstreams.request(upstream, "tasks/get", {"taskId": original}), "status": "cancelled"}
     return legacy_task(task, public)
 
 
@@ -219,8 +227,9 @@ async def list_legacy(ctx: RequestContext, upstream: str) -> list[Message]:
     async def read(public: str, original: str) -> Message | None:
         try:
             return legacy_task(await ctx.upstreams.request(upstream, "tasks/get", {"taskId": original}), public)
-        except UpstreamRpcError:
+        except UpstreamError:  # (gone there, or the upstream is down: not listed)
             return None
 
-    read_tasks = await asyncio.gather(*(read(public, original) for public, original in known))
-    return [task for task in read_tasks if task is not None]
+    async with asyncio.TaskGroup() as group:
+        reads = [group.create_task(read(public, original)) for public, original in known]
+    return [task for task in (done.result() for done in reads) if task is not None]

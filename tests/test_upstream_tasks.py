@@ -10,6 +10,7 @@ Polling ``tasks/get`` is how the era reads a task's progress, so the tests poll,
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -19,8 +20,11 @@ from typing import Any
 import httpx
 import pytest
 
+from connectors.calls import CallHooks
+from connectors.eras import MAX_ROUNDS
+from connectors.errors import UpstreamProtocolError, UpstreamTimeout
 from connectors.spec import TASKS_EXTENSION
-from hub.upstream_tasks import legacy_task
+from hub.upstream_tasks import legacy_task, run_to_end
 from tests.conformance import tasks as fixture_tasks
 from tests.conformance.fixture import fixture_app
 from tests.modern_wire import CAPABILITIES, TaskCaller
@@ -127,6 +131,8 @@ class Session:
         self.http, self.url = http, url
         self.headers = {**HEADERS, "authorization": f"Bearer {key}"}
         self._ids = 0
+        self.asked = 0
+        """How many questions the hub asked this client."""
 
     async def open(self) -> dict[str, Any]:
         init = {
@@ -152,7 +158,10 @@ class Session:
     ) -> dict[str, Any]:
         """One request's reply; a question the hub asks on its stream meanwhile gets ``answer``."""
         self._ids += 1
-        async with self.http.stream("POST", self.url, json=rpc(self._ids, method, params), headers=self.headers) as got:
+        request_id = self._ids
+        async with self.http.stream(
+            "POST", self.url, json=rpc(request_id, method, params), headers=self.headers
+        ) as got:
             assert got.status_code == 200
             if got.headers["content-type"].startswith("application/json"):
                 replied: dict[str, Any] = json.loads(await got.aread())
@@ -161,10 +170,11 @@ class Session:
                 if not line.startswith("data:") or not line[5:].strip():
                     continue
                 message: dict[str, Any] = json.loads(line[5:])
-                if message.get("id") == self._ids and "method" not in message:
+                if message.get("id") == request_id and "method" not in message:
                     return message
                 if "method" in message and "id" in message:  # the hub asks: answered on a POST of its own
                     assert answer is not None, message
+                    self.asked += 1
                     reply = {"jsonrpc": "2.0", "id": message["id"], "result": answer}
                     await self.http.post(self.url, json=reply, headers=self.headers)
         raise AssertionError("the reply stream ended without a reply")
@@ -211,6 +221,25 @@ async def test_a_session_era_client_gets_2025_tasks_of_a_2026_upstream() -> None
         assert stopped == {**stopped, "taskId": slow_id, "status": "cancelled"}
         failed = await ann.request("tasks/result", {"taskId": slow_id})
         assert "cancelled" in failed["error"]["message"]
+        # That era refuses to cancel a task that has ended, and the task stays as it ended.
+        refused = await ann.request("tasks/cancel", {"taskId": task["taskId"]})
+        assert refused["error"]["code"] == -32602
+        assert (await ann.request("tasks/get", {"taskId": task["taskId"]}))["result"]["status"] == "completed"
+
+
+async def test_two_readers_of_one_task_ask_its_question_once() -> None:
+    async with hub_before_fixture() as url, httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
+        ann = Session(http, url, KEYS["ann"])
+        await ann.open()
+        call = {"name": "fx__confirm_delete", "arguments": {"filename": "f.txt"}, "task": {"ttl": 60000}}
+        task_id = (await ann.request("tools/call", call))["result"]["task"]["taskId"]
+        answer = {"action": "accept", "content": {"confirm": True}}
+        first, second = await asyncio.gather(
+            ann.request("tasks/result", {"taskId": task_id}, answer),
+            ann.request("tasks/result", {"taskId": task_id}, answer),
+        )
+        assert first["result"]["content"] == second["result"]["content"] == [{"type": "text", "text": "deleted f.txt"}]
+        assert ann.asked == 1  # the second reader waited for the first, then found the task ended
 
 
 async def test_a_session_era_client_that_cancels_its_call_cancels_the_task_the_hub_ran_for_it() -> None:
@@ -253,3 +282,70 @@ def test_a_2026_task_becomes_a_2025_task_object() -> None:
         "status": "working",
         "ttl": None,
     }
+
+
+class ScriptedTask:
+    """An upstream's answers to tasks/get, one per read (the last repeats), and what the hub sent it."""
+
+    def __init__(self, *reads: dict[str, Any]) -> None:
+        self.reads = list(reads)
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    async def request(
+        self, upstream: str, method: str, params: dict[str, Any] | None = None, *, hooks: CallHooks | None = None
+    ) -> dict[str, Any]:
+        self.sent.append((method, params or {}))
+        if method != "tasks/get":
+            return {}
+        return self.reads.pop(0) if len(self.reads) > 1 else self.reads[0]
+
+    def is_shared(self, upstream: str) -> bool:
+        return False
+
+    async def notify_all(self, method: str, params: dict[str, Any] | None = None) -> None:
+        return None
+
+    async def set_log_level(self, level: str) -> None:
+        return None
+
+
+QUESTION = {"confirm": {"method": "elicitation/create", "params": {"message": "ok?", "requestedSchema": {}}}}
+
+
+def _read(status: str, updated: str, **more: Any) -> dict[str, Any]:
+    return {"taskId": "t", "status": status, "lastUpdatedAt": updated, "pollIntervalMs": 50, **more}
+
+
+async def test_questions_read_again_before_the_task_moved_on_are_not_asked_again() -> None:
+    asked: list[dict[str, Any]] = []
+
+    async def ask(message: dict[str, Any]) -> dict[str, Any]:
+        asked.append(message)
+        return {"action": "accept", "content": {"confirm": True}}
+
+    pending = _read("input_required", "T1", inputRequests=QUESTION)
+    upstream = ScriptedTask(pending, pending, pending, _read("completed", "T2", result={"content": []}))
+    result = await run_to_end(upstream, "fx", "t", CallHooks(request=ask), cancel_on_exit=True)
+    assert result == {"content": []} and len(asked) == 1
+    assert [method for method, _ in upstream.sent].count("tasks/update") == 1
+    assert ("tasks/cancel", {"taskId": "t"}) not in upstream.sent  # (it ended: nothing to cancel)
+
+
+async def test_a_task_that_asks_without_end_or_never_ends_is_given_up_and_cancelled() -> None:
+    async def ask(message: dict[str, Any]) -> dict[str, Any]:
+        return {"action": "accept", "content": {}}
+
+    moving = [_read("input_required", f"T{i}", inputRequests=QUESTION) for i in range(MAX_ROUNDS + 2)]
+    upstream = ScriptedTask(*moving)
+    with pytest.raises(UpstreamProtocolError, match="more than"):
+        await run_to_end(upstream, "fx", "t", CallHooks(request=ask), cancel_on_exit=True)
+    assert upstream.sent[-1] == ("tasks/cancel", {"taskId": "t"})
+
+    working = ScriptedTask(_read("working", "T1"))
+    with pytest.raises(UpstreamTimeout):
+        await run_to_end(working, "fx", "t", None, cancel_on_exit=True, limit=0.2)
+    assert working.sent[-1] == ("tasks/cancel", {"taskId": "t"})
+    read_only = ScriptedTask(_read("working", "T1"))
+    with pytest.raises(UpstreamTimeout):
+        await run_to_end(read_only, "fx", "t", None, cancel_on_exit=False, limit=0.2)
+    assert {method for method, _ in read_only.sent} == {"tasks/get"}  # a reader only reads
