@@ -32,7 +32,7 @@ from typing import Final
 
 from connectors.calls import CallHooks
 from connectors.eras import MAX_ROUNDS, ask_all
-from connectors.errors import ManifoldError, UpstreamError, UpstreamProtocolError, UpstreamRpcError, UpstreamTimeout
+from connectors.errors import ManifoldError, UpstreamProtocolError, UpstreamRpcError, UpstreamTimeout
 from connectors.jsonrpc import Message
 from connectors.spec import TASKS_EXTENSION
 from hub.context import RequestContext, UpstreamAccess
@@ -227,7 +227,7 @@ async def list_legacy(ctx: RequestContext, upstream: str) -> list[Message]:
     async def read(public: str, original: str) -> Message | None:
         try:
             return legacy_task(await ctx.upstreams.request(upstream, "tasks/get", {"taskId": original}), public)
-        except UpstreamError:  # (gone there, or the upstream is down: not listed)
+        except ManifoldError:  # (gone there, or the upstream is down or removed: not listed)
             return None
 
     async with asyncio.TaskGroup() as group:
