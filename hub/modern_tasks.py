@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from connectors.engine import CallHooks
+from connectors.eras import TASK_METHODS
 from connectors.errors import ManifoldError
 from connectors.jsonrpc import Message
 from connectors.spec import TASKS_EXTENSION
@@ -49,7 +50,7 @@ from connectors.upstream_sessions import UpstreamSessions
 from hub.errors import InvalidParams, MissingCapability
 from hub.relay import held_question
 from hub.tasks import TaskTable
-from hub.upstream_tasks import ASKED_TTL_MS, is_flat_task, without_related
+from hub.upstream_tasks import ASKED_TTL_MS, TERMINAL, is_flat_task, positive_int, without_related
 
 __all__ = [
     "METHODS",
@@ -63,10 +64,9 @@ __all__ = [
     "task_request",
 ]
 
-METHODS: Final = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
+METHODS: Final = TASK_METHODS
 TTL_MS: Final = ASKED_TTL_MS
 
-_TERMINAL: Final = frozenset({"completed", "failed", "cancelled"})
 _SETTLE: Final = 2.0
 """How long ``tasks/get`` waits for what a fetch brings (a question, or the outcome of an ended task)."""
 _MAX_QUESTIONS: Final = 8
@@ -103,10 +103,9 @@ def flat_task(task: Message, public: str) -> Message:
     for key in ("statusMessage", "createdAt", "lastUpdatedAt"):
         if isinstance(task.get(key), str):
             out[key] = task[key]
-    ttl = task.get("ttl")
-    out["ttlMs"] = ttl if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0 else None
-    poll = task.get("pollInterval")
-    if isinstance(poll, int) and not isinstance(poll, bool) and poll > 0:
+    out["ttlMs"] = positive_int(task.get("ttl"))
+    poll = positive_int(task.get("pollInterval"))
+    if poll is not None:
         out["pollIntervalMs"] = poll
     return out
 
@@ -171,7 +170,8 @@ class TaskBridges:
         while len(self._bridges) > self.capacity:
             _, oldest = self._bridges.popitem(last=False)
             self._drop(oldest)
-        kept = min(ttl, _KEEP_MAX_MS) if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0 else TTL_MS
+        named = positive_int(ttl)
+        kept = min(named, _KEEP_MAX_MS) if named is not None else TTL_MS
         self.keep_until = max(self.keep_until, time.monotonic() + kept / 1000)
 
     def created(self, task: Message, capabilities: Message) -> Message:
@@ -221,7 +221,7 @@ class TaskBridges:
             return {**out, "status": "input_required", "inputRequests": requests}
         if ended is not None:
             return {**out, **ended}
-        return {**out, "status": "working"} if status in _TERMINAL or status == "input_required" else out
+        return {**out, "status": "working"} if status in TERMINAL or status == "input_required" else out
 
     async def _settle(self, bridge: _Bridge) -> None:
         """Start the fetch of a task's outcome if it is not running, and wait briefly for what it brings."""
@@ -263,7 +263,7 @@ class TaskBridges:
             await self.upstreams.request(bridge.upstream, "tasks/cancel", {"taskId": bridge.original})
         except ManifoldError:
             task = await self.upstreams.request(bridge.upstream, "tasks/get", {"taskId": bridge.original})
-            if task.get("status") not in _TERMINAL:
+            if task.get("status") not in TERMINAL:
                 raise
         return {}
 

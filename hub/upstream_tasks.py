@@ -46,6 +46,7 @@ __all__ = [
     "legacy_task",
     "list_legacy",
     "offers_tasks",
+    "positive_int",
     "requires_task",
     "run_as_task",
     "run_to_end",
@@ -85,7 +86,8 @@ def without_related(result: Message) -> Message:
     return {**{key: value for key, value in result.items() if key != "_meta"}, **({"_meta": rest} if rest else {})}
 
 
-def _positive(value: object) -> int | None:
+def positive_int(value: object) -> int | None:
+    """``value`` when it is a positive integer (a duration in milliseconds), else None."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
@@ -116,8 +118,8 @@ def legacy_task(task: Message, public: str) -> Message:
     for key in ("statusMessage", "createdAt", "lastUpdatedAt"):
         if isinstance(task.get(key), str):
             out[key] = task[key]
-    out["ttl"] = _positive(task.get("ttlMs"))
-    poll = _positive(task.get("pollIntervalMs"))
+    out["ttl"] = positive_int(task.get("ttlMs"))
+    poll = positive_int(task.get("pollIntervalMs"))
     if poll is not None:
         out["pollInterval"] = poll
     return out
@@ -167,7 +169,7 @@ async def run_to_end(
                 answers = await ask_all(upstream, asked, hooks)
                 await upstreams.request(upstream, "tasks/update", {"taskId": original, "inputResponses": answers})
                 answered_at = task.get("lastUpdatedAt")
-            pause = _positive(task.get("pollIntervalMs"))
+            pause = positive_int(task.get("pollIntervalMs"))
             low, usual, high = _POLL
             await asyncio.sleep(
                 min(max(0.0, deadline - loop.time()), max(low, min(high, pause / 1000 if pause else usual)))
