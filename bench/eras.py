@@ -13,16 +13,17 @@ import asyncio
 import itertools
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import httpx
 import orjson
 
-from bench.processes import cpu_seconds, free_port, hub_command, running
+from bench.processes import cpu_seconds, free_port, hub_command, resident_mb, running
 from bench.rounds import Round, call_round, summarize
 
-__all__ = ["ModernClient", "era_costs", "shared_session_costs"]
+__all__ = ["COLLECTOR", "SHARED_SESSIONS", "HubVariant", "ModernClient", "era_costs", "paired_costs"]
 
 VERSION: Final = "2026-07-28"
 _META: Final = {
@@ -134,34 +135,59 @@ async def era_costs(
     return out
 
 
-def shared_session_costs(
-    upstream: str, work: Path, *, clients: int, calls: int, seconds: float, rounds: int
-) -> dict[str, Any]:
-    """Hub CPU per call of both eras on two hubs in front of one upstream: an upstream session per
-    client session (the default), and one for all (``sessionMode: shared``), rounds alternated.
+@dataclass(frozen=True)
+class HubVariant:
+    """One of the hubs a paired comparison runs: what its upstream entry and its environment add."""
 
-    The stateless calls of one principal always share its upstream session: this says how much of
-    what they cost more is that sharing.
-    """
+    upstream: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+SHARED_SESSIONS: Final = {
+    "isolated": HubVariant(upstream={"sessionMode": "isolated"}),
+    "shared": HubVariant(upstream={"sessionMode": "shared"}),
+}
+"""An upstream session per client session (the default), and one for all: the stateless calls of one
+principal always share its upstream session; this says how much of what they cost more is that sharing."""
+
+COLLECTOR: Final = {
+    "python_default": HubVariant(env={"MANIFOLD_GC_THRESHOLD": "700"}),
+    "hub_default": HubVariant(),
+}
+"""Python's own first threshold of the cyclic collector, and the hub's (``MANIFOLD_GC_THRESHOLD``)."""
+
+
+def paired_costs(
+    upstream: str,
+    work: Path,
+    variants: dict[str, HubVariant],
+    *,
+    clients: int,
+    calls: int,
+    seconds: float,
+    rounds: int,
+) -> dict[str, Any]:
+    """Hub CPU per call of both eras on one hub per variant in front of one upstream, rounds
+    alternated, and each hub's resident memory after its rounds."""
     out: dict[str, Any] = {}
     with ExitStack() as stack:
         hubs: dict[str, tuple[str, int]] = {}
-        for mode in ("isolated", "shared"):
+        for name, variant in variants.items():
             port = free_port()
             config = {
-                "hub": {"host": "127.0.0.1", "port": port, "storage": str(work / f"eras-{mode}.db")},
-                "mcpServers": {"bench": {"url": upstream, "sessionMode": mode}},
+                "hub": {"host": "127.0.0.1", "port": port, "storage": str(work / f"paired-{name}.db")},
+                "mcpServers": {"bench": {"url": upstream, **variant.upstream}},
             }
-            process = stack.enter_context(
-                running(hub_command(config, work, f"eras-{mode}"), [port], work / f"eras-{mode}.log")
-            )
-            hubs[mode] = (f"http://127.0.0.1:{port}/mcp", process.pid)
-        spent = {(mode, era): [0.0, 0] for mode in hubs for era in ("session", "stateless")}
+            command = hub_command(config, work, f"paired-{name}")
+            log = work / f"paired-{name}.log"
+            process = stack.enter_context(running(command, [port], log, env=variant.env))
+            hubs[name] = (f"http://127.0.0.1:{port}/mcp", process.pid)
+        spent = {(name, era): [0.0, 0] for name in hubs for era in ("session", "stateless")}
         arguments = {"text": "hello"}
         for index in range(rounds):
-            order = [(mode, era) for mode in hubs for era in ("session", "stateless")]
-            for mode, era in order if index % 2 == 0 else reversed(order):
-                url, pid = hubs[mode]
+            order = [(name, era) for name in hubs for era in ("session", "stateless")]
+            for name, era in order if index % 2 == 0 else reversed(order):
+                url, pid = hubs[name]
                 if era == "stateless":
                     round_, (cpu,) = asyncio.run(
                         modern_round(url, "bench__echo", arguments, clients, calls=calls, seconds=seconds, pids=(pid,))
@@ -170,8 +196,10 @@ def shared_session_costs(
                     round_, (cpu,), _ = asyncio.run(
                         call_round(url, "bench__echo", arguments, clients, calls=calls, seconds=seconds, pids=(pid,))
                     )
-                spent[(mode, era)][0] += cpu
-                spent[(mode, era)][1] += round_.calls
-    for (mode, era), (cpu, count) in spent.items():
-        out[f"{mode}_{era}_cpu_ms_per_call"] = round(cpu * 1000 / max(1, int(count)), 3)
+                spent[(name, era)][0] += cpu
+                spent[(name, era)][1] += round_.calls
+        for name, (_, pid) in hubs.items():
+            out[f"{name}_rss_mb"] = round(resident_mb(pid), 1)
+    for (name, era), (cpu, count) in spent.items():
+        out[f"{name}_{era}_cpu_ms_per_call"] = round(cpu * 1000 / max(1, int(count)), 3)
     return out

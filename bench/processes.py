@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -76,10 +76,14 @@ def wait_listening(ports: Sequence[int], process: subprocess.Popen[bytes], deadl
 
 
 @contextmanager
-def running(command: Sequence[str], ports: Sequence[int], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``command`` until the block ends; it must listen on ``ports`` first."""
+def running(
+    command: Sequence[str], ports: Sequence[int], log: Path, *, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``command`` (with ``env`` added to this environment) until the block ends; it must listen
+    on ``ports`` first."""
+    environment = {**os.environ, **env} if env else None
     with log.open("wb") as out:
-        process = subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(list(command), stdout=out, stderr=subprocess.STDOUT, env=environment)
         try:
             wait_listening(ports, process)
             yield process

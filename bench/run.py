@@ -30,7 +30,7 @@ from mcp import Client
 
 from bench.auth import auth_costs, tenant_isolation
 from bench.client import RpcSession
-from bench.eras import era_costs, shared_session_costs
+from bench.eras import COLLECTOR, SHARED_SESSIONS, era_costs, paired_costs
 from bench.operations import metrics_costs, soak
 from bench.processes import fast_upstream, free_port, free_ports, hub_command, resident_mb, running
 from bench.replicas import replica_costs
@@ -341,10 +341,11 @@ def main(argv: list[str] | None = None) -> int:
                 rounds=plan.rounds,
             )
         )
-        results["eras_shared"] = shared_session_costs(
-            f"http://127.0.0.1:{up_port}/mcp", work, clients=8, calls=plan.calls, seconds=plan.seconds,
-            rounds=max(2, plan.rounds * 2),
-        )  # fmt: skip
+        for key, variants in (("eras_shared", SHARED_SESSIONS), ("eras_collector", COLLECTOR)):
+            results[key] = paired_costs(
+                f"http://127.0.0.1:{up_port}/mcp", work, variants, clients=8, calls=plan.calls,
+                seconds=plan.seconds, rounds=max(2, plan.rounds * 2),
+            )  # fmt: skip
         results["slow_tool"] = asyncio.run(bench.slow_tool())
         results["hub_rss_mb_after_calls"] = round(resident_mb(hub.pid), 1)
         results["first_call"] = asyncio.run(bench.first_call())
@@ -592,6 +593,18 @@ def render(results: dict[str, Any]) -> str:
             f"{shared['isolated_session_cpu_ms_per_call']} / {shared['isolated_stateless_cpu_ms_per_call']} ms; "
             f"{shared['shared_session_cpu_ms_per_call']} / {shared['shared_stateless_cpu_ms_per_call']} ms",
             "two hubs, rounds alternated",
+        )
+    )
+    collector = results["eras_collector"]
+    rows.append(
+        (
+            "hub CPU per call, 8 clients, session era / 2026-07-28: gen-0 threshold 700 / the hub's",
+            "-",
+            f"{collector['python_default_session_cpu_ms_per_call']} / "
+            f"{collector['python_default_stateless_cpu_ms_per_call']} ms; "
+            f"{collector['hub_default_session_cpu_ms_per_call']} / "
+            f"{collector['hub_default_stateless_cpu_ms_per_call']} ms",
+            f"RSS {collector['python_default_rss_mb']} / {collector['hub_default_rss_mb']} MB",
         )
     )
     tenants = results["tenants"]

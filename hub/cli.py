@@ -4,11 +4,14 @@ that ask a running hub: ``health``, ``tools``, ``audit``."""
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import secrets
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from pydantic import ValidationError
 
 from connectors import jsonrpc, tracing
 from connectors.sandbox import loosened
@@ -16,7 +19,7 @@ from hub import cli_operate, cli_remote
 from hub.config import ProcessSettings, exposure_problem, load_config
 from hub.errors import ConfigError
 
-__all__ = ["main"]
+__all__ = ["main", "tune_collector"]
 
 
 def _parser(settings: ProcessSettings) -> argparse.ArgumentParser:
@@ -60,9 +63,16 @@ def _parser(settings: ProcessSettings) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = ProcessSettings()
+    try:
+        settings = ProcessSettings()
+    except ValidationError as exc:
+        for problem in exc.errors():
+            name = "MANIFOLD_" + "_".join(str(part) for part in problem["loc"]).upper()
+            print(f"{name}: {problem['msg']}", file=sys.stderr)
+        return 2
     args = _parser(settings).parse_args(argv)
     if args.command == "serve":
+        tune_collector(settings.gc_threshold)
         return _serve(args.config, args.host, args.port, args.log_level)
     if args.command == "check":
         return _check(args.path)
@@ -107,6 +117,12 @@ def _serve(path: str, host: str | None, port: int | None, log_level: str) -> int
     server = HubServer(listen, app.hub)
     server.run()
     return 0 if server.started else 1
+
+
+def tune_collector(threshold: int) -> None:
+    """Set the collector's first threshold; the others keep their values."""
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(threshold, second, third)
 
 
 def _check(path: str) -> int:

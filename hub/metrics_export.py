@@ -3,8 +3,8 @@
 Besides what :class:`~hub.metrics.Metrics` counted, a scrape reads the hub as it is then:
 sessions by era and tenant, open streams, parked calls, each upstream's state, breaker,
 reconnects, calls in flight and waiting, the upstream part of its calls' duration, local
-processes, the catalog's size, the event-log and audit backlogs, and, with replicas, this one's place
-among them.
+processes, the catalog's size, the event-log and audit backlogs, with replicas this one's place
+among them, and the process itself (CPU, memory, open files, the garbage collector's passes).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -162,4 +162,8 @@ def render(hub: Hub) -> bytes:
     """The hub's metrics in the Prometheus text format."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HubCollector(hub))
+    # The process as Prometheus' own client shows it: CPU seconds, memory, open files, and the
+    # cyclic collector's passes by generation (what ``MANIFOLD_GC_THRESHOLD`` changes).
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
     return generate_latest(registry)

@@ -385,3 +385,6 @@ class ProcessSettings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     redis_password: str | None = None
     """The Redis store's password, when its URL has none."""
+    gc_threshold: Annotated[int, Field(ge=100, le=10_000_000)] = 10_000
+    """The cyclic garbage collector's first threshold (Python's own is 700): the young objects a
+    burst of calls keeps alive for a moment would otherwise start a collection every few calls."""

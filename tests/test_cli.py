@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from pathlib import Path
 
@@ -35,6 +36,35 @@ def test_serve_refuses_a_bad_config_without_starting(tmp_path: Path, capsys: pyt
     bad.write_text("{not json")
     assert main(["serve", "--config", str(bad)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_serve_sets_the_collectors_threshold_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    before = gc.get_threshold()
+    try:
+        main(["serve", "--config", str(bad)])
+        assert gc.get_threshold() == (10_000, *before[1:])  # the default
+        monkeypatch.setenv("MANIFOLD_GC_THRESHOLD", "12345")
+        main(["serve", "--config", str(bad)])
+        assert gc.get_threshold() == (12_345, *before[1:])
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_a_bad_process_setting_is_named_and_nothing_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = gc.get_threshold()
+    monkeypatch.setenv("MANIFOLD_GC_THRESHOLD", "10")
+    monkeypatch.setenv("MANIFOLD_LOG_FORMAT", "xml")
+    assert main(["serve", "--config", "examples/config.json"]) == 2
+    err = capsys.readouterr().err
+    assert "MANIFOLD_GC_THRESHOLD: Input should be greater than or equal to 100" in err
+    assert "MANIFOLD_LOG_FORMAT: Input should be 'text' or 'json'" in err
+    assert gc.get_threshold() == before
 
 
 async def test_health_and_tools_against_a_running_hub(capsys: pytest.CaptureFixture[str]) -> None:

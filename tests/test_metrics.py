@@ -103,6 +103,9 @@ async def test_counters_and_histograms_move_as_calls_are_made(tmp_path: Any) -> 
     assert value(after, "manifold_upstream_request_duration_seconds_sum", upstream="alpha") > 0
     assert value(after, "manifold_upstream_breaker", upstream="alpha", state="closed") == 1
     assert ("manifold_tool_calls_total", (("outcome", "ok"), ("tool", "alpha__echo"))) not in after  # off by default
+    # The process itself: its memory and the collector's passes by generation.
+    assert value(after, "process_resident_memory_bytes") > 0
+    assert ("python_gc_collections_total", (("generation", "0"),)) in after
 
 
 async def test_metrics_need_an_admin_credential_when_auth_is_on() -> None:
