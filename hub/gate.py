@@ -68,20 +68,25 @@ class Gate:
 
         A ``continuing`` request goes on with a call that holds its slot already (a 2026-07-28 retry
         that brings the input a parked call asked for): it counts as a request, not as another call.
+        A ``tasks/result`` waits for its task's end with an upstream request open, as a call does: it
+        takes a slot too (but no tool call's rate token).
 
         Raises:
             RateLimited: a limit of the caller's tenant or principal (recorded in the audit trail).
         """
         tool_call = method == "tools/call" and not continuing
+        holds = tool_call or method == "tasks/result"
         try:
             await self.limits.admit_shared(caller, tool_call)
+            if holds and not tool_call:
+                self.limits.check_in_flight(caller)
         except RateLimited as exc:
             if self.metrics is not None:
                 self.metrics.refused(caller.tenant, "concurrency" if "maxConcurrentCalls" in exc.message else "rate")
             if self.audit is not None:
                 self.audit.refused(caller, method, params, exc.code, exc.message)
             raise
-        if not tool_call or not self.limits.caps_calls(caller.tenant):
+        if not holds or not self.limits.caps_calls(caller.tenant):
             return None
         limits, tenant = self.limits, caller.tenant
         limits.call_started(tenant)

@@ -5,7 +5,9 @@ and hold ``burst`` tokens; a tenant's bucket bounds all its principals
 together and each principal has a bucket of its own at the same rate, so one
 noisy principal cannot spend its neighbours' share alone and one tenant
 cannot spend another's at all. ``maxConcurrentCalls`` caps a tenant's tool
-calls in flight. A refusal names the limit and says when to try again.
+calls in flight (and its ``tasks/result`` reads waiting for their task, which
+hold an upstream request open as a call does). A refusal names the limit and
+says when to try again.
 
 On a Redis store the buckets live in Redis (:mod:`hub.shared_limits`), so a
 tenant's limit is its total over every hub process; while Redis does not answer,
@@ -98,6 +100,12 @@ class Limits:
             if tools is not None:
                 self._take(tools, caller, now)
             self._check_in_flight(caller, concurrent)
+
+    def check_in_flight(self, caller: Caller) -> None:
+        """Raises: RateLimited: the caller's tenant has ``maxConcurrentCalls`` calls in flight."""
+        rules = self._rules.get(caller.tenant)
+        if rules is not None:
+            self._check_in_flight(caller, rules[2])
 
     async def admit_shared(self, caller: Caller, tool_call: bool) -> None:
         """:meth:`admit`, with the buckets in Redis when the store is Redis.

@@ -38,11 +38,12 @@ KEYS = {"ann": "key-ann-0123456789abcdef", "bob": "key-bob-0123456789abcdef"}
 
 
 @asynccontextmanager
-async def hub_before_fixture() -> AsyncIterator[str]:
+async def hub_before_fixture(**limits: int) -> AsyncIterator[str]:
     keys = [{"name": n, "sha256": hashlib.sha256(k.encode()).hexdigest(), "tenant": "acme"} for n, k in KEYS.items()]
     async with serve(fixture_app()) as fixture:
         upstream = {"url": f"{fixture}/mcp", "protocol": "2026-07-28"}
-        document = {"auth": {"apiKeys": keys}, "tenants": {"acme": {}}, "mcpServers": {"fx": upstream}}
+        tenant = {"limits": limits} if limits else {}
+        document = {"auth": {"apiKeys": keys}, "tenants": {"acme": tenant}, "mcpServers": {"fx": upstream}}
         async with run_config(document, env={}) as (url, _):
             yield url
 
@@ -225,6 +226,41 @@ async def test_a_session_era_client_gets_2025_tasks_of_a_2026_upstream() -> None
         refused = await ann.request("tasks/cancel", {"taskId": task["taskId"]})
         assert refused["error"]["code"] == -32602
         assert (await ann.request("tasks/get", {"taskId": task["taskId"]}))["result"]["status"] == "completed"
+
+
+async def test_a_waiting_tasks_result_holds_one_of_its_tenants_call_slots() -> None:
+    """A tenant does not get past ``maxConcurrentCalls`` by running its work as tasks and waiting on
+    their results: a waiting ``tasks/result`` holds an upstream request open, as a call does."""
+    async with (
+        hub_before_fixture(maxConcurrentCalls=1) as url,
+        httpx.AsyncClient(timeout=WAIT, trust_env=False) as http,
+    ):
+        ann, bob = Session(http, url, KEYS["ann"]), Session(http, url, KEYS["bob"])
+        await ann.open()
+        await bob.open()
+        slow = await ann.request("tools/call", {"name": "fx__slow_compute", "arguments": {"seconds": 30}, "task": {}})
+        task_id = slow["result"]["task"]["taskId"]
+        greet = {"name": "fx__greet", "arguments": {"name": "bob"}}
+        assert "result" in await bob.request("tools/call", greet)  # creating the task held the slot a moment only
+        waiting = asyncio.create_task(ann.request("tasks/result", {"taskId": task_id}))
+        try:
+
+            async def bob_refused() -> bool:
+                response = await http.post(url, json=rpc(90, "tools/call", greet), headers=bob.headers)
+                return response.status_code == 429 and "maxConcurrentCalls" in response.text
+
+            await until(bob_refused, "the waiting tasks/result holds the tenant's one call slot")
+            second = await http.post(url, json=rpc(91, "tasks/result", {"taskId": task_id}), headers=ann.headers)
+            assert second.status_code == 429 and second.json()["error"]["code"] == -32029, second.text
+            assert (await ann.request("tasks/get", {"taskId": task_id}))["result"]["status"] == "working"
+            # The wait ends (its task cancelled): the slot comes back, and the other principal calls again.
+            await ann.request("tasks/cancel", {"taskId": task_id})
+            async with asyncio.timeout(WAIT):
+                ended = await waiting
+            assert "cancelled" in ended["error"]["message"], ended
+        finally:
+            waiting.cancel()
+        assert "result" in await bob.request("tools/call", greet)
 
 
 async def test_two_readers_of_one_task_ask_its_question_once() -> None:
