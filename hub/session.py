@@ -367,7 +367,7 @@ class Session:
                 stream.push(jsonrpc.notification("notifications/progress", update))
 
         async def request(message: Message) -> Message:
-            return await self.relay.ask(upstream, message, stream)
+            return await self.relay.ask(upstream, self._question(upstream, message), stream)
 
         def notify(message: Message) -> None:
             stream.push(self.tasks.notification(upstream, for_client(self.view.catalog, upstream, message)))
@@ -388,4 +388,11 @@ class Session:
         self.send(out)
 
     async def _upstream_request(self, upstream: str, message: Message) -> Message:
-        return await self.relay.ask(upstream, message, self.streams.get)
+        return await self.relay.ask(upstream, self._question(upstream, message), self.streams.get)
+
+    def _question(self, upstream: str, message: Message) -> Message:
+        """An upstream's request as the client gets it: the task it is asked for under its public id."""
+        params = message.get("params")
+        if not isinstance(params, dict) or "_meta" not in params:
+            return message
+        return {**message, "params": self.tasks.publish_related(upstream, params)}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -206,7 +207,7 @@ async def serve_legacy(ctx: RequestContext, method: str, public: str, params: Me
     2026-07-28 upstream."""
     upstream, original = ctx.tasks.find(public)
     if method == "tasks/result":
-        hooks = ctx.hooks(upstream, params)
+        hooks = _about_task(ctx.hooks(upstream, params), original)
         async with ctx.tasks.reading(public):  # (one reader at a time: a second would ask the same questions)
             result = await run_to_end(ctx.upstreams, upstream, original, hooks, cancel_on_exit=False)
         meta = result.get("_meta")
@@ -219,6 +220,24 @@ async def serve_legacy(ctx: RequestContext, method: str, public: str, params: Me
         # The extension's cancellation may take effect later; that era's answer is the cancelled task.
         task = {**await ctx.upstreams.request(upstream, "tasks/get", {"taskId": original}), "status": "cancelled"}
     return legacy_task(task, public)
+
+
+def _about_task(hooks: CallHooks, original: str) -> CallHooks:
+    """``hooks`` whose questions say which task they are asked for, as that era requires of every
+    request related to a task: ``_meta`` ``related-task``, as the upstream would have named it had it
+    spoken that era (the session's relay names it to the client by its public id)."""
+    ask = hooks.request
+    if ask is None:
+        return hooks
+
+    async def request(message: Message) -> Message:
+        params = message.get("params")
+        params = params if isinstance(params, dict) else {}
+        meta = params.get("_meta")
+        related = {**(meta if isinstance(meta, dict) else {}), RELATED_TASK: {"taskId": original}}
+        return await ask({**message, "params": {**params, "_meta": related}})
+
+    return dataclasses.replace(hooks, request=request)
 
 
 async def list_legacy(ctx: RequestContext, upstream: str) -> list[Message]:

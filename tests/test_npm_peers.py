@@ -24,7 +24,7 @@ from tests.modern_wire import post, request
 from tests.npm_peers import WAIT, everything, node_env
 from tests.servers import run_config, run_hub, serve
 from tests.upstreams import http_app
-from tests.wire import RawClient
+from tests.wire import AnsweringSession, RawClient
 
 pytestmark = pytest.mark.anyio
 
@@ -203,6 +203,27 @@ async def test_tasks_pass_through_to_an_upstream_that_offers_them(node_modules: 
 
         unknown = (await raw.stream("tasks/get", {"taskId": "nope"}))[-1]
         assert unknown["error"]["code"] == -32602
+
+
+async def test_a_question_asked_during_tasks_result_names_the_task_by_its_public_id(node_modules: Path) -> None:
+    """server-everything's ambiguous research asks for clarification on the ``tasks/result`` stream,
+    naming its task in ``_meta``: the client knows that task only by the hub's public id."""
+    key = "key-ann-0123456789abcdef"
+    entry = {"name": "ann", "sha256": hashlib.sha256(key.encode()).hexdigest(), "tenant": "t"}
+    async with everything(node_modules) as upstream:
+        document = {"auth": {"apiKeys": [entry]}, "tenants": {"t": {}}, "mcpServers": {"everything": {"url": upstream}}}
+        async with run_config(document, env={}) as (url, _), httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
+            ann = AnsweringSession(http, url, key)
+            await ann.open()
+            research = {"topic": "python", "ambiguous": True}
+            call = {"name": "everything__simulate-research-query", "arguments": research, "task": {"ttl": 60000}}
+            task_id = (await ann.request("tools/call", call))["result"]["task"]["taskId"]
+            answer = {"action": "accept", "content": {"interpretation": "the snake"}}
+            outcome = (await ann.request("tasks/result", {"taskId": task_id}, answer))["result"]
+    assert "the snake" in outcome["content"][0]["text"]
+    [question] = ann.questions
+    assert question["method"] == "elicitation/create"
+    assert question["params"]["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": task_id}
 
 
 async def test_the_mcp_inspector_cli_connects_with_a_bearer_key(node_modules: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -30,7 +29,7 @@ from tests.conformance.fixture import fixture_app
 from tests.modern_wire import CAPABILITIES, TaskCaller
 from tests.polling import until
 from tests.servers import run_config, serve
-from tests.wire import HEADERS, WAIT, rpc
+from tests.wire import WAIT, AnsweringSession, rpc
 
 pytestmark = pytest.mark.anyio
 
@@ -125,65 +124,9 @@ async def test_without_the_extension_a_task_only_tool_is_refused_and_an_optional
         assert (status, refused["error"]["code"]) == (400, -32021)
 
 
-class Session:
-    """A session-era client of the hub, with the capabilities to be asked things."""
-
-    def __init__(self, http: httpx.AsyncClient, url: str, key: str) -> None:
-        self.http, self.url = http, url
-        self.headers = {**HEADERS, "authorization": f"Bearer {key}"}
-        self._ids = 0
-        self.asked = 0
-        """How many questions the hub asked this client."""
-
-    async def open(self) -> dict[str, Any]:
-        init = {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {"elicitation": {}},
-            "clientInfo": {"name": "s", "version": "0"},
-        }
-        response = await self.http.post(self.url, json=rpc(0, "initialize", init), headers=self.headers)
-        assert response.status_code == 200, response.text
-        self.headers = {
-            **self.headers,
-            "mcp-session-id": response.headers["mcp-session-id"],
-            "mcp-protocol-version": "2025-11-25",
-        }
-        await self.http.post(
-            self.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=self.headers
-        )
-        result: dict[str, Any] = json.loads(response.text[response.text.index("{") :])["result"]
-        return result
-
-    async def request(
-        self, method: str, params: dict[str, Any], answer: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """One request's reply; a question the hub asks on its stream meanwhile gets ``answer``."""
-        self._ids += 1
-        request_id = self._ids
-        async with self.http.stream(
-            "POST", self.url, json=rpc(request_id, method, params), headers=self.headers
-        ) as got:
-            assert got.status_code == 200
-            if got.headers["content-type"].startswith("application/json"):
-                replied: dict[str, Any] = json.loads(await got.aread())
-                return replied
-            async for line in got.aiter_lines():
-                if not line.startswith("data:") or not line[5:].strip():
-                    continue
-                message: dict[str, Any] = json.loads(line[5:])
-                if message.get("id") == request_id and "method" not in message:
-                    return message
-                if "method" in message and "id" in message:  # the hub asks: answered on a POST of its own
-                    assert answer is not None, message
-                    self.asked += 1
-                    reply = {"jsonrpc": "2.0", "id": message["id"], "result": answer}
-                    await self.http.post(self.url, json=reply, headers=self.headers)
-        raise AssertionError("the reply stream ended without a reply")
-
-
 async def test_a_session_era_client_gets_2025_tasks_of_a_2026_upstream() -> None:
     async with hub_before_fixture() as url, httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
-        ann, bob = Session(http, url, KEYS["ann"]), Session(http, url, KEYS["bob"])
+        ann, bob = AnsweringSession(http, url, KEYS["ann"]), AnsweringSession(http, url, KEYS["bob"])
         opened = await ann.open()
         await bob.open()
         assert "requests" in opened["capabilities"]["tasks"]  # the hub offers tasks: an upstream does
@@ -204,6 +147,10 @@ async def test_a_session_era_client_gets_2025_tasks_of_a_2026_upstream() -> None
         result = outcome["result"]
         assert result["content"][0]["text"] == "deleted c.txt"
         assert result["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": task["taskId"]}
+        # The question says which task it is asked for (that era wants it of every request related to one).
+        [question] = ann.questions
+        assert question["method"] == "elicitation/create"
+        assert question["params"]["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": task["taskId"]}
         listed = (await ann.request("tasks/list", {}))["result"]["tasks"]
         assert [(t["taskId"], t["status"]) for t in listed] == [(task["taskId"], "completed")]
         assert (await bob.request("tasks/list", {}))["result"]["tasks"] == []
@@ -235,7 +182,7 @@ async def test_a_waiting_tasks_result_holds_one_of_its_tenants_call_slots() -> N
         hub_before_fixture(maxConcurrentCalls=1) as url,
         httpx.AsyncClient(timeout=WAIT, trust_env=False) as http,
     ):
-        ann, bob = Session(http, url, KEYS["ann"]), Session(http, url, KEYS["bob"])
+        ann, bob = AnsweringSession(http, url, KEYS["ann"]), AnsweringSession(http, url, KEYS["bob"])
         await ann.open()
         await bob.open()
         slow = await ann.request("tools/call", {"name": "fx__slow_compute", "arguments": {"seconds": 30}, "task": {}})
@@ -265,7 +212,7 @@ async def test_a_waiting_tasks_result_holds_one_of_its_tenants_call_slots() -> N
 
 async def test_two_readers_of_one_task_ask_its_question_once() -> None:
     async with hub_before_fixture() as url, httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
-        ann = Session(http, url, KEYS["ann"])
+        ann = AnsweringSession(http, url, KEYS["ann"])
         await ann.open()
         call = {"name": "fx__confirm_delete", "arguments": {"filename": "f.txt"}, "task": {"ttl": 60000}}
         task_id = (await ann.request("tools/call", call))["result"]["task"]["taskId"]
@@ -280,7 +227,7 @@ async def test_two_readers_of_one_task_ask_its_question_once() -> None:
 
 async def test_a_session_era_client_that_cancels_its_call_cancels_the_task_the_hub_ran_for_it() -> None:
     async with hub_before_fixture() as url, httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
-        ann = Session(http, url, KEYS["ann"])
+        ann = AnsweringSession(http, url, KEYS["ann"])
         await ann.open()
         before = set(fixture_tasks._TASKS)
         call = rpc(7, "tools/call", {"name": "fx__confirm_delete", "arguments": {"filename": "e.txt"}})

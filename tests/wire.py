@@ -77,3 +77,61 @@ class RawClient:
     async def call(self, tool: str, arguments: dict[str, Any], request_id: int | None = None) -> dict[str, Any]:
         events = await self.stream("tools/call", {"name": tool, "arguments": arguments}, request_id)
         return events[-1]
+
+
+class AnsweringSession:
+    """A session-era client of the hub (an API key's), that declares elicitation and answers what it is asked."""
+
+    def __init__(self, http: httpx.AsyncClient, url: str, key: str) -> None:
+        self.http, self.url = http, url
+        self.headers = {**HEADERS, "authorization": f"Bearer {key}"}
+        self._ids = 0
+        self.asked = 0
+        """How many questions the hub asked this client."""
+        self.questions: list[dict[str, Any]] = []
+
+    async def open(self) -> dict[str, Any]:
+        init = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"elicitation": {}},
+            "clientInfo": {"name": "s", "version": "0"},
+        }
+        response = await self.http.post(self.url, json=rpc(0, "initialize", init), headers=self.headers)
+        assert response.status_code == 200, response.text
+        self.headers = {
+            **self.headers,
+            "mcp-session-id": response.headers["mcp-session-id"],
+            "mcp-protocol-version": "2025-11-25",
+        }
+        await self.http.post(
+            self.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=self.headers
+        )
+        result: dict[str, Any] = json.loads(response.text[response.text.index("{") :])["result"]
+        return result
+
+    async def request(
+        self, method: str, params: dict[str, Any], answer: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """One request's reply; a question the hub asks on its stream meanwhile gets ``answer``."""
+        self._ids += 1
+        request_id = self._ids
+        async with self.http.stream(
+            "POST", self.url, json=rpc(request_id, method, params), headers=self.headers
+        ) as got:
+            assert got.status_code == 200
+            if got.headers["content-type"].startswith("application/json"):
+                replied: dict[str, Any] = json.loads(await got.aread())
+                return replied
+            async for line in got.aiter_lines():
+                if not line.startswith("data:") or not line[5:].strip():
+                    continue
+                message: dict[str, Any] = json.loads(line[5:])
+                if message.get("id") == request_id and "method" not in message:
+                    return message
+                if "method" in message and "id" in message:  # the hub asks: answered on a POST of its own
+                    assert answer is not None, message
+                    self.asked += 1
+                    self.questions.append(message)
+                    reply = {"jsonrpc": "2.0", "id": message["id"], "result": answer}
+                    await self.http.post(self.url, json=reply, headers=self.headers)
+        raise AssertionError("the reply stream ended without a reply")
