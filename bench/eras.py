@@ -22,6 +22,7 @@ import orjson
 
 from bench.processes import cpu_seconds, free_port, hub_command, resident_mb, running
 from bench.rounds import Round, call_round, summarize
+from hub.schema import ProcessSettings
 
 __all__ = ["COLLECTOR", "SHARED_SESSIONS", "HubVariant", "ModernClient", "era_costs", "paired_costs"]
 
@@ -152,7 +153,7 @@ principal always share its upstream session; this says how much of what they cos
 
 COLLECTOR: Final = {
     "python_default": HubVariant(env={"MANIFOLD_GC_THRESHOLD": "700"}),
-    "hub_default": HubVariant(),
+    "hub_default": HubVariant(env={"MANIFOLD_GC_THRESHOLD": str(ProcessSettings.model_fields["gc_threshold"].default)}),
 }
 """Python's own first threshold of the cyclic collector, and the hub's (``MANIFOLD_GC_THRESHOLD``)."""
 

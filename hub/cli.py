@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from connectors import jsonrpc, tracing
 from connectors.sandbox import loosened
@@ -67,8 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = ProcessSettings()
     except ValidationError as exc:
         for problem in exc.errors():
-            name = "MANIFOLD_" + "_".join(str(part) for part in problem["loc"]).upper()
-            print(f"{name}: {problem['msg']}", file=sys.stderr)
+            print(f"{_variable(problem['loc'])}: {problem['msg']}", file=sys.stderr)
+        return 2
+    except SettingsError as exc:  # (a value that cannot be read at all)
+        print(f"MANIFOLD_* settings: {exc}", file=sys.stderr)
         return 2
     args = _parser(settings).parse_args(argv)
     if args.command == "serve":
@@ -117,6 +120,14 @@ def _serve(path: str, host: str | None, port: int | None, log_level: str) -> int
     server = HubServer(listen, app.hub)
     server.run()
     return 0 if server.started else 1
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    """The environment variable a problem of the process settings is in (and where inside it)."""
+    if not loc:
+        return "MANIFOLD_*"
+    inside = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:])
+    return f"MANIFOLD_{str(loc[0]).upper()}{inside}"
 
 
 def tune_collector(threshold: int) -> None:

@@ -64,7 +64,7 @@ class Gate:
     async def admit(
         self, caller: Caller, method: str, params: Message, *, continuing: bool = False
     ) -> Callable[[], None] | None:
-        """Count one request; for a tool call, returns what to call when it ends (its slot).
+        """Count one request; for a tool call or a ``tasks/result``, returns what to call when it ends (its slot).
 
         A ``continuing`` request goes on with a call that holds its slot already (a 2026-07-28 retry
         that brings the input a parked call asked for): it counts as a request, not as another call.

@@ -101,6 +101,10 @@ class Limits:
                 self._take(tools, caller, now)
             self._check_in_flight(caller, concurrent)
 
+    def in_flight(self, tenant: str) -> int:
+        """The tenant's calls in flight in this process (what ``maxConcurrentCalls`` caps)."""
+        return self._in_flight.get(tenant, 0)
+
     def check_in_flight(self, caller: Caller) -> None:
         """Raises: RateLimited: the caller's tenant has ``maxConcurrentCalls`` calls in flight."""
         rules = self._rules.get(caller.tenant)

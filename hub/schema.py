@@ -387,4 +387,4 @@ class ProcessSettings(BaseSettings):
     """The Redis store's password, when its URL has none."""
     gc_threshold: Annotated[int, Field(ge=100, le=10_000_000)] = 10_000
     """The cyclic garbage collector's first threshold (Python's own is 700): the young objects a
-    burst of calls keeps alive for a moment would otherwise start a collection every few calls."""
+    burst of calls keeps alive for a moment would otherwise start a collection every 20 calls or so."""

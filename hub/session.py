@@ -395,4 +395,4 @@ class Session:
         params = message.get("params")
         if not isinstance(params, dict) or "_meta" not in params:
             return message
-        return {**message, "params": self.tasks.publish_related(upstream, params)}
+        return {**message, "params": self.tasks.name_related(upstream, params)}

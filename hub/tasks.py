@@ -96,6 +96,23 @@ class TaskTable:
         related = self.publish(upstream, meta[RELATED_TASK])
         return {**result, "_meta": {**meta, RELATED_TASK: related}}
 
+    def name_related(self, upstream: str, params: Message) -> Message:
+        """An upstream's question (its params) naming the task it is asked for by the task's public id.
+
+        Only a task of this table is named: one the client does not know is left out, and an upstream
+        cannot add to the table by naming tasks.
+        """
+        meta = params.get("_meta")
+        if not isinstance(meta, dict) or RELATED_TASK not in meta:
+            return params
+        related = meta[RELATED_TASK]
+        original = related.get("taskId") if isinstance(related, dict) else None
+        public = self._by_original.get((upstream, original)) if isinstance(original, str) else None
+        rest = {key: value for key, value in meta.items() if key != RELATED_TASK}
+        if public is not None:
+            rest[RELATED_TASK] = {**related, "taskId": public}
+        return {**params, "_meta": rest}
+
     def notification(self, upstream: str, message: Message) -> Message:
         """``notifications/tasks/status`` (its params are a task) with the public id."""
         params = message.get("params")

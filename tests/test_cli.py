@@ -43,6 +43,7 @@ def test_serve_sets_the_collectors_threshold_from_the_environment(
 ) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
+    monkeypatch.delenv("MANIFOLD_GC_THRESHOLD", raising=False)
     before = gc.get_threshold()
     try:
         main(["serve", "--config", str(bad)])

@@ -31,6 +31,18 @@ def test_tasks_results_and_status_notifications_carry_the_public_id() -> None:
     assert table.notification("a", {"method": "notifications/message", "params": {}})["params"] == {}
 
 
+def test_a_question_names_a_known_task_by_its_public_id_and_no_task_it_does_not_know() -> None:
+    table = TaskTable()
+    table.public_id("a", "t")
+    asked = {"message": "?", "_meta": {RELATED_TASK: {"taskId": "t"}, "other": 1}}
+    assert table.name_related("a", asked) == {"message": "?", "_meta": {RELATED_TASK: {"taskId": "a:t"}, "other": 1}}
+    # Another upstream's id, or one never published: left out, and the table does not grow.
+    assert table.name_related("b", asked) == {"message": "?", "_meta": {"other": 1}}
+    assert table.name_related("a", {"_meta": {RELATED_TASK: {"taskId": "x"}}}) == {"_meta": {}}
+    assert len(table) == 1
+    assert table.name_related("a", {"message": "?"}) == {"message": "?"}
+
+
 def test_the_table_forgets_the_oldest_task_past_its_capacity() -> None:
     table = TaskTable(capacity=3)
     for n in range(5):

@@ -23,6 +23,7 @@ from connectors.calls import CallHooks
 from connectors.eras import MAX_ROUNDS
 from connectors.errors import UpstreamProtocolError, UpstreamTimeout
 from connectors.spec import TASKS_EXTENSION
+from hub.runtime import Hub
 from hub.upstream_tasks import legacy_task, run_to_end
 from tests.conformance import tasks as fixture_tasks
 from tests.conformance.fixture import fixture_app
@@ -37,18 +38,18 @@ KEYS = {"ann": "key-ann-0123456789abcdef", "bob": "key-bob-0123456789abcdef"}
 
 
 @asynccontextmanager
-async def hub_before_fixture(**limits: int) -> AsyncIterator[str]:
+async def hub_before_fixture(**limits: int) -> AsyncIterator[tuple[str, Hub]]:
     keys = [{"name": n, "sha256": hashlib.sha256(k.encode()).hexdigest(), "tenant": "acme"} for n, k in KEYS.items()]
     async with serve(fixture_app()) as fixture:
         upstream = {"url": f"{fixture}/mcp", "protocol": "2026-07-28"}
         tenant = {"limits": limits} if limits else {}
         document = {"auth": {"apiKeys": keys}, "tenants": {"acme": tenant}, "mcpServers": {"fx": upstream}}
-        async with run_config(document, env={}) as (url, _):
-            yield url
+        async with run_config(document, env={}) as served:
+            yield served
 
 
 async def test_a_2026_upstreams_task_passes_through_to_a_client_that_declares_the_extension() -> None:
-    async with hub_before_fixture() as url, httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
+    async with hub_before_fixture() as (url, _), httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
         ann, bob = TaskCaller(http, url, KEYS["ann"]), TaskCaller(http, url, KEYS["bob"])
         found = await ann.result("server/discover", {})
         assert found["capabilities"]["extensions"][TASKS_EXTENSION] == {}
@@ -111,7 +112,7 @@ async def test_a_2026_upstreams_task_passes_through_to_a_client_that_declares_th
 
 
 async def test_without_the_extension_a_task_only_tool_is_refused_and_an_optional_one_runs_plainly() -> None:
-    async with hub_before_fixture() as url, httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
+    async with hub_before_fixture() as (url, _), httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
         ann = TaskCaller(http, url, KEYS["ann"])
         call = {"name": "fx__confirm_delete", "arguments": {"filename": "b.txt"}}
         status, refused = await ann.send("tools/call", call, CAPABILITIES)
@@ -125,7 +126,7 @@ async def test_without_the_extension_a_task_only_tool_is_refused_and_an_optional
 
 
 async def test_a_session_era_client_gets_2025_tasks_of_a_2026_upstream() -> None:
-    async with hub_before_fixture() as url, httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
+    async with hub_before_fixture() as (url, _), httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
         ann, bob = AnsweringSession(http, url, KEYS["ann"]), AnsweringSession(http, url, KEYS["bob"])
         opened = await ann.open()
         await bob.open()
@@ -179,7 +180,7 @@ async def test_a_waiting_tasks_result_holds_one_of_its_tenants_call_slots() -> N
     """A tenant does not get past ``maxConcurrentCalls`` by running its work as tasks and waiting on
     their results: a waiting ``tasks/result`` holds an upstream request open, as a call does."""
     async with (
-        hub_before_fixture(maxConcurrentCalls=1) as url,
+        hub_before_fixture(maxConcurrentCalls=1) as (url, hub),
         httpx.AsyncClient(timeout=WAIT, trust_env=False) as http,
     ):
         ann, bob = AnsweringSession(http, url, KEYS["ann"]), AnsweringSession(http, url, KEYS["bob"])
@@ -191,12 +192,9 @@ async def test_a_waiting_tasks_result_holds_one_of_its_tenants_call_slots() -> N
         assert "result" in await bob.request("tools/call", greet)  # creating the task held the slot a moment only
         waiting = asyncio.create_task(ann.request("tasks/result", {"taskId": task_id}))
         try:
-
-            async def bob_refused() -> bool:
-                response = await http.post(url, json=rpc(90, "tools/call", greet), headers=bob.headers)
-                return response.status_code == 429 and "maxConcurrentCalls" in response.text
-
-            await until(bob_refused, "the waiting tasks/result holds the tenant's one call slot")
+            await until(lambda: hub.gate.limits.in_flight("acme") == 1, "the tasks/result is admitted")
+            refused = await http.post(url, json=rpc(90, "tools/call", greet), headers=bob.headers)
+            assert refused.status_code == 429 and "maxConcurrentCalls" in refused.text, refused.text
             second = await http.post(url, json=rpc(91, "tasks/result", {"taskId": task_id}), headers=ann.headers)
             assert second.status_code == 429 and second.json()["error"]["code"] == -32029, second.text
             assert (await ann.request("tasks/get", {"taskId": task_id}))["result"]["status"] == "working"
@@ -211,7 +209,7 @@ async def test_a_waiting_tasks_result_holds_one_of_its_tenants_call_slots() -> N
 
 
 async def test_two_readers_of_one_task_ask_its_question_once() -> None:
-    async with hub_before_fixture() as url, httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
+    async with hub_before_fixture() as (url, _), httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
         ann = AnsweringSession(http, url, KEYS["ann"])
         await ann.open()
         call = {"name": "fx__confirm_delete", "arguments": {"filename": "f.txt"}, "task": {"ttl": 60000}}
@@ -226,7 +224,7 @@ async def test_two_readers_of_one_task_ask_its_question_once() -> None:
 
 
 async def test_a_session_era_client_that_cancels_its_call_cancels_the_task_the_hub_ran_for_it() -> None:
-    async with hub_before_fixture() as url, httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
+    async with hub_before_fixture() as (url, _), httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
         ann = AnsweringSession(http, url, KEYS["ann"])
         await ann.open()
         before = set(fixture_tasks._TASKS)
