@@ -93,8 +93,8 @@ async def _pubsub_round_trip(url: str, count: int) -> dict[str, float]:
                 pass
             times.append((time.perf_counter() - started) * 1000)
         await server
-        await ask.aclose()  # type: ignore[no-untyped-call]
-        await answer.aclose()  # type: ignore[no-untyped-call]
+        await ask.aclose()
+        await answer.aclose()
     return {"p50_ms": round(statistics.median(times), 3), "count": count}
 
 

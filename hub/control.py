@@ -133,7 +133,7 @@ class ControlPlane:
                 if pubsub is not None:
                     with contextlib.suppress(RedisError, OSError, TimeoutError):
                         async with asyncio.timeout(self.store.timeout):
-                            await pubsub.aclose()  # type: ignore[no-untyped-call]
+                            await pubsub.aclose()
             await asyncio.sleep(_RETRY)
 
     async def _catch_up(self) -> None:

@@ -416,7 +416,7 @@ async def test_a_stalled_owner_that_wakes_after_its_session_was_ended_elsewhere_
                     message = await expiries.get_message(timeout=WAIT)
                     if message is not None and message.get("data") == f"manifold:owner:{session}".encode():
                         break
-            await expiries.aclose()  # type: ignore[no-untyped-call]
+            await expiries.aclose()
             # Another replica serves the session (restored from its record), and the client ends it there.
             served = await http.post(group.mcp(1), json=echo(1, "elsewhere"), headers=headers)
             assert served.status_code == 200, served.text
