@@ -50,7 +50,7 @@ from connectors.upstream_sessions import UpstreamSessions
 from hub.errors import InvalidParams, MissingCapability
 from hub.relay import held_question
 from hub.tasks import TaskTable
-from hub.upstream_tasks import ASKED_TTL_MS, TERMINAL, is_flat_task, positive_int, without_related
+from hub.upstream_tasks import ASKED_TTL_MS, TERMINAL, is_flat_task, positive_int, task_fields, without_related
 
 __all__ = [
     "METHODS",
@@ -99,15 +99,7 @@ def task_request(support: str, capabilities: Message) -> Message | None:
 
 def flat_task(task: Message, public: str) -> Message:
     """A 2025-11-25 task object as the fields of a 2026-07-28 task, under its public id."""
-    out: Message = {"taskId": public, "status": task.get("status", "working")}
-    for key in ("statusMessage", "createdAt", "lastUpdatedAt"):
-        if isinstance(task.get(key), str):
-            out[key] = task[key]
-    out["ttlMs"] = positive_int(task.get("ttl"))
-    poll = positive_int(task.get("pollInterval"))
-    if poll is not None:
-        out["pollIntervalMs"] = poll
-    return out
+    return task_fields(task, public, ("ttl", "ttlMs"), ("pollInterval", "pollIntervalMs"))
 
 
 class _Bridge:

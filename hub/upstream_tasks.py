@@ -52,6 +52,7 @@ __all__ = [
     "run_as_task",
     "run_to_end",
     "serve_legacy",
+    "task_fields",
     "without_related",
 ]
 
@@ -113,17 +114,23 @@ async def run_as_task(
     return await run_to_end(ctx.upstreams, upstream, result["taskId"], hooks, cancel_on_exit=True)
 
 
-def legacy_task(task: Message, public: str) -> Message:
-    """A 2026-07-28 task (or detailed task) as a 2025-11-25 task object, under its public id."""
+def task_fields(task: Message, public: str, ttl: tuple[str, str], poll: tuple[str, str]) -> Message:
+    """A task's fields under its public id as the other era names them: its durations renamed, each
+    ``(from, to)``; the time to live always there (null for none), the poll interval when it is given."""
     out: Message = {"taskId": public, "status": task.get("status", "working")}
     for key in ("statusMessage", "createdAt", "lastUpdatedAt"):
         if isinstance(task.get(key), str):
             out[key] = task[key]
-    out["ttl"] = positive_int(task.get("ttlMs"))
-    poll = positive_int(task.get("pollIntervalMs"))
-    if poll is not None:
-        out["pollInterval"] = poll
+    out[ttl[1]] = positive_int(task.get(ttl[0]))
+    interval = positive_int(task.get(poll[0]))
+    if interval is not None:
+        out[poll[1]] = interval
     return out
+
+
+def legacy_task(task: Message, public: str) -> Message:
+    """A 2026-07-28 task (or detailed task) as a 2025-11-25 task object, under its public id."""
+    return task_fields(task, public, ("ttlMs", "ttl"), ("pollIntervalMs", "pollInterval"))
 
 
 async def run_to_end(
