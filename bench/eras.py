@@ -22,9 +22,9 @@ import orjson
 
 from bench.processes import cpu_seconds, free_port, hub_command, resident_mb, running
 from bench.rounds import Round, call_round, summarize
-from hub.schema import ProcessSettings
+from hub.schema import HubSettings, ProcessSettings
 
-__all__ = ["COLLECTOR", "SHARED_SESSIONS", "HubVariant", "ModernClient", "era_costs", "paired_costs"]
+__all__ = ["COLLECTOR", "LANES", "SHARED_SESSIONS", "HubVariant", "ModernClient", "era_costs", "paired_costs"]
 
 VERSION: Final = "2026-07-28"
 _META: Final = {
@@ -138,8 +138,10 @@ async def era_costs(
 
 @dataclass(frozen=True)
 class HubVariant:
-    """One of the hubs a paired comparison runs: what its upstream entry and its environment add."""
+    """One of the hubs a paired comparison runs: what its ``hub`` section, its upstream entry and its
+    environment add."""
 
+    hub: dict[str, Any] = field(default_factory=dict)
     upstream: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
 
@@ -156,6 +158,12 @@ COLLECTOR: Final = {
     "hub_default": HubVariant(env={"MANIFOLD_GC_THRESHOLD": str(ProcessSettings.model_fields["gc_threshold"].default)}),
 }
 """Python's own first threshold of the cyclic collector, and the hub's (``MANIFOLD_GC_THRESHOLD``)."""
+
+LANES: Final = {
+    "one_lane": HubVariant(hub={"statelessLanes": 1}),
+    "lanes": HubVariant(hub={"statelessLanes": HubSettings.model_fields["stateless_lanes"].default}),
+}
+"""A stateless principal's calls all on one upstream session, and spread over the hub's default lanes."""
 
 
 def paired_costs(
@@ -176,7 +184,7 @@ def paired_costs(
         for name, variant in variants.items():
             port = free_port()
             config = {
-                "hub": {"host": "127.0.0.1", "port": port, "storage": str(work / f"paired-{name}.db")},
+                "hub": {"host": "127.0.0.1", "port": port, "storage": str(work / f"paired-{name}.db"), **variant.hub},
                 "mcpServers": {"bench": {"url": upstream, **variant.upstream}},
             }
             command = hub_command(config, work, f"paired-{name}")

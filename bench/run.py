@@ -30,7 +30,7 @@ from mcp import Client
 
 from bench.auth import auth_costs, tenant_isolation
 from bench.client import RpcSession
-from bench.eras import COLLECTOR, SHARED_SESSIONS, era_costs, paired_costs
+from bench.eras import COLLECTOR, LANES, SHARED_SESSIONS, era_costs, paired_costs
 from bench.operations import metrics_costs, soak
 from bench.processes import fast_upstream, free_port, free_ports, hub_command, resident_mb, running
 from bench.replicas import replica_costs
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                 rounds=plan.rounds,
             )
         )
-        for key, variants in (("eras_shared", SHARED_SESSIONS), ("eras_collector", COLLECTOR)):
+        for key, variants in (("eras_shared", SHARED_SESSIONS), ("eras_collector", COLLECTOR), ("eras_lanes", LANES)):
             results[key] = paired_costs(
                 f"http://127.0.0.1:{up_port}/mcp", work, variants, clients=8, calls=plan.calls,
                 seconds=plan.seconds, rounds=max(2, plan.rounds * 2),
@@ -605,6 +605,16 @@ def render(results: dict[str, Any]) -> str:
             f"{collector['hub_default_session_cpu_ms_per_call']} / "
             f"{collector['hub_default_stateless_cpu_ms_per_call']} ms",
             f"RSS {collector['python_default_rss_mb']} / {collector['hub_default_rss_mb']} MB",
+        )
+    )
+    lanes = results["eras_lanes"]
+    rows.append(
+        (
+            "hub CPU per call, 8 clients, session era / 2026-07-28: stateless lanes 1 / the hub's",
+            "-",
+            f"{lanes['one_lane_session_cpu_ms_per_call']} / {lanes['one_lane_stateless_cpu_ms_per_call']} ms; "
+            f"{lanes['lanes_session_cpu_ms_per_call']} / {lanes['lanes_stateless_cpu_ms_per_call']} ms",
+            "two hubs, rounds alternated",
         )
     )
     tenants = results["tenants"]

@@ -188,7 +188,7 @@ class ModernEndpoint:
                         await modern_tasks.serve(principal.bridges, envelope.capabilities, method, params)
                     )
             else:
-                with self.services.upstreams.use(caller, tenant, envelope.capabilities) as principal:
+                with self.services.upstreams.use(caller, tenant, envelope.capabilities, spread=True) as principal:
                     ctx = self.services.contexts.context(
                         caller, envelope.version, envelope.capabilities, view, principal, None, envelope.log_level
                     )
@@ -324,8 +324,9 @@ class ModernEndpoint:
         task: Message | None,
         call: StatelessCall,
     ) -> Message:
-        # The call holds its caller's upstream sessions for as long as it lives, parked or not.
-        with self.services.upstreams.use(caller, tenant, envelope.capabilities) as principal:
+        # The call holds its caller's upstream sessions for as long as it lives, parked or not. A task
+        # lives in the upstream session that made it: tasks are all made on the caller's first lane.
+        with self.services.upstreams.use(caller, tenant, envelope.capabilities, spread=task is None) as principal:
             ctx = self.services.contexts.context(
                 caller, envelope.version, envelope.capabilities, view, principal, call, envelope.log_level
             )

@@ -174,6 +174,7 @@ class Hub:
             self.pool.open_session,
             max_sets=settings.max_sessions,
             idle_timeout=settings.session_idle_timeout,
+            lanes=settings.stateless_lanes,
             on_message=self._stateless_message,
         )
         policy = StatelessPolicy(lambda: self.config, self.pool)

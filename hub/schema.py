@@ -245,6 +245,8 @@ class HubSettings(_Model):
     """How long a stateless client's call waits for its retry with the input it was asked for."""
     max_waiting_calls: Annotated[int, Field(ge=1)] = 1024
     """Stateless calls that may wait for their client's input at once (a principal: a sixteenth)."""
+    stateless_lanes: Annotated[int, Field(ge=1, le=16)] = 4
+    """Upstream sessions a stateless principal's concurrent calls are spread over, per capability shape."""
     max_processes: Annotated[int, Field(ge=1, le=100_000)] = 64
     """Local server processes the hub may run at once, over every upstream."""
     workspaces: str = "workspaces"

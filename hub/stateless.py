@@ -8,6 +8,15 @@ declared capabilities (a server lists tools by what its client can do; the
 shape keeps only what the specification names, so it has few forms), bounded
 in number and closed when idle; the least recently used idle set makes room,
 and a set a call holds, parked or not, is never taken.
+
+A principal's concurrent calls are spread over a few sets of one shape (its
+lanes, opened while every lane is busy and less than half the bound is
+held, so that extra lanes never hold more than half of it): many concurrent
+calls on one upstream session cost the hub and the upstream more than the
+same calls on several. A call alone takes the first lane, and what
+lives in one upstream session stays on the first: task-augmented calls
+(2025-11-25 task ids belong to the session that made them) and listen streams
+(their subscriptions).
 """
 
 from __future__ import annotations
@@ -86,15 +95,17 @@ class PrincipalSet:
         await self.upstreams.aclose()
 
 
-@dataclass
+Key = tuple[str, str, str]
+"""(tenant, principal, capability shape): the sets of one key are its lanes."""
+
+
+@dataclass(eq=False)
 class _Held:
     held: PrincipalSet
     caller: Caller
+    key: Key
     users: int = 0
     last_used: float = field(default_factory=time.monotonic)
-
-
-Key = tuple[str, str, str]
 
 
 class _Lease:
@@ -116,7 +127,7 @@ class _Lease:
 
 
 class PrincipalUpstreams:
-    """Upstream sessions of stateless callers, one set per (tenant, principal, capabilities)."""
+    """Upstream sessions of stateless callers: per (tenant, principal, capabilities), up to ``lanes`` sets."""
 
     def __init__(
         self,
@@ -124,13 +135,16 @@ class PrincipalUpstreams:
         *,
         max_sets: int,
         idle_timeout: float,
+        lanes: int = 1,
         on_message: Callable[[Caller, str, Message], None] | None = None,
     ) -> None:
         self._opener = opener
         self.max_sets = max_sets
         self.idle_timeout = idle_timeout
+        self.lanes = lanes
         self._on_message = on_message
-        self._held: OrderedDict[Key, _Held] = OrderedDict()
+        self._held: OrderedDict[_Held, None] = OrderedDict()  # every set, least recently used first
+        self._keys: dict[Key, list[_Held]] = {}  # the lanes of each key, the first one first
         self._closing: set[asyncio.Task[None]] = set()
         self._stack = contextlib.AsyncExitStack()
 
@@ -142,7 +156,7 @@ class PrincipalUpstreams:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._stack.aclose()
-        held, self._held = list(self._held.values()), OrderedDict()
+        held, self._held, self._keys = list(self._held), OrderedDict(), {}
         await asyncio.gather(*(h.held.aclose() for h in held), return_exceptions=True)
         if self._closing:
             await asyncio.wait(self._closing, timeout=5.0)
@@ -161,38 +175,52 @@ class PrincipalUpstreams:
         return len(self._held)
 
     def callers(self) -> list[tuple[str, str, int]]:
-        """(tenant, principal, requests using the set now) of every set held."""
-        return [(tenant, principal, held.users) for (tenant, principal, _), held in self._held.items()]
+        """(tenant, principal, requests using its sets now) per tenant, principal and capability shape."""
+        return [(tenant, principal, sum(map(_users, lanes))) for (tenant, principal, _), lanes in self._keys.items()]
 
     def tenants(self) -> dict[str, int]:
-        """How many sets each tenant's callers hold."""
+        """How many sets (lanes counted) each tenant's callers hold."""
         counts: dict[str, int] = {}
-        for tenant, _, _ in self._held:
+        for tenant, _, _ in (held.key for held in self._held):
             counts[tenant] = counts.get(tenant, 0) + 1
         return counts
 
-    def use(self, caller: Caller, tenant: Tenant, capabilities: Message) -> _Lease:
-        """The caller's upstream sessions for one request (opened on first use), as a context manager.
+    def use(self, caller: Caller, tenant: Tenant, capabilities: Message, *, spread: bool = False) -> _Lease:
+        """The caller's upstream sessions for one request (opened on first use), as a context manager:
+        the first lane, or with ``spread`` the least busy one (a new one while every lane is busy).
 
         Raises: SessionLimit: ``max_sets`` sets are in use by requests right now.
         """
         key = (caller.tenant, caller.principal, shape_key(capabilities))
-        held = self._held.get(key)
-        if held is None:
+        lanes = self._keys.get(key)
+        if lanes is None:
             self._make_room()
-            held = _Held(self._open(caller, tenant, relayed_shape(capabilities)), caller)
-            self._held[key] = held
+            held = self._add(key, caller, tenant, capabilities)
         else:
-            self._held.move_to_end(key)
+            held = lanes[0]
+            if spread and held.users:
+                held = min(lanes, key=_users)
+                if held.users and len(lanes) < self.lanes and len(self._held) < self.max_sets // 2:
+                    # Never at another's expense: lanes take no set from anyone, and leave half the bound.
+                    held = self._add(key, caller, tenant, capabilities)
+            self._held.move_to_end(held)
         return _Lease(held)
 
     def use_task(self, caller: Caller, tenant: Tenant, capabilities: Message, public: str) -> _Lease:
         """The caller's upstream sessions that started task ``public`` (a request may declare other
         capabilities than the call that started it), as a context manager; :meth:`use` when none did."""
-        for (tenant_name, principal, _), held in self._held.items():
-            if (tenant_name, principal) == (caller.tenant, caller.principal) and held.held.bridges.knows(public):
-                return _Lease(held)
+        for (tenant_name, principal, _), lanes in self._keys.items():
+            if (tenant_name, principal) == (caller.tenant, caller.principal):
+                for held in lanes:
+                    if held.held.bridges.knows(public):
+                        return _Lease(held)
         return self.use(caller, tenant, capabilities)
+
+    def _add(self, key: Key, caller: Caller, tenant: Tenant, capabilities: Message) -> _Held:
+        held = _Held(self._open(caller, tenant, relayed_shape(capabilities)), caller, key)
+        self._held[held] = None
+        self._keys.setdefault(key, []).append(held)
+        return held
 
     def _open(self, caller: Caller, tenant: Tenant, capabilities: Message) -> PrincipalSet:
         on_message = self._on_message
@@ -218,14 +246,18 @@ class PrincipalUpstreams:
     def _make_room(self) -> None:
         if len(self._held) < self.max_sets:
             return
-        for key, held in self._held.items():  # least recently used first
+        for held in self._held:  # least recently used first
             if held.users == 0:
-                del self._held[key]
-                self._close(held)
+                self._drop(held)
                 return
         raise SessionLimit(f"the hub holds upstream sessions for {self.max_sets} stateless callers; try again later")
 
-    def _close(self, held: _Held) -> None:
+    def _drop(self, held: _Held) -> None:
+        del self._held[held]
+        lanes = self._keys[held.key]
+        lanes.remove(held)
+        if not lanes:
+            del self._keys[held.key]
         task = asyncio.get_running_loop().create_task(held.held.aclose())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
@@ -233,11 +265,15 @@ class PrincipalUpstreams:
     async def _reap_idle(self) -> None:
         while True:
             await asyncio.sleep(max(0.05, self.idle_timeout * _REAP_EVERY))
-            limit = time.monotonic() - self.idle_timeout
-            for key, held in list(self._held.items()):
-                if held.users == 0 and held.last_used < limit and held.held.bridges.keep_until < time.monotonic():
-                    del self._held[key]
-                    self._close(held)
+            now = time.monotonic()
+            limit = now - self.idle_timeout
+            for held in list(self._held):
+                if held.users == 0 and held.last_used < limit and held.held.bridges.keep_until < now:
+                    self._drop(held)
+
+
+def _users(held: _Held) -> int:
+    return held.users
 
 
 _KNOWN: Final[dict[str, tuple[str, ...]]] = {

@@ -41,7 +41,7 @@ def test_a_smoke_run_measures_everything(tmp_path: Path) -> None:
     assert stdio["start_ms_p50"]["sandboxed"] > 0 and stdio["start_ms_p50"]["unsandboxed"] > 0
     for target in ("direct", "sandboxed", "unsandboxed"):
         assert stdio["level_8"][target]["calls"] > 0
-    for paired in ("eras_shared", "eras_collector"):  # both eras on each of two hubs
+    for paired in ("eras_shared", "eras_collector", "eras_lanes"):  # both eras on each of two hubs
         assert len([k for k, v in results[paired].items() if k.endswith("_cpu_ms_per_call") and v > 0]) == 4
     assert (
         results["eras_collector"]["python_default_rss_mb"] > 0 and results["eras_collector"]["hub_default_rss_mb"] > 0

@@ -359,6 +359,28 @@ async def test_varying_capabilities_does_not_let_one_principal_evict_anothers_up
         assert await ann.call("alpha__recall") == "ann's", f"{len(served.modern.upstreams)} sets held"
 
 
+@pytest.mark.parametrize(
+    ("settings", "lanes"),
+    [({}, 3), ({"maxSessions": 4}, 2), ({"statelessLanes": 1}, 1)],
+    ids=["spread", "half-the-bound", "one-lane"],
+)
+async def test_one_principals_concurrent_calls_spread_over_its_lanes_and_leave_room_for_others(
+    settings: dict[str, Any], lanes: int
+) -> None:
+    probe = Probe(expected_arrivals=4)  # every call returns only once all four are in flight together
+    async with hub(probe, **settings) as (url, _), client() as http:
+        ann, bob = Who(http, url, "ann"), Who(http, url, "bob")
+        anns = [asyncio.create_task(ann.call("alpha__rendezvous", {"text": str(i)})) for i in range(3)]
+        held = {await asyncio.wait_for(probe.arrived.get(), WAIT) for _ in range(3)}
+        bobs = asyncio.create_task(bob.call("alpha__rendezvous", {"text": "bob"}))
+        bob_session = await asyncio.wait_for(probe.arrived.get(), WAIT)
+        assert await asyncio.gather(*anns, bobs) == ["alpha: 0", "alpha: 1", "alpha: 2", "alpha: bob"]
+        assert len(held) == lanes, held  # ann's lanes: at most 4, and holding at most half of maxSessions
+        assert bob_session not in held  # another principal's calls never share ann's upstream sessions
+        assert await ann.call("alpha__remember", {"text": "ann's"}) == "kept"  # a call alone: the first lane
+        assert await ann.call("alpha__recall") == "ann's"
+
+
 # -- subscriptions/listen --------------------------------------------------------------------------
 async def test_listen_streams_are_bounded_per_caller_and_others_still_listen() -> None:
     async with hub() as (url, _), client() as http:

@@ -31,6 +31,8 @@ class Probe:
     arrivals: int = 0
     all_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     expected_arrivals: int = 2
+    arrived: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    """The upstream session of each rendezvous call, as it arrives."""
     log_levels: list[str] = field(default_factory=list)
     subscribed: list[str] = field(default_factory=list)
     unsubscribed: list[str] = field(default_factory=list)
@@ -100,8 +102,9 @@ def build_upstream(name: str, probe: Probe | None = None) -> MCPServer:
     _shared_tools(server, name, probe)
 
     @server.tool()
-    async def rendezvous(text: str) -> str:
+    async def rendezvous(ctx: Context, text: str) -> str:
         """Return only once ``expected_arrivals`` calls are in flight together."""
+        probe.arrived.put_nowait(_session_of(ctx))
         probe.arrivals += 1
         if probe.arrivals >= probe.expected_arrivals:
             probe.all_arrived.set()
