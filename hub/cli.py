@@ -109,6 +109,7 @@ def _serve(path: str, host: str | None, port: int | None, log_level: str) -> int
     log_config = configure_logs(log_level, ProcessSettings().log_format)
     tracing.configure()  # on when OTEL_TRACES_EXPORTER names an exporter
     app = create_app(config, path)
+    app.hub.reloader.listening = host or config.hub.host  # (a reload must not open it up either)
     listen = server_config(
         app,
         config.hub,

@@ -5,8 +5,10 @@ logged and reported with its JSON path) and the hub keeps serving the config it 
 valid one is applied without dropping sessions (:meth:`hub.runtime.Hub.apply`): upstreams
 added, removed (their calls finish within ``hub.drainTimeout``) and changed (reconnected);
 tenants, keys and limits at once; sessions whose view changed get ``list_changed``.
-Settings that only a restart can apply (where the hub listens, its storage) are reported and
-left as they are. Reloads never overlap. The file is watched by polling its metadata (size,
+Settings that only a restart can apply (where the hub listens, its storage, and what the hub
+reads only when it starts: :data:`hub.live_settings.START_ONLY`) are reported and left as they
+are. A file that would leave the hub listening beyond loopback with no authentication is refused,
+as it is at start. Reloads never overlap. The file is watched by polling its metadata (size,
 mtime, inode) every ``hub.reload.interval`` seconds, and a change is applied once the file has
 stayed the same for ``hub.reload.debounce`` seconds, so an editor's several writes make one
 reload.
@@ -28,8 +30,10 @@ from typing import Any, Protocol
 from pydantic.alias_generators import to_camel
 
 from connectors.spec import UpstreamSpec
-from hub.config import Config, config_from_bytes
+from hub.config import Config, config_from_bytes, exposure_problem
 from hub.errors import ConfigError
+from hub.live_settings import START_ONLY
+from hub.schema import HubSettings
 
 __all__ = ["ReloadOutcome", "Reloadable", "Reloader", "config_digest"]
 
@@ -109,6 +113,8 @@ class Reloader:
         """The digest of the config served, but for where this process listens and keeps its data."""
         self.on_reloaded: Callable[[bytes, str], None] | None = None
         """Told of each document this reloader applied from its file (its bytes and digest), for other replicas."""
+        self.listening: str | None = None
+        """The address the hub listens on, when it is not ``hub.host`` (told by whoever started it)."""
 
     async def __aenter__(self) -> Reloader:
         settings = self.hub.config.hub.reload
@@ -167,14 +173,16 @@ class Reloader:
                 logger.error("reload (%s) refused, the hub keeps its config: %s", source, problem)
             return ReloadOutcome(False, source, list(exc.problems))
         old_hub, new_hub = self.hub.config.hub, config.hub
-        restart = [name for name in _RESTART_ONLY if getattr(old_hub, name) != getattr(new_hub, name)]
-        kept = {name: getattr(old_hub, name) for name in restart}
-        if old_hub.metrics.enabled != new_hub.metrics.enabled:
-            restart.append("metrics.enabled")
-            kept["metrics"] = new_hub.metrics.model_copy(update={"enabled": old_hub.metrics.enabled})
+        restart = [name for name in (*_RESTART_ONLY, *START_ONLY) if _get(old_hub, name) != _get(new_hub, name)]
         if restart:
             # Applied without them: they keep their running values until a restart.
-            config = config.model_copy(update={"hub": new_hub.model_copy(update=kept)})
+            config = config.model_copy(update={"hub": _kept(new_hub, old_hub, restart)})
+        exposed = exposure_problem(config, self.listening or old_hub.host)
+        if exposed is not None:
+            problem = f"$.auth: {exposed}"
+            logger.error("reload (%s) refused, the hub keeps its config: %s", source, problem)
+            return ReloadOutcome(False, source, [problem])
+        if restart:
             if unless is not None:
                 # Another replica's document: where it listens and keeps its data are its own, not news.
                 restart = [name for name in restart if name not in _RESTART_ONLY]
@@ -202,22 +210,42 @@ class Reloader:
 
     async def _watch(self) -> None:
         assert self.path is not None
-        settings = self.hub.config.hub.reload
         seen = _stamp(self.path)
         while True:
-            await asyncio.sleep(settings.interval)
+            await asyncio.sleep(self.hub.config.hub.reload.interval)  # (as the config served says now)
             now = _stamp(self.path)
             if now == seen or now is None:
                 continue
             # Changed: wait until it stays the same for the debounce time (an editor writes in steps).
             while True:
-                await asyncio.sleep(settings.debounce)
+                await asyncio.sleep(self.hub.config.hub.reload.debounce)
                 settled = _stamp(self.path)
                 if settled == now:
                     break
                 now = settled
             seen = now
             await self.reload("file")
+
+
+def _get(settings: HubSettings, name: str) -> Any:
+    """A setting of ``hub`` by its dotted name (``events.max_age``)."""
+    value: Any = settings
+    for part in name.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _kept(new: HubSettings, old: HubSettings, names: list[str]) -> HubSettings:
+    """``new`` with the settings ``names`` (dotted: inside a nested one) at their values in ``old``."""
+    top: dict[str, Any] = {}
+    for name in names:
+        head, _, inner = name.partition(".")
+        if not inner:
+            top[head] = getattr(old, head)
+        else:
+            nested = top.get(head, getattr(new, head))
+            top[head] = nested.model_copy(update={inner: getattr(getattr(old, head), inner)})
+    return new.model_copy(update=top)
 
 
 def _key(name: str) -> str:

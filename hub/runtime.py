@@ -20,7 +20,6 @@ from typing import Any, Final, Self
 
 from connectors import jsonrpc
 from connectors.jsonrpc import Message
-from connectors.limits import PoolLimits
 from connectors.pool import ConnectorPool
 from connectors.spec import UpstreamSpec
 from connectors.status import UpstreamState
@@ -32,6 +31,7 @@ from hub.events import EventLog
 from hub.gate import Gate
 from hub.health import process_facts, store_report, upstream_report
 from hub.listen import Listeners
+from hub.live_settings import apply_bounds, parked_per_principal, pool_limits
 from hub.metrics import Metrics
 from hub.modern import ModernServices
 from hub.outbound import for_client
@@ -79,19 +79,6 @@ class HubState(enum.Enum):
     CLOSED = "closed"
 
 
-def pool_limits(config: Config) -> PoolLimits:
-    settings = config.hub
-    return PoolLimits(
-        max_in_flight=settings.max_in_flight,
-        queue_size=settings.queue_size,
-        queue_timeout=settings.queue_timeout,
-        health_interval=settings.health_interval,
-        backoff_initial=settings.reconnect.initial_delay,
-        backoff_max=settings.reconnect.max_delay,
-        max_processes=settings.max_processes,
-    )
-
-
 class Hub:
     """Everything one running hub holds; an async context manager run by the app's lifespan."""
 
@@ -106,7 +93,7 @@ class Hub:
         self.views = Views(self.catalog)
         self.pool = ConnectorPool(
             config.upstream_specs(),
-            pool_limits(config),
+            pool_limits(settings),
             on_change=self._upstream_changed,
             on_shared_message=self._shared_message,
         )
@@ -187,7 +174,7 @@ class Hub:
                 self.seal,
                 input_timeout=settings.input_timeout,
                 max_parked=settings.max_waiting_calls,
-                max_parked_per_principal=max(1, settings.max_waiting_calls // 16),
+                max_parked_per_principal=parked_per_principal(settings),
                 max_parked_per_upstream=policy.parked_cap,
                 replica=self.run,
             ),
@@ -285,6 +272,15 @@ class Hub:
         self.gate = Gate(config, self.audit, metrics=self.counting, shared=self.shared_buckets)
         self.audit.config = config.audit
         self.metrics.per_tool = config.hub.metrics.per_tool
+        apply_bounds(
+            config.hub,
+            catalog=self.catalog,
+            sessions=self.sessions,
+            listeners=self.listeners,
+            stateless=self.modern.upstreams,
+            calls=self.modern.calls,
+            processes=self.pool.processes,
+        )
         deadline = config.hub.drain_timeout
         await asyncio.gather(
             *(self.pool.remove(name, deadline) for name in old if name not in new),

@@ -32,7 +32,7 @@ from hub.runtime import Hub
 from hub.server import http_options
 from tests.servers import reserve_port, serve
 from tests.upstreams import Probe, http_app
-from tests.wire import WAIT
+from tests.wire import HEADERS, INIT, WAIT, rpc
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
 
@@ -180,6 +180,62 @@ async def test_an_invalid_file_is_refused_with_every_problem_and_the_hub_keeps_s
             code = await asyncio.to_thread(main, ["sessions", "--url", base, "--token", ADMIN, "--json"])
             listed = json.loads(capsys.readouterr().out)
             assert code == 0 and [s["principal"] for s in listed["sessions"]] == ["key:ann"]
+
+
+async def test_a_reload_cannot_leave_a_hub_beyond_loopback_open_to_anyone(tmp_path: Path) -> None:
+    path = tmp_path / "hub.json"
+    async with serve(http_app("alpha")) as alpha:
+        # As deployed beyond loopback (served on loopback here).
+        keyed = document({"alpha": alpha}, host="0.0.0.0", reload={"watch": False})
+        path.write_text(json.dumps(keyed))
+        watcher = Watcher()
+        async with hub_from(path) as (url, hub), user_client(url, watcher) as client:
+            open_to_all = {key: value for key, value in keyed.items() if key != "auth"}
+            path.write_text(json.dumps(open_to_all))
+            outcome = await hub.reloader.reload("test")
+            assert not outcome.ok and outcome.problems[0].startswith("$.auth: refusing to listen on 0.0.0.0")
+            async with httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
+                anonymous = await http.post(url, json=rpc(1, "initialize", INIT), headers=HEADERS)
+            assert anonymous.status_code == 401  # the keys still hold
+            assert (await client.call_tool("alpha__echo", {"text": "x"})).content[0].text == "alpha: x"  # type: ignore[union-attr]
+            assert hub.config.auth is not None and hub.reloader.reloads == 0
+
+            path.write_text(json.dumps({**open_to_all, "hub": {**keyed["hub"], "allowAnonymous": True}}))
+            assert (await hub.reloader.reload("test")).ok  # said in so many words: applied
+
+
+async def test_settings_read_at_start_are_kept_and_said_and_bounds_apply_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "hub.json"
+    async with serve(http_app("alpha")) as alpha:
+        before = document({"alpha": alpha}, reload={"watch": False})
+        path.write_text(json.dumps(before))
+        watcher = Watcher()
+        async with hub_from(path) as (url, hub), user_client(url, watcher) as client:
+            changed = {
+                "separator": "--",
+                "queueSize": 7,
+                "events": {"maxAge": 9, "retryMs": 250},
+                "maxSessions": 1,
+                "statelessLanes": 2,
+                "inputTimeout": 12,
+                "maxWaitingCalls": 32,
+            }
+            path.write_text(json.dumps({**before, "hub": {**before["hub"], **changed}}))
+            outcome = await hub.reloader.reload("test")
+            assert outcome.ok
+            assert sorted(outcome.restart_needed) == ["hub.events.maxAge", "hub.queueSize", "hub.separator"]
+            settings = hub.config.hub
+            assert (settings.separator, settings.queue_size, settings.events.max_age) == ("__", 512, 300)
+            assert settings.events.retry_ms == 250  # its neighbour in events applies
+            assert "alpha__echo" in await names(client)  # the catalog keeps its names
+            assert (hub.sessions.max_sessions, hub.modern.upstreams.max_sets, hub.modern.upstreams.lanes) == (1, 1, 2)
+            assert (hub.modern.calls.input_timeout, hub.modern.calls.max_parked_per_principal) == (12, 2)
+            async with httpx.AsyncClient(timeout=WAIT, trust_env=False) as http:
+                second = await http.post(
+                    url, json=rpc(1, "initialize", INIT), headers={**HEADERS, "authorization": f"Bearer {USER}"}
+                )
+            assert second.status_code == 503  # the lowered bound holds at once
+            assert (await client.call_tool("alpha__echo", {"text": "x"})).content[0].text == "alpha: x"  # type: ignore[union-attr]
 
 
 async def test_sighup_reloads_a_hub_process(tmp_path: Path) -> None:
