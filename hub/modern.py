@@ -84,6 +84,8 @@ class ModernServices:
     """How long a list of a view may be cached: 0 unless every upstream in it announces its changes."""
     public: Callable[[CatalogView], bool]
     """Whether what a view shows is the same for anyone (no auth, no per-tenant filtering)."""
+    spreads: Callable[[str], bool]
+    """Whether a principal's concurrent calls to an upstream may go over several of its upstream sessions."""
     audit: AuditLog | None = None
     metrics: Metrics | None = None
 
@@ -188,7 +190,7 @@ class ModernEndpoint:
                         await modern_tasks.serve(principal.bridges, envelope.capabilities, method, params)
                     )
             else:
-                with self.services.upstreams.use(caller, tenant, envelope.capabilities, spread=True) as principal:
+                with self.services.upstreams.use(caller, tenant, envelope.capabilities) as principal:
                     ctx = self.services.contexts.context(
                         caller, envelope.version, envelope.capabilities, view, principal, None, envelope.log_level
                     )
@@ -283,8 +285,9 @@ class ModernEndpoint:
         if "requestState" in params:
             call = calls.resume(params["requestState"], caller, method, name, params.get("inputResponses"))
         else:
+            upstream: str | None = None
             if method == "tools/call":
-                view.tool(name)  # an unknown tool is refused before its headers are looked at
+                upstream = view.tool(name).upstream  # an unknown tool is refused before its headers are looked at
                 annotated = self._param_headers.of(view.catalog, name)
                 if annotated:
                     check_param_headers(annotated, params.get("arguments"), headers)
@@ -302,7 +305,9 @@ class ModernEndpoint:
             meta = forwarded.get("_meta")
             forwarded["_meta"] = {"progressToken": "", **(meta if isinstance(meta, dict) else {})}
 
-            run = functools.partial(self._run, caller, tenant, envelope, view, method, forwarded, task)
+            # A task lives in the upstream session that made it: those calls stay on the caller's first lane.
+            spread = task is None and self._spreads(view, method, name, upstream)
+            run = functools.partial(self._run, caller, tenant, envelope, view, method, forwarded, task, spread)
             call = calls.start(caller, method, name, envelope.capabilities, run)
             assert call.task is not None
             slot.hand_to(call.task)  # the tenant's call slot is the call's, parked or not, until it ends
@@ -322,11 +327,11 @@ class ModernEndpoint:
         method: str,
         forwarded: Message,
         task: Message | None,
+        spread: bool,
         call: StatelessCall,
     ) -> Message:
-        # The call holds its caller's upstream sessions for as long as it lives, parked or not. A task
-        # lives in the upstream session that made it: tasks are all made on the caller's first lane.
-        with self.services.upstreams.use(caller, tenant, envelope.capabilities, spread=task is None) as principal:
+        # The call holds its caller's upstream sessions for as long as it lives, parked or not.
+        with self.services.upstreams.use(caller, tenant, envelope.capabilities, spread=spread) as principal:
             ctx = self.services.contexts.context(
                 caller, envelope.version, envelope.capabilities, view, principal, call, envelope.log_level
             )
@@ -334,6 +339,14 @@ class ModernEndpoint:
             if task is None:
                 return result
             return modern_tasks.settle_call(principal.bridges, result, envelope.capabilities)
+
+    def _spreads(self, view: CatalogView, method: str, name: str, upstream: str | None) -> bool:
+        if upstream is None:
+            try:
+                upstream = (view.prompt(name) if method == "prompts/get" else view.resource(name)).upstream
+            except HubError:
+                return False  # (unknown here: refused by the dispatch, as it always is)
+        return self.services.spreads(upstream)
 
     def _finish(self, call: StatelessCall, view: CatalogView, result: Message) -> Message:
         return self._complete(result, self._read_cache(call, view, result))

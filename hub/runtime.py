@@ -183,6 +183,7 @@ class Hub:
             in_flight=services.calls,
             list_ttl_ms=policy.list_ttl_ms,
             public=policy.public,
+            spreads=policy.spreads,
             audit=self.audit,
             metrics=self.counting,
         )

@@ -9,14 +9,18 @@ shape keeps only what the specification names, so it has few forms), bounded
 in number and closed when idle; the least recently used idle set makes room,
 and a set a call holds, parked or not, is never taken.
 
-A principal's concurrent calls are spread over a few sets of one shape (its
-lanes, opened while every lane is busy and less than half the bound is
-held, so that extra lanes never hold more than half of it): many concurrent
-calls on one upstream session cost the hub and the upstream more than the
-same calls on several. A call alone takes the first lane, and what
-lives in one upstream session stays on the first: task-augmented calls
-(2025-11-25 task ids belong to the session that made them) and listen streams
-(their subscriptions).
+A principal's concurrent calls to a session-era Streamable HTTP upstream of
+isolated sessions are spread over a few sets of one shape (its lanes): many
+concurrent calls on one upstream session cost the hub and the upstream more
+than the same calls on several. A call alone takes the first lane; another
+lane opens only while every lane has a call in flight and less than half the
+bound is held, so extra lanes hold at most half of it, and an idle one is
+closed after a minute and is the first to make room. What lives in one
+upstream session stays on the first lane: task-augmented calls (2025-11-25 task
+ids belong to the session that made them) and listen streams (their
+subscriptions). Calls to other upstreams do not spread: a local upstream's
+session is a process, a legacy one's a stream, a shared one is one for all,
+and a 2026-07-28 one has no session to share.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ __all__ = ["Askers", "PrincipalSet", "PrincipalUpstreams", "StatelessContexts"]
 logger = logging.getLogger(__name__)
 
 _REAP_EVERY: Final = 0.25  # of the idle timeout
+LANE_IDLE_TIMEOUT: Final = 60.0
+"""Seconds a principal's extra lane may stay idle (its first one: ``hub.sessionIdleTimeout``)."""
 
 
 class Askers:
@@ -105,24 +111,30 @@ class _Held:
     caller: Caller
     key: Key
     users: int = 0
+    """Requests using the set now (listen streams and parked calls too): while any do, it stays."""
+    calls: int = 0
+    """Those of them that may spread: the calls in flight a lane is chosen by."""
     last_used: float = field(default_factory=time.monotonic)
 
 
 class _Lease:
     """One request's use of a set: while it lasts the set is not idle (and never evicted)."""
 
-    __slots__ = ("_held",)
+    __slots__ = ("_held", "_spread")
 
-    def __init__(self, held: _Held) -> None:
+    def __init__(self, held: _Held, spread: bool = False) -> None:
         self._held = held
+        self._spread = spread
 
     def __enter__(self) -> PrincipalSet:
         self._held.users += 1
+        self._held.calls += self._spread
         return self._held.held
 
     def __exit__(self, *exc: object) -> None:
         held = self._held
         held.users -= 1
+        held.calls -= self._spread
         held.last_used = time.monotonic()
 
 
@@ -176,7 +188,9 @@ class PrincipalUpstreams:
 
     def callers(self) -> list[tuple[str, str, int]]:
         """(tenant, principal, requests using its sets now) per tenant, principal and capability shape."""
-        return [(tenant, principal, sum(map(_users, lanes))) for (tenant, principal, _), lanes in self._keys.items()]
+        return [
+            (tenant, principal, sum(h.users for h in lanes)) for (tenant, principal, _), lanes in self._keys.items()
+        ]
 
     def tenants(self) -> dict[str, int]:
         """How many sets (lanes counted) each tenant's callers hold."""
@@ -187,7 +201,8 @@ class PrincipalUpstreams:
 
     def use(self, caller: Caller, tenant: Tenant, capabilities: Message, *, spread: bool = False) -> _Lease:
         """The caller's upstream sessions for one request (opened on first use), as a context manager:
-        the first lane, or with ``spread`` the least busy one (a new one while every lane is busy).
+        the first lane, or with ``spread`` the one with the fewest calls in flight (a new one while
+        each has some).
 
         Raises: SessionLimit: ``max_sets`` sets are in use by requests right now.
         """
@@ -198,13 +213,12 @@ class PrincipalUpstreams:
             held = self._add(key, caller, tenant, capabilities)
         else:
             held = lanes[0]
-            if spread and held.users:
-                held = min(lanes, key=_users)
-                if held.users and len(lanes) < self.lanes and len(self._held) < self.max_sets // 2:
-                    # Never at another's expense: lanes take no set from anyone, and leave half the bound.
+            if spread and held.calls:
+                held = min(lanes[: self.lanes], key=_calls)  # (lanes past a lowered number only wind down)
+                if held.calls and len(lanes) < self.lanes and len(self._held) < self.max_sets // 2:
                     held = self._add(key, caller, tenant, capabilities)
             self._held.move_to_end(held)
-        return _Lease(held)
+        return _Lease(held, spread)
 
     def use_task(self, caller: Caller, tenant: Tenant, capabilities: Message, public: str) -> _Lease:
         """The caller's upstream sessions that started task ``public`` (a request may declare other
@@ -213,6 +227,7 @@ class PrincipalUpstreams:
             if (tenant_name, principal) == (caller.tenant, caller.principal):
                 for held in lanes:
                     if held.held.bridges.knows(public):
+                        self._held.move_to_end(held)  # (a task asked after is in use)
                         return _Lease(held)
         return self.use(caller, tenant, capabilities)
 
@@ -244,13 +259,16 @@ class PrincipalUpstreams:
         return PrincipalSet(upstreams, askers)
 
     def _make_room(self) -> None:
-        if len(self._held) < self.max_sets:
-            return
-        for held in self._held:  # least recently used first
-            if held.users == 0:
-                self._drop(held)
-                return
-        raise SessionLimit(f"the hub holds upstream sessions for {self.max_sets} stateless callers; try again later")
+        # Idle extra lanes first, then the least recently used idle sets, until there is room (the
+        # bound may have been lowered since they were opened).
+        while len(self._held) >= self.max_sets:
+            idle = [held for held in self._held if held.users == 0]  # least recently used first
+            if not idle:
+                raise SessionLimit(
+                    f"the hub holds upstream sessions for {self.max_sets} stateless callers; try again later"
+                )
+            extra = [held for held in idle if self._keys[held.key][0] is not held]
+            self._drop((extra or idle)[0])
 
     def _drop(self, held: _Held) -> None:
         del self._held[held]
@@ -264,16 +282,18 @@ class PrincipalUpstreams:
 
     async def _reap_idle(self) -> None:
         while True:
-            await asyncio.sleep(max(0.05, self.idle_timeout * _REAP_EVERY))
+            extra_timeout = min(self.idle_timeout, LANE_IDLE_TIMEOUT)
+            await asyncio.sleep(max(0.05, extra_timeout * _REAP_EVERY))
             now = time.monotonic()
-            limit = now - self.idle_timeout
             for held in list(self._held):
+                extra = self._keys[held.key][0] is not held
+                limit = now - (extra_timeout if extra else self.idle_timeout)
                 if held.users == 0 and held.last_used < limit and held.held.bridges.keep_until < now:
                     self._drop(held)
 
 
-def _users(held: _Held) -> int:
-    return held.users
+def _calls(held: _Held) -> int:
+    return held.calls
 
 
 _KNOWN: Final[dict[str, tuple[str, ...]]] = {

@@ -1,11 +1,13 @@
 """How the hub answers stateless (2026-07-28) clients where the answer depends on the upstreams:
-how long a list may be cached, whether a shared cache may keep it, how many calls may wait for input."""
+how long a list may be cached, whether a shared cache may keep it, how many calls may wait for input,
+whether a principal's calls may spread over several upstream sessions."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from connectors.pool import ConnectorPool
+from connectors.spec import MODERN_VERSIONS
 from connectors.status import UpstreamState
 from hub.catalog import ListKind
 from hub.config import Config
@@ -44,6 +46,17 @@ class StatelessPolicy:
         """Stateless calls that may wait for input on one upstream: a quarter of its ``maxConcurrency``."""
         upstream = self.pool.upstream(name)
         return max(1, (upstream.spec.max_concurrency if upstream is not None else 4) // 4)
+
+    def spreads(self, name: str) -> bool:
+        """Whether one principal's concurrent calls to upstream ``name`` may go over several upstream
+        sessions of its own: a Streamable HTTP upstream of isolated sessions in the session era (a
+        local upstream's session is a process, a legacy one's a stream, a shared one is one for
+        all, and a 2026-07-28 one has none)."""
+        upstream = self.pool.upstream(name)
+        if upstream is None:
+            return False
+        spec, era = upstream.spec, upstream.status.protocol
+        return spec.transport == "streamable-http" and not spec.shared and era not in MODERN_VERSIONS
 
     def public(self, view: CatalogView) -> bool:
         """Whether a view's lists are the same for anyone, so a shared cache may keep them."""

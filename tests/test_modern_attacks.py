@@ -361,22 +361,27 @@ async def test_varying_capabilities_does_not_let_one_principal_evict_anothers_up
 
 @pytest.mark.parametrize(
     ("settings", "lanes"),
-    [({}, 3), ({"maxSessions": 4}, 2), ({"statelessLanes": 1}, 1)],
-    ids=["spread", "half-the-bound", "one-lane"],
+    [
+        ({}, 3),
+        ({"maxSessions": 4}, 2),
+        ({"statelessLanes": 1}, 1),
+        ({"alpha": {"sessionMode": "shared"}}, 1),  # one upstream session for the tenant anyway
+    ],
+    ids=["spread", "half-the-bound", "one-lane", "shared-upstream"],
 )
 async def test_one_principals_concurrent_calls_spread_over_its_lanes_and_leave_room_for_others(
     settings: dict[str, Any], lanes: int
 ) -> None:
     probe = Probe(expected_arrivals=4)  # every call returns only once all four are in flight together
     async with hub(probe, **settings) as (url, _), client() as http:
-        ann, bob = Who(http, url, "ann"), Who(http, url, "bob")
+        ann, eve = Who(http, url, "ann"), Who(http, url, "eve")
         anns = [asyncio.create_task(ann.call("alpha__rendezvous", {"text": str(i)})) for i in range(3)]
         held = {await asyncio.wait_for(probe.arrived.get(), WAIT) for _ in range(3)}
-        bobs = asyncio.create_task(bob.call("alpha__rendezvous", {"text": "bob"}))
-        bob_session = await asyncio.wait_for(probe.arrived.get(), WAIT)
-        assert await asyncio.gather(*anns, bobs) == ["alpha: 0", "alpha: 1", "alpha: 2", "alpha: bob"]
+        eves = asyncio.create_task(eve.call("alpha__rendezvous", {"text": "eve"}))
+        eve_session = await asyncio.wait_for(probe.arrived.get(), WAIT)
+        assert await asyncio.gather(*anns, eves) == ["alpha: 0", "alpha: 1", "alpha: 2", "alpha: eve"]
         assert len(held) == lanes, held  # ann's lanes: at most 4, and holding at most half of maxSessions
-        assert bob_session not in held  # another principal's calls never share ann's upstream sessions
+        assert eve_session not in held  # another principal's calls never share ann's upstream sessions
         assert await ann.call("alpha__remember", {"text": "ann's"}) == "kept"  # a call alone: the first lane
         assert await ann.call("alpha__recall") == "ann's"
 

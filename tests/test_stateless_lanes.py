@@ -9,6 +9,7 @@ from typing import Any, cast
 import pytest
 
 from connectors.upstream_sessions import UpstreamSessions
+from hub import stateless
 from hub.context import Caller
 from hub.errors import SessionLimit
 from hub.stateless import PrincipalSet, PrincipalUpstreams
@@ -81,7 +82,7 @@ async def test_a_request_that_does_not_spread_stays_on_the_first_lane_however_bu
         assert len(opener.opened) == 1
 
 
-async def test_lanes_hold_at_most_half_the_bound_and_never_keep_another_principal_out() -> None:
+async def test_extra_lanes_hold_at_most_half_the_bound() -> None:
     pool, opener = upstreams(lanes=4, max_sets=4)
     with ExitStack() as stack:
         anns = {id(hold(stack, pool, ANN)) for _ in range(6)}
@@ -102,20 +103,64 @@ async def test_a_principal_never_shares_a_lane_with_another() -> None:
         assert len(anns) == len(bobs) == 4 and not anns & bobs
 
 
-async def test_an_evicted_lane_leaves_the_others_usable() -> None:
+async def test_an_idle_extra_lane_makes_room_before_anyones_first() -> None:
     pool, opener = upstreams(lanes=2, max_sets=4)
     with ExitStack() as stack:
         first, second = hold(stack, pool, ANN), hold(stack, pool, ANN)
     with ExitStack() as stack:
         hold(stack, pool, BOB)
         hold(stack, pool, CY)
-        hold(stack, pool, DAN)  # the least recently used idle set makes room: ann's first lane
-    await asyncio.wait_for(opener.opened[0].closed.wait(), 5)
-    assert not any(s.closed.is_set() for s in opener.opened[1:])
+    hold(ExitStack(), pool, DAN)  # four sets held: one must go, and ann's extra lane is the one
+    await asyncio.wait_for(opener.opened[1].closed.wait(), 5)
+    assert not any(s.closed.is_set() for s in opener.opened if s is not opener.opened[1])
     with pool.use(ANN, ACME, {}, spread=True) as held:
-        assert held is second and len(opener.opened) == 5
+        assert held is first and len(opener.opened) == 5
     assert [row[1] for row in pool.callers()] == ["key:ann", "key:bob", "key:cy", "key:dan"]
     assert first is not second and len(pool) == 4
+
+
+async def test_a_lowered_bound_is_reached_by_the_next_set_opened() -> None:
+    pool, opener = upstreams(max_sets=10)
+    for caller in (Caller(f"key:p{i}", "acme") for i in range(8)):
+        with pool.use(caller, ACME, {}):
+            pass
+    pool.max_sets = 2
+    with pool.use(ANN, ACME, {}):
+        assert len(pool) == 2  # the least recently used idle sets went, as many as it took
+    await asyncio.wait_for(asyncio.gather(*(s.closed.wait() for s in opener.opened[:7])), 5)
+    assert not opener.opened[7].closed.is_set()
+
+
+async def test_a_listen_stream_on_the_first_lane_does_not_move_a_lone_call_off_it() -> None:
+    pool, opener = upstreams()
+    with ExitStack() as stack:
+        first = hold(stack, pool, ANN, spread=False)  # a listen stream (or a task's request) holds it
+        for _ in range(3):
+            with pool.use(ANN, ACME, {}, spread=True) as held:
+                assert held is first
+        assert len(opener.opened) == 1
+
+
+async def test_a_lowered_number_of_lanes_stops_the_spreading_at_once() -> None:
+    pool, _ = upstreams(lanes=4)
+    with ExitStack() as stack:
+        lanes = [hold(stack, pool, ANN) for _ in range(4)]
+        assert len({id(h) for h in lanes}) == 4
+        pool.lanes = 1
+        assert [hold(stack, pool, ANN) for _ in range(3)] == [lanes[0]] * 3  # the others only wind down
+
+
+async def test_an_idle_extra_lane_is_closed_after_a_while_and_the_first_is_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stateless, "LANE_IDLE_TIMEOUT", 0.05)
+    pool, opener = upstreams()
+    async with pool:
+        with ExitStack() as stack:
+            hold(stack, pool, ANN)
+            hold(stack, pool, ANN)
+        await asyncio.wait_for(opener.opened[1].closed.wait(), 5)
+        assert not opener.opened[0].closed.is_set() and len(pool) == 1
 
 
 async def test_a_task_is_found_on_the_lane_that_made_it() -> None:
