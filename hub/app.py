@@ -47,9 +47,11 @@ class ManifoldApp:
     middleware); everything else, and the lifespan that runs the hub, goes through FastAPI.
     The Origin/Host guard stands in front of both."""
 
-    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+    def __init__(self, config: Config, config_path: Path | None = None, host: str | None = None) -> None:
         self.hub = Hub(config, config_path)
         hub = self.hub
+        listening = host or config.hub.host
+        hub.reloader.listening = listening  # (a reload must not leave it open to anyone either)
 
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -136,11 +138,7 @@ class ManifoldApp:
         admin_routes.install(self.api, hub, hub.reloader)
         hub_settings = config.hub
         origins = default_allowed_origins() if hub_settings.allowed_origins is None else hub_settings.allowed_origins
-        hosts = (
-            default_allowed_hosts(hub_settings.host)
-            if hub_settings.allowed_hosts is None
-            else hub_settings.allowed_hosts
-        )
+        hosts = default_allowed_hosts(listening) if hub_settings.allowed_hosts is None else hub_settings.allowed_hosts
         self._guarded = OriginGuard(self._route, origins=origins, hosts=hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -158,7 +156,9 @@ def _error(wire: WireError) -> Response:
     return Response(body, status_code=wire.status, headers=wire.headers, media_type="application/json")
 
 
-def create_app(config: Config, config_path: str | os.PathLike[str] | None = None) -> ManifoldApp:
+def create_app(
+    config: Config, config_path: str | os.PathLike[str] | None = None, host: str | None = None
+) -> ManifoldApp:
     """An ASGI app serving ``config`` (read from ``config_path``, which reloads read again); the hub
-    starts and stops with the app's lifespan."""
-    return ManifoldApp(config, None if config_path is None else Path(config_path))
+    starts and stops with the app's lifespan. ``host`` is where it listens, when not ``hub.host``."""
+    return ManifoldApp(config, None if config_path is None else Path(config_path), host)

@@ -108,8 +108,7 @@ def _serve(path: str, host: str | None, port: int | None, log_level: str) -> int
         return 2
     log_config = configure_logs(log_level, ProcessSettings().log_format)
     tracing.configure()  # on when OTEL_TRACES_EXPORTER names an exporter
-    app = create_app(config, path)
-    app.hub.reloader.listening = host or config.hub.host  # (a reload must not open it up either)
+    app = create_app(config, path, host)
     listen = server_config(
         app,
         config.hub,

@@ -111,6 +111,9 @@ class Reloader:
         self.last: ReloadOutcome | None = None
         self.digest = config_digest(hub.config)
         """The digest of the config served, but for where this process listens and keeps its data."""
+        self._document = self.digest
+        """The digest of the last document applied as it was written (the served config keeps the
+        running values of settings only a restart changes, so it can differ)."""
         self.on_reloaded: Callable[[bytes, str], None] | None = None
         """Told of each document this reloader applied from its file (its bytes and digest), for other replicas."""
         self.listening: str | None = None
@@ -145,7 +148,7 @@ class Reloader:
     async def adopt(self, data: bytes, source: str) -> ReloadOutcome:
         """Apply a config document another replica applied (unless it is the one served already)."""
         async with self._lock:
-            outcome = await self._apply(data, source, unless=self.digest)
+            outcome = await self._apply(data, source, unless=self._document)
         self.last = outcome
         return outcome
 
@@ -166,7 +169,8 @@ class Reloader:
     async def _apply(self, data: bytes, source: str, unless: str | None = None) -> ReloadOutcome:
         try:
             config = config_from_bytes(data, self.path or Path.cwd() / "config.json")
-            if unless is not None and config_digest(config) == unless:
+            document = config_digest(config)
+            if unless is not None and document == unless:
                 return ReloadOutcome(True, source)  # the config served already
         except ConfigError as exc:
             for problem in exc.problems:
@@ -192,7 +196,7 @@ class Reloader:
         old = {spec.name: spec for spec in self.hub.upstream_specs()}
         new = {spec.name: spec for spec in config.upstream_specs()}
         await self.hub.apply(config)
-        self.digest = config_digest(config)
+        self.digest, self._document = config_digest(config), document
         self.reloads += 1
         outcome = ReloadOutcome(
             True,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from hub.app import create_app
+from hub.config import parse_config
 from hub.guard import default_allowed_hosts
 from tests.servers import run_hub, serve
 from tests.upstreams import http_app
@@ -59,6 +61,23 @@ async def test_allowed_lists_come_from_the_config() -> None:
         assert (await post_initialize(http, url, origin="http://localhost:3000")).status_code == 403
         assert (await post_initialize(http, url, host="hub.internal:443")).status_code == 200
         assert (await post_initialize(http, url, host="localhost:8765")).status_code == 421
+
+
+@pytest.mark.parametrize(
+    ("configured", "served", "status"), [("0.0.0.0", "127.0.0.1", 421), ("127.0.0.1", "0.0.0.0", 200)]
+)
+async def test_the_host_check_follows_the_address_served_over_the_configs(
+    configured: str, served: str, status: int
+) -> None:
+    # As `manifold serve --host` serves it: a loopback hub is guarded whatever its file says, and one
+    # served beyond loopback answers the names it is reached by.
+    async with serve(http_app("alpha")) as alpha, httpx.AsyncClient(timeout=10, trust_env=False) as http:
+        document = {
+            "hub": {"host": configured, "storage": ":memory:"},
+            "mcpServers": {"alpha": {"url": f"{alpha}/mcp"}},
+        }
+        async with serve(create_app(parse_config(document), host=served)) as base:
+            assert (await post_initialize(http, f"{base}/mcp", host="hub.example:8765")).status_code == status
 
 
 def test_no_host_check_by_default_when_listening_beyond_loopback() -> None:

@@ -236,6 +236,8 @@ async def test_settings_read_at_start_are_kept_and_said_and_bounds_apply_at_once
                 )
             assert second.status_code == 503  # the lowered bound holds at once
             assert (await client.call_tool("alpha__echo", {"text": "x"})).content[0].text == "alpha: x"  # type: ignore[union-attr]
+            # Another replica's copy of the same document is the one applied already: not applied again.
+            assert (await hub.reloader.adopt(path.read_bytes(), "replica")).ok and hub.reloader.reloads == 1
 
 
 async def test_sighup_reloads_a_hub_process(tmp_path: Path) -> None:
