@@ -219,11 +219,9 @@ class ModernEndpoint:
             out["cacheScope"] = "public" if public else "private"
         return out
 
-    def _read_cache(self, call: StatelessCall, view: CatalogView, result: Message) -> tuple[int, bool] | None:
+    def _read_cache(self, view: CatalogView, result: Message) -> tuple[int, bool]:
         """The caching fields of a ``resources/read`` result: the upstream's own, never more public than the
         view (a session-era upstream gives none: not cacheable, private)."""
-        if call.method != "resources/read":
-            return None
         ttl = result.get("ttlMs")
         ttl = ttl if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl >= 0 else 0
         return ttl, result.get("cacheScope") == "public" and self.services.public(view)
@@ -349,7 +347,7 @@ class ModernEndpoint:
         return self.services.spreads(upstream)
 
     def _finish(self, call: StatelessCall, view: CatalogView, result: Message) -> Message:
-        return self._complete(result, self._read_cache(call, view, result))
+        return self._complete(result, self._read_cache(view, result) if call.method == "resources/read" else None)
 
     # -- subscriptions/listen ----------------------------------------------------------------------
 

@@ -171,10 +171,11 @@ class McpEndpoint:
                 duplicated = None if len(headers) == len(raw) else duplicated_routing_header(raw)
                 if duplicated is not None:
                     raise HeaderMismatch(f"the {duplicated} header is sent more than once")
-                holder = self._holder(kind, message, caller, headers)
-                if holder is not None and self.affinity is not None:
-                    await self.affinity.forward_call(holder, scope, body, receive, send)
-                    return
+                if self.affinity is not None:
+                    holder = self._holder(kind, message, caller, headers)
+                    if holder is not None:
+                        await self.affinity.forward_call(holder, scope, body, receive, send)
+                        return
                 await self.modern.post(headers, caller, kind, message, len(body), receive, send)
                 return
             check_version(headers)

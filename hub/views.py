@@ -68,12 +68,19 @@ class ViewRule:
     prompts: Globs = _ALL
     resources: Globs = _ALL
     """Applies to public resource URIs and to public URI templates."""
+    # Worked out once: a stateless request looks its view up by its rule, and every call asks.
+    everything: bool = field(default=False, init=False, compare=False, repr=False)
+    _hash: int = field(default=0, init=False, compare=False, repr=False)
 
-    @property
-    def everything(self) -> bool:
-        return (
+    def __post_init__(self) -> None:
+        everything = (
             self.upstreams is None and self.tools.everything and self.prompts.everything and self.resources.everything
         )
+        object.__setattr__(self, "everything", everything)
+        object.__setattr__(self, "_hash", hash((self.upstreams, self.tools, self.prompts, self.resources)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def globs(self, kind: ListKind) -> Globs:
         if kind == "tools":
@@ -135,14 +142,14 @@ class CatalogView:
     def tool(self, name: str) -> Entry:
         """Raises: UnknownName: no tool by that name is in the view."""
         entry = self.catalog.tool(name)
-        if not self.rule.admits("tools", entry.upstream, name):
+        if not self.rule.everything and not self.rule.admits("tools", entry.upstream, name):
             raise UnknownName(f"unknown tool: {name}")
         return entry
 
     def prompt(self, name: str) -> Entry:
         """Raises: UnknownName: no prompt by that name is in the view."""
         entry = self.catalog.prompt(name)
-        if not self.rule.admits("prompts", entry.upstream, name):
+        if not self.rule.everything and not self.rule.admits("prompts", entry.upstream, name):
             raise UnknownName(f"unknown prompt: {name}")
         return entry
 

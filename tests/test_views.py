@@ -115,6 +115,27 @@ def test_an_unrestricted_rule_shares_the_view_of_everything() -> None:
     assert views.view(ViewRule()) is views.view(EVERYTHING)
 
 
+@pytest.mark.parametrize(
+    "rule",
+    [
+        ViewRule(upstreams=frozenset({"acme"})),
+        ViewRule(tools=Globs(allow=("acme__*",))),
+        ViewRule(prompts=Globs(deny=("*",))),
+        ViewRule(resources=Globs(deny=("file:*",))),
+    ],
+)
+def test_a_rule_restricting_any_one_kind_is_not_everything_and_equal_rules_share_a_view(rule: ViewRule) -> None:
+    assert not rule.everything  # (the shortcut that skips the globs for an unrestricted view)
+    twin = ViewRule(rule.upstreams, Globs(*_fields(rule.tools)), Globs(*_fields(rule.prompts)), rule.resources)
+    assert twin == rule and hash(twin) == hash(rule) and twin is not rule
+    views = Views(build())
+    assert views.view(twin) is views.view(rule) is not views.view(EVERYTHING)
+
+
+def _fields(globs: Globs) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return globs.allow, globs.deny
+
+
 @given(
     st.lists(st.text(alphabet="ab*?[]!_", min_size=0, max_size=6), max_size=3),
     st.lists(st.text(alphabet="ab*?[]!_", min_size=0, max_size=6), max_size=3),
