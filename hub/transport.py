@@ -185,8 +185,9 @@ class McpEndpoint:
 
     def _holder(self, kind: Kind, message: Message, caller: Caller, headers: dict[str, str]) -> str | None:
         """Another replica, where the call a stateless retry's ``requestState`` names waits (never for a
-        request forwarded here already: it is served here, where its call is found or is not)."""
-        if self.affinity is None or self.modern is None or kind is not Kind.REQUEST or FORWARDED_HEADER in headers:
+        request forwarded here already: it is served here, where its call is found or is not). Asked only
+        with replicas."""
+        if self.modern is None or kind is not Kind.REQUEST or FORWARDED_HEADER in headers:
             return None
         params = message.get("params")
         state = params.get("requestState") if isinstance(params, dict) else None

@@ -68,7 +68,7 @@ class ViewRule:
     prompts: Globs = _ALL
     resources: Globs = _ALL
     """Applies to public resource URIs and to public URI templates."""
-    # Worked out once: a stateless request looks its view up by its rule, and every call asks.
+    # Worked out once: a stateless request looks its view up by its rule, and every lookup asks.
     everything: bool = field(default=False, init=False, compare=False, repr=False)
     _hash: int = field(default=0, init=False, compare=False, repr=False)
 
@@ -90,6 +90,8 @@ class ViewRule:
         return self.resources
 
     def admits(self, kind: ListKind, upstream: str, name: str) -> bool:
+        if self.everything:
+            return True
         return (self.upstreams is None or upstream in self.upstreams) and self.globs(kind).admits(name)
 
 
@@ -142,14 +144,14 @@ class CatalogView:
     def tool(self, name: str) -> Entry:
         """Raises: UnknownName: no tool by that name is in the view."""
         entry = self.catalog.tool(name)
-        if not self.rule.everything and not self.rule.admits("tools", entry.upstream, name):
+        if not self.rule.admits("tools", entry.upstream, name):
             raise UnknownName(f"unknown tool: {name}")
         return entry
 
     def prompt(self, name: str) -> Entry:
         """Raises: UnknownName: no prompt by that name is in the view."""
         entry = self.catalog.prompt(name)
-        if not self.rule.everything and not self.rule.admits("prompts", entry.upstream, name):
+        if not self.rule.admits("prompts", entry.upstream, name):
             raise UnknownName(f"unknown prompt: {name}")
         return entry
 
